@@ -1,0 +1,194 @@
+"""Host profile: the fitted cost coefficients the model reads, and their JSON file.
+
+Schema (version 1), every time in seconds and every size in bytes:
+
+    {"schema": 1, "source": str, "date": ISO-8601, "host": {cpu, cores, threads, ram_bytes, os,
+     torch, device, dtype}, "terms": {NAME: TERM}, "scalars": {NAME: float}, "raw": {...}}
+
+TERM is piecewise affine in its size x: t(x) = c0[i] + slope[i] * x on segment i, where the
+segments are split at the ascending `knots` (len(c0) == len(slope) == len(knots) + 1), with
+optional fit quality: "r2" and "ci95" ([[lo, hi] for each slope]).
+
+Terms (x is the bytes that one call touches, per tensor, per layer):
+  alloc        torch.empty of x bytes plus the first touch of every page (growth events)
+  copy         copying x bytes of valid rows from the old buffer into the new one
+  write        in-place write of x bytes of new rows into a preallocated buffer
+  attn_exact   scaled_dot_product_attention, one query row, over K+V views of x bytes
+  attn_masked  the same over a buffer of x bytes with an additive mask (padded rows)
+  weights      one decoder layer's (or the LM head's) matmuls streaming x bytes of weights
+Scalars:
+  attn_q_slope     relative extra attention cost per extra query row (q rows: 1 + s*(q-1))
+  weights_row_slope relative extra matmul cost per extra token row (m rows: 1 + s*(m-1))
+  step_s           fixed framework cost per decode step (embedding, final norm, sampling)
+  layer_s          fixed per-layer cost (norms, RoPE, activations, kernel launches)
+  sd_iter_s        fixed cost of one speculative-decoding iteration (drafting bookkeeping)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from bmc_model.errors import BMCError
+
+SCHEMA_VERSION = 1
+TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
+SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_iter_s")
+
+
+@dataclass(frozen=True)
+class Term:
+    c0: tuple[float, ...]
+    slope: tuple[float, ...]
+    knots: tuple[float, ...] = ()
+    r2: float | None = None
+    ci95: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.c0) != len(self.knots) + 1 or len(self.slope) != len(self.c0):
+            raise BMCError("profile term: need len(c0) == len(slope) == len(knots) + 1")
+        if list(self.knots) != sorted(self.knots):
+            raise BMCError("profile term: knots must ascend")
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray | float:
+        if not self.knots:
+            return self.c0[0] + self.slope[0] * x
+        i = np.searchsorted(np.asarray(self.knots), x, side="right")
+        return np.asarray(self.c0)[i] + np.asarray(self.slope)[i] * x
+
+    def segment(self, x: float) -> tuple[float, float]:
+        """(c0, slope) of the segment holding x: used by the closed-form optimum."""
+        i = int(np.searchsorted(np.asarray(self.knots), x, side="right"))
+        return self.c0[i], self.slope[i]
+
+    def to_dict(self) -> dict:
+        d: dict = {"c0": list(self.c0), "slope": list(self.slope), "knots": list(self.knots)}
+        if self.r2 is not None:
+            d["r2"] = self.r2
+        if self.ci95:
+            d["ci95"] = [list(c) for c in self.ci95]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Term:
+        return cls(c0=tuple(float(v) for v in d["c0"]), slope=tuple(float(v) for v in d["slope"]),
+                   knots=tuple(float(v) for v in d.get("knots", ())),
+                   r2=None if d.get("r2") is None else float(d["r2"]),
+                   ci95=tuple((float(a), float(b)) for a, b in d.get("ci95", ())))
+
+
+@dataclass(frozen=True)
+class Profile:
+    terms: dict[str, Term]
+    scalars: dict[str, float]
+    host: dict = field(default_factory=dict)
+    date: str = ""
+    source: str = ""
+    raw: dict = field(default_factory=dict)
+
+    def __getattr__(self, name: str):  # profile.alloc, profile.step_s, ...
+        terms = self.__dict__.get("terms", {})
+        if name in terms:
+            return terms[name]
+        scalars = self.__dict__.get("scalars", {})
+        if name in scalars:
+            return scalars[name]
+        raise AttributeError(name)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.host.get("dtype", "float32"))
+
+    def describe(self) -> str:
+        h = self.host
+        return (f"{self.source} ({h.get('cpu', '?')}, {h.get('threads', '?')} threads, "
+                f"{h.get('device', '?')}, {h.get('dtype', '?')}, {self.date[:10] or 'undated'})")
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA_VERSION, "source": self.source, "date": self.date, "host": self.host,
+                "terms": {k: t.to_dict() for k, t in self.terms.items()}, "scalars": dict(self.scalars),
+                "raw": self.raw}
+
+    @classmethod
+    def from_dict(cls, d: object, source: str) -> Profile:
+        if not isinstance(d, dict):
+            raise BMCError(f"profile {source}: not a JSON object")
+        if d.get("schema") != SCHEMA_VERSION:
+            raise BMCError(f"profile {source}: schema version {d.get('schema')!r}, this bmc-tune reads "
+                           f"{SCHEMA_VERSION}; run `bmc-tune calibrate` again")
+        try:
+            terms = {k: Term.from_dict(d["terms"][k]) for k in TERM_NAMES}
+            scalars = {k: float(d["scalars"][k]) for k in SCALAR_NAMES}
+        except KeyError as e:
+            raise BMCError(f"profile {source}: missing {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise BMCError(f"profile {source}: malformed ({e})") from None
+        return cls(terms=terms, scalars=scalars, host=dict(d.get("host", {})), date=str(d.get("date", "")),
+                   source=source, raw=dict(d.get("raw", {})))
+
+
+def default_profile_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bmc-tune" / "profile.json"
+
+
+def embedded_profile() -> Profile:
+    text = (resources.files("bmc_model") / "data" / "default_profile.json").read_text()
+    return Profile.from_dict(json.loads(text), source="embedded default")
+
+
+def read_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BMCError(f"profile not found: {path}") from None
+    except OSError as e:
+        raise BMCError(f"profile {path}: cannot read ({e.strerror})") from None
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BMCError(f"profile {path}: corrupt JSON ({e})") from None
+    return Profile.from_dict(d, source=str(path))
+
+
+def load_profile(profile: Profile | str | Path | None = None) -> Profile:
+    """An explicit profile, else the calibrated one in the cache dir, else the embedded default."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile is not None:
+        return read_profile(profile)
+    p = default_profile_path()
+    if p.exists():
+        return read_profile(p)
+    return embedded_profile()
+
+
+def write_profile(profile: Profile, path: str | Path) -> Path:
+    """Atomic: a temporary file in the same folder, fsync, then rename over the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(profile.to_dict(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def host_mismatch(profile: Profile, current: dict) -> list[str]:
+    """Fingerprint keys whose values differ between the profile and this host."""
+    keys = ("cpu", "cores", "threads", "device", "dtype", "torch")
+    return [k for k in keys if k in profile.host and k in current and profile.host[k] != current[k]]

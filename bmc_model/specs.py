@@ -1,0 +1,162 @@
+"""Model geometry: the few numbers the cost model needs, from presets or any HF config.json."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+from bmc_model.errors import BMCError
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    ffn: int
+    vocab: int
+    gated_mlp: bool = True
+    tied_embeddings: bool = False
+    dtype: str = "float16"
+    hf_id: str = ""
+    aliases: tuple[str, ...] = field(default=())
+    sliding_window: int | None = None
+
+    def __post_init__(self) -> None:
+        for f in ("layers", "heads", "kv_heads", "head_dim", "hidden", "ffn", "vocab"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise BMCError(f"model {self.name!r}: {f} must be a positive integer, got {v!r}")
+        if self.heads % self.kv_heads:
+            raise BMCError(f"model {self.name!r}: heads ({self.heads}) not a multiple of kv_heads ({self.kv_heads})")
+        if self.dtype not in DTYPE_BYTES:
+            raise BMCError(f"model {self.name!r}: unknown dtype {self.dtype!r} (use {', '.join(DTYPE_BYTES)})")
+
+    # Parameter counts; the cost model turns them into bytes with the dtype in use.
+    def layer_params(self) -> int:
+        """Weights one decoder layer streams per step: q, k, v, o projections and the MLP."""
+        attn = self.hidden * self.heads * self.head_dim * 2 + self.hidden * self.kv_heads * self.head_dim * 2
+        mlp = (3 if self.gated_mlp else 2) * self.hidden * self.ffn
+        return attn + mlp
+
+    def head_params(self) -> int:
+        """The LM head, streamed once per step (tied or not, it is read)."""
+        return self.vocab * self.hidden
+
+    def kv_row_elems(self) -> int:
+        """Elements of one K row plus one V row, one sequence, one layer."""
+        return 2 * self.kv_heads * self.head_dim
+
+    def with_layers(self, layers: int | None) -> ModelSpec:
+        if layers is None:
+            return self
+        if layers < 1:
+            raise BMCError(f"--layers must be a positive integer, got {layers}")
+        return replace(self, layers=layers, name=f"{self.name}[{layers}L]")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["aliases"] = list(self.aliases)
+        return d
+
+
+def _preset_files() -> list[tuple[str, str]]:
+    root = resources.files("bmc_model") / "presets"
+    return [(p.name, p.read_text()) for p in root.iterdir() if p.name.endswith(".json")]
+
+
+def presets() -> dict[str, ModelSpec]:
+    out: dict[str, ModelSpec] = {}
+    for fname, text in sorted(_preset_files()):
+        d = json.loads(text)
+        d["aliases"] = tuple(d.get("aliases", ()))
+        out[d["name"]] = ModelSpec(**d)
+    return out
+
+
+def _lookup_table() -> dict[str, ModelSpec]:
+    table: dict[str, ModelSpec] = {}
+    for spec in presets().values():
+        for key in (spec.name, spec.hf_id, *spec.aliases):
+            if key:
+                table[key.lower()] = spec
+    return table
+
+
+def get_spec(name: str) -> ModelSpec:
+    """A preset by name or HF id, case-insensitively; unknown names suggest close matches."""
+    table = _lookup_table()
+    spec = table.get(name.strip().lower())
+    if spec is not None:
+        return spec
+    close = difflib.get_close_matches(name.lower(), list(table), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise BMCError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(presets()))}; or pass --config config.json)")
+
+
+def _need(cfg: dict, path: Path, *keys: str) -> int:
+    for k in keys:
+        if k in cfg and cfg[k] is not None:
+            v = cfg[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise BMCError(f"{path}: field {k!r} must be a positive integer, got {v!r}")
+            return v
+    raise BMCError(f"{path}: missing field {' or '.join(repr(k) for k in keys)}")
+
+
+def spec_from_config(path: str | Path) -> ModelSpec:
+    """Read an HF config.json: Llama, Mistral, Qwen2, Gemma, OPT and GPT-2 field names."""
+    path = Path(path)
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BMCError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BMCError(f"{path}: not a readable JSON config ({e.__class__.__name__}: {e})") from None
+    if not isinstance(cfg, dict):
+        raise BMCError(f"{path}: config must be a JSON object")
+    mtype = str(cfg.get("model_type", "")).lower()
+    name = str(cfg.get("_name_or_path") or path.parent.name or path.stem) or "config"
+    dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float16")
+    dtype = dtype if dtype in DTYPE_BYTES else "float16"
+    if mtype == "gpt2" or "n_layer" in cfg:
+        hidden = _need(cfg, path, "n_embd", "hidden_size")
+        heads = _need(cfg, path, "n_head", "num_attention_heads")
+        layers = _need(cfg, path, "n_layer", "num_hidden_layers")
+        ffn = cfg.get("n_inner") or 4 * hidden
+        return ModelSpec(name=name, layers=layers, heads=heads, kv_heads=heads, head_dim=hidden // heads,
+                         hidden=hidden, ffn=ffn, vocab=_need(cfg, path, "vocab_size"), gated_mlp=False,
+                         tied_embeddings=True, dtype=dtype)
+    layers = _need(cfg, path, "num_hidden_layers")
+    heads = _need(cfg, path, "num_attention_heads")
+    hidden = _need(cfg, path, "hidden_size")
+    if mtype == "opt" or "ffn_dim" in cfg:
+        ffn, gated = _need(cfg, path, "ffn_dim"), False
+    else:
+        ffn, gated = _need(cfg, path, "intermediate_size"), True
+    kv = cfg.get("num_key_value_heads") or heads
+    head_dim = cfg.get("head_dim") or hidden // heads
+    sw = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
+    return ModelSpec(name=name, layers=layers, heads=heads, kv_heads=kv, head_dim=head_dim, hidden=hidden,
+                     ffn=ffn, vocab=_need(cfg, path, "vocab_size"), gated_mlp=gated,
+                     tied_embeddings=bool(cfg.get("tie_word_embeddings", mtype == "opt")), dtype=dtype,
+                     sliding_window=sw if isinstance(sw, int) else None)
+
+
+def resolve_spec(model: str | ModelSpec | None = None, config: str | Path | None = None,
+                 layers: int | None = None) -> ModelSpec:
+    if isinstance(model, ModelSpec):
+        spec = model
+    elif config is not None:
+        spec = spec_from_config(config)
+    else:
+        spec = get_spec(model or "llama-7b")
+    return spec.with_layers(layers)
