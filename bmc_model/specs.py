@@ -102,7 +102,7 @@ def get_spec(name: str) -> ModelSpec:
     raise BMCError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(presets()))}; or pass --config config.json)")
 
 
-def _need(cfg: dict, path: Path, *keys: str) -> int:
+def _need(cfg: dict, path: Path | str, *keys: str) -> int:
     for k in keys:
         if k in cfg and cfg[k] is not None:
             v = cfg[k]
@@ -123,8 +123,17 @@ def spec_from_config(path: str | Path) -> ModelSpec:
         raise BMCError(f"{path}: not a readable JSON config ({e.__class__.__name__}: {e})") from None
     if not isinstance(cfg, dict):
         raise BMCError(f"{path}: config must be a JSON object")
+    return spec_from_config_dict(cfg, name=path.parent.name or path.stem, source=str(path))
+
+
+def spec_from_config_dict(cfg: dict, name: str = "config", source: str | None = None) -> ModelSpec:
+    """The same from a config already in memory (e.g. `model.config.to_dict()`); `name` is the fallback
+    when the dict has no `_name_or_path`, `source` labels error messages (default: the name)."""
+    path = source or name
+    if not isinstance(cfg, dict):
+        raise BMCError(f"{path}: config must be a JSON object")
     mtype = str(cfg.get("model_type", "")).lower()
-    name = str(cfg.get("_name_or_path") or path.parent.name or path.stem) or "config"
+    name = str(cfg.get("_name_or_path") or name) or "config"
     dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float16")
     dtype = dtype if dtype in DTYPE_BYTES else "float16"
     if mtype == "gpt2" or "n_layer" in cfg:

@@ -37,9 +37,14 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@app.callback()
+def _root() -> None:
+    """Calibrated KV-cache growth model and r-tuner (BMC)."""
+
+
 def _register() -> None:
     # Each command lives in its own module; importing it adds it to `app`.
-    from bmc_model.cli import calibrate_cmd, profile_cmd, recommend_cmd, validate_cmd  # noqa: F401
+    from bmc_model.cli import calibrate_cmd, models_cmd, profile_cmd, recommend_cmd, validate_cmd  # noqa: F401
 
 
 _register()

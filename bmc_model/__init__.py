@@ -1,0 +1,14 @@
+"""bmc-tune: a calibrated model of KV-cache growth cost in LLM decoding, and an r-tuner.
+
+Light on purpose: importing this package never imports torch (schedulers call predict()).
+"""
+
+from bmc_model.errors import BMCError
+from bmc_model.policy import NAMED, Policy, parse_policy
+from bmc_model.predict import Prediction, Recommendation, predict, recommend
+from bmc_model.profile import Profile, load_profile
+from bmc_model.specs import ModelSpec, get_spec, presets, resolve_spec, spec_from_config
+
+__all__ = ["BMCError", "NAMED", "ModelSpec", "Policy", "Prediction", "Profile", "Recommendation", "get_spec",
+           "load_profile", "parse_policy", "predict", "presets", "recommend", "resolve_spec", "spec_from_config"]
+__version__ = "0.1.0"

@@ -1,0 +1,191 @@
+"""Robust fits of timing medians: affine, piecewise affine with a fitted knee, and ratio slopes.
+
+Residuals are relative, (prediction - y) / y: timing noise is roughly multiplicative and sizes span
+five orders of magnitude, so absolute residuals would let the largest sizes decide everything and
+leave the intercept (the per-call overhead) to chance. The loss is scipy's soft-L1 with the
+transition at F_SCALE relative error: quadratic for ordinary noise, linear for outliers.
+
+Confidence intervals (95%) come from the Jacobian of the (linear) model with a robust residual
+scale (1.4826 * MAD of the residuals) and Student's t; R^2 is computed on log time, the fraction
+of the variance of log t that the fit explains (the natural scale for log-spaced sizes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+from bmc_model.calibrate.stats import MAD_TO_SIGMA
+from bmc_model.profile import Term
+
+F_SCALE = 0.05  # relative error where soft-L1 turns from quadratic to linear
+_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class SegmentFit:
+    c0: float
+    slope: float
+    c0_ci: tuple[float, float]
+    slope_ci: tuple[float, float]
+    n: int
+    cost: float  # summed soft-L1 loss of relative residuals (for comparing fits on the same points)
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray | float:
+        return self.c0 + self.slope * np.asarray(x, dtype=float)
+
+
+@dataclass(frozen=True)
+class PiecewiseFit:
+    segments: tuple[SegmentFit, ...]
+    knots: tuple[float, ...]
+    r2: float
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray | float:
+        return self.term()(np.asarray(x, dtype=float))
+
+    def term(self) -> Term:
+        return Term(c0=tuple(s.c0 for s in self.segments), slope=tuple(s.slope for s in self.segments),
+                    knots=self.knots, r2=self.r2, ci95=tuple(s.slope_ci for s in self.segments))
+
+
+def soft_l1(r: np.ndarray, f_scale: float = F_SCALE) -> float:
+    z = (np.asarray(r, dtype=float) / f_scale) ** 2
+    return float(np.sum(2.0 * (np.sqrt(1.0 + z) - 1.0)))
+
+
+def r2_log(y: np.ndarray, pred: np.ndarray) -> float:
+    """1 - SS_res / SS_tot on log time; 1.0 when y is constant and matched exactly."""
+    ly = np.log(np.maximum(np.asarray(y, dtype=float), _TINY))
+    lp = np.log(np.maximum(np.asarray(pred, dtype=float), _TINY))
+    ss_res = float(np.sum((ly - lp) ** 2))
+    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    if ss_tot <= 0.0:
+        return 1.0 if ss_res <= 1e-24 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
+def _check(x: np.ndarray, y: np.ndarray, need: int) -> None:
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("fit: x and y must be 1-D arrays of the same length")
+    if x.size < need or np.unique(x).size < 2:
+        raise ValueError(f"fit: need at least {need} points at 2 distinct sizes, got {x.size}")
+    if np.any(y <= 0) or not np.all(np.isfinite(y)) or not np.all(np.isfinite(x)):
+        raise ValueError("fit: times must be finite and positive")
+
+
+def fit_affine(x: np.ndarray | list[float], y: np.ndarray | list[float], *, nonneg: bool = True,
+               f_scale: float = F_SCALE) -> SegmentFit:
+    """Robust t = c0 + slope * x (c0, slope >= 0 when nonneg: costs do not shrink with size)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    _check(x, y, 3)
+    # Scale the unknowns to O(1): c0 ~ 1e-6 s and slope ~ 1e-10 s/byte would defeat the solver's
+    # tolerances. p = (a, b) with t = ys * (a + b * x / xs).
+    ys = float(np.median(y))
+    xs = float(np.median(np.abs(x))) or 1.0
+    a_mat = np.column_stack([ys / y, ys * x / (xs * y)])  # relative residual = a_mat @ p - 1
+    p0 = np.linalg.lstsq(a_mat, np.ones_like(y), rcond=None)[0]
+    lo = np.array([0.0, 0.0]) if nonneg else np.array([-np.inf, -np.inf])
+    p0 = np.maximum(p0, 1e-9) if nonneg else p0
+    res = optimize.least_squares(lambda p: a_mat @ p - 1.0, p0, loss="soft_l1", f_scale=f_scale,
+                                 bounds=(lo, np.full(2, np.inf)), method="trf", x_scale=1.0)
+    p = res.x
+    r = a_mat @ p - 1.0
+    n = x.size
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - 2, 1))
+    try:
+        cov = sigma**2 * np.linalg.inv(a_mat.T @ a_mat)
+    except np.linalg.LinAlgError:
+        cov = np.full((2, 2), np.inf)
+    t = float(stats.t.ppf(0.975, max(n - 2, 1)))
+    ha = t * math.sqrt(max(cov[0, 0], 0.0))
+    hb = t * math.sqrt(max(cov[1, 1], 0.0))
+    c0, slope = ys * p[0], ys * p[1] / xs
+    return SegmentFit(c0=float(c0), slope=float(slope),
+                      c0_ci=(float(ys * (p[0] - ha)), float(ys * (p[0] + ha))),
+                      slope_ci=(float(ys * (p[1] - hb) / xs), float(ys * (p[1] + hb) / xs)),
+                      n=int(n), cost=soft_l1(r, f_scale))
+
+
+def _knot_between(left: SegmentFit, right: SegmentFit, xl: float, xr: float) -> float:
+    """Where the two lines cross inside the gap (a continuous knee), else the gap's geometric middle."""
+    if left.slope != right.slope:
+        xc = (right.c0 - left.c0) / (left.slope - right.slope)
+        if xl < xc < xr:
+            return float(xc)
+    return float(math.sqrt(xl * xr)) if xl > 0 else 0.5 * (xl + xr)
+
+
+def _bic(cost: float, n: int, k: int) -> float:
+    return n * math.log(max(cost, 1e-12) / n) + k * math.log(n)
+
+
+def fit_piecewise(x: np.ndarray | list[float], y: np.ndarray | list[float], *, knee: bool = True,
+                  min_points: int = 3, f_scale: float = F_SCALE) -> PiecewiseFit:
+    """Affine, or two affine segments split at a fitted knee when that is clearly better.
+
+    The knee is searched over every gap between consecutive distinct sizes that leaves at least
+    `min_points` points on each side; the candidate with the least summed soft-L1 loss wins, and it
+    replaces the single line only if it lowers the BIC (5 parameters: two lines and the knot, against
+    2). The segments are fitted independently: a jump at the knee (glibc switching from the heap to
+    fresh mmap'd pages) is allowed.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    _check(x, y, 3)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    one = fit_affine(x, y, f_scale=f_scale)
+    best: tuple[float, SegmentFit, SegmentFit, float] | None = None
+    if knee:
+        ux = np.unique(x)
+        for i in range(1, ux.size):
+            xl, xr = ux[i - 1], ux[i]
+            left, right = x <= xl, x >= xr
+            if (left.sum() < min_points or right.sum() < min_points or np.unique(x[left]).size < 2
+                    or np.unique(x[right]).size < 2):
+                continue
+            fl = fit_affine(x[left], y[left], f_scale=f_scale)
+            fr = fit_affine(x[right], y[right], f_scale=f_scale)
+            cost = fl.cost + fr.cost
+            if best is None or cost < best[0]:
+                best = (cost, fl, fr, _knot_between(fl, fr, float(xl), float(xr)))
+    n = x.size
+    if best is not None and _bic(best[0], n, 5) < _bic(one.cost, n, 2):
+        _, fl, fr, knot = best
+        fit = PiecewiseFit(segments=(fl, fr), knots=(knot,), r2=0.0)
+    else:
+        fit = PiecewiseFit(segments=(one,), knots=(), r2=0.0)
+    return PiecewiseFit(segments=fit.segments, knots=fit.knots, r2=r2_log(y, fit(x)))
+
+
+@dataclass(frozen=True)
+class SlopeFit:
+    slope: float
+    ci95: tuple[float, float]
+    n: int
+
+
+def fit_ratio_slope(u: np.ndarray | list[float], ratio: np.ndarray | list[float],
+                    f_scale: float = F_SCALE) -> SlopeFit:
+    """Robust s in ratio = 1 + s * u (u = extra rows, ratio = t(rows) / t(1 row)), through (0, 1)."""
+    u = np.asarray(u, dtype=float)
+    ratio = np.asarray(ratio, dtype=float)
+    keep = u > 0  # the u = 0 points are 1 by construction and carry no information
+    u, ratio = u[keep], ratio[keep]
+    if u.size < 2 or np.any(ratio <= 0):
+        raise ValueError("fit_ratio_slope: need at least 2 positive ratios at u > 0")
+    a = (u / ratio)[:, None]  # relative residual (1 + s u) / ratio - 1 = a s - (1 - 1/ratio)
+    b = 1.0 - 1.0 / ratio
+    s0 = np.linalg.lstsq(a, b, rcond=None)[0]
+    res = optimize.least_squares(lambda s: a @ s - b, s0, loss="soft_l1", f_scale=f_scale)
+    s = float(res.x[0])
+    r = a[:, 0] * s - b
+    n = u.size
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - 1, 1))
+    half = float(stats.t.ppf(0.975, max(n - 1, 1))) * sigma / math.sqrt(float(np.sum(a[:, 0] ** 2)))
+    return SlopeFit(slope=s, ci95=(s - half, s + half), n=int(n))

@@ -1,0 +1,78 @@
+"""Choosing r: the closed-form optimum r* and the exact integer argmin by a vectorised sweep."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bmc_model.cost import Geometry, Workload, memory, total_seconds
+from bmc_model.policy import Policy
+from bmc_model.profile import Profile
+
+
+def closed_form_r(w: Workload, geo: Geometry, prof: Profile, width: str = "padded") -> float:
+    """r* = sqrt(A / B) from d/dr [A/r + B r] = 0 (docs/model.md, "The optimum").
+
+    A = 2(alpha0 + kappa0) T + rho (alpha1 + kappa1)(2 P T + T^2)  [growth events, ~1/r]
+    B = rho (s T - 2 alpha1)                                        [padded rows, ~r]
+    with alloc(x) = alpha0 + alpha1 x, copy(x) = kappa0 + kappa1 x at the sizes reached and
+    attention slope s (per K+V byte). Plain decoding; widths other than padded read no padded
+    rows, so B <= 0 and the optimum is to grow once for the whole generation (r* = T).
+    """
+    T, P, rho = float(w.tokens), float(w.prompt), geo.rho
+    if width != "padded":
+        return T
+    r = math.sqrt(T)
+    for _ in range(3):  # the alloc/copy segment depends on the sizes reached, which depend on r
+        a0, a1 = prof.alloc.segment(rho * (P + T / 2 + r))
+        k0, k1 = prof.copy.segment(rho * (P + T / 2))
+        s = prof.attn_masked.segment(2 * rho * (P + T / 2))[1]
+        A = 2 * (a0 + k0) * T + rho * (a1 + k1) * (2 * P * T + T * T)
+        B = rho * (s * T - 2 * a1)
+        if B <= 0 or A <= 0:
+            return T
+        r = min(math.sqrt(A / B), T)
+    return r
+
+
+@dataclass
+class Sweep:
+    width: str
+    pad: int
+    r: np.ndarray  # candidate r values, 1..R
+    seconds: np.ndarray  # predicted total decode seconds for each r
+    peak_bytes: np.ndarray  # predicted peak KV bytes for each r
+    feasible: np.ndarray  # peak within the memory cap
+
+    def policy(self, r: int) -> Policy:
+        return Policy("fixed", int(r), width=self.width, pad=self.pad)  # type: ignore[arg-type]
+
+    @property
+    def argmin(self) -> int | None:
+        if not self.feasible.any():
+            return None
+        return int(self.r[np.argmin(np.where(self.feasible, self.seconds, np.inf))])
+
+    def smallest_within(self, tol: float) -> int | None:
+        """Smallest r whose cost is within tol of the best: near-equal speed, less memory."""
+        best = self.argmin
+        if best is None:
+            return None
+        limit = self.seconds[best - 1] * (1.0 + tol)
+        ok = self.feasible & (self.seconds <= limit)
+        return int(self.r[np.argmax(ok)])
+
+
+def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, r_max: int | None = None,
+            max_mem: float | None = None, pad: int = 256) -> Sweep:
+    """Every integer r in [1, r_max] (default: seq) at once."""
+    r_max = r_max or w.seq
+    r = np.arange(1, r_max + 1, dtype=np.float64)
+    pol = Policy("fixed", 1, width=width, pad=pad)  # type: ignore[arg-type]
+    secs = np.asarray(total_seconds(pol, w, geo, prof, r), dtype=np.float64)
+    _, peak = memory(pol, w, geo, prof, r)
+    peak = np.asarray(peak, dtype=np.float64)
+    feasible = peak <= max_mem if max_mem else np.ones_like(secs, dtype=bool)
+    return Sweep(width, pad, r.astype(np.int64), secs, peak, feasible)

@@ -1,0 +1,103 @@
+"""Memory needed by a decode run (weights + peak KV + activations), estimated before allocating.
+
+No torch here: `validate` can refuse a context that does not fit before importing torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from bmc_model.errors import BMCError
+from bmc_model.policy import Policy
+from bmc_model.specs import DTYPE_BYTES, ModelSpec
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_bytes: int
+    kv_peak_bytes: int  # K + V of all layers at the worst moment (old and new buffer coexisting)
+    activation_bytes: int  # prefill / verify activations, logits, masks (rough upper bound)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_peak_bytes + self.activation_bytes
+
+
+def weight_bytes(spec: ModelSpec, dtype: str = "float32") -> int:
+    isz = DTYPE_BYTES[dtype]
+    params = spec.layers * (spec.layer_params() + 2 * spec.hidden) + spec.hidden + spec.vocab * spec.hidden
+    if not spec.tied_embeddings:
+        params += spec.head_params()
+    return params * isz
+
+
+def kv_peak_rows(policy: Policy, *, layers: int, prompt: int, max_len: int, q: int = 1) -> int:
+    """Peak rows held (per K or V, summed over layers) when decoding q rows a step from prompt to max_len.
+
+    Layers grow one after another inside a forward, so at the last layer's growth L - 1 layers hold
+    the new capacity and the last holds old + new: L * new + old.
+    """
+    if prompt < 1 or max_len < prompt:
+        raise BMCError(f"need 1 <= prompt <= max_len, got prompt {prompt}, max_len {max_len}")
+    cap = prompt if policy.is_cat else policy.initial_capacity(prompt, max_len)
+    peak, n = layers * cap, prompt
+    while n < max_len:
+        qq = min(q, max_len - n)
+        if policy.is_cat:
+            new = n + qq
+        elif n + qq > cap:
+            new = policy.grown_capacity(n, qq, cap, max_len)
+        else:
+            new = cap
+        if new != cap:
+            peak = max(peak, layers * new + cap)
+            cap = new
+        n += qq
+    return peak
+
+
+def estimate_memory(spec: ModelSpec, policy: Policy, *, prompt: int, max_len: int, batch: int = 1,
+                    dtype: str = "float32", q: int = 1, synth_prompt: bool = False) -> MemoryEstimate:
+    """Bytes for a decode run of `spec` from `prompt` rows to `max_len` with q rows per step."""
+    if dtype not in DTYPE_BYTES:
+        raise BMCError(f"unknown dtype {dtype!r} (use {', '.join(DTYPE_BYTES)})")
+    isz = DTYPE_BYTES[dtype]
+    row = batch * spec.kv_row_elems() * isz  # K + V of one row, one layer
+    kv = kv_peak_rows(policy, layers=spec.layers, prompt=prompt, max_len=max_len, q=q) * row
+    rows = q if synth_prompt else max(prompt, q)  # rows of the widest forward
+    qkv = (spec.heads + 2 * spec.kv_heads) * spec.head_dim
+    per_row = 4 * spec.hidden + 3 * spec.ffn + 2 * qkv  # residual, norms, qkv, attention out, mlp
+    act = batch * rows * per_row * isz
+    act += rows * max_len * 4 * (spec.heads // spec.kv_heads)  # additive mask, folded for GQA
+    act += batch * q * spec.vocab * isz  # logits of the rows kept (prefill keeps the last only)
+    if synth_prompt:
+        act += row * prompt  # one layer of synthesized prompt rows before it is written
+    return MemoryEstimate(weight_bytes(spec, dtype), kv, act)
+
+
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else physical memory, else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(est: MemoryEstimate, *, available: int | None = None, headroom: float = 0.9, what: str = "run") -> None:
+    """Raise BMCError when the estimate exceeds `headroom` of the available memory."""
+    avail = available_bytes() if available is None else available
+    if avail is None:
+        return
+    if est.total_bytes > headroom * avail:
+        gib = 1024 ** 3
+        raise BMCError(f"{what} needs about {est.total_bytes / gib:.1f} GiB (weights {est.weights_bytes / gib:.1f}, "
+                       f"KV peak {est.kv_peak_bytes / gib:.1f}) but only {avail / gib:.1f} GiB is available; "
+                       "use fewer --layers, a shorter --seq or a smaller --batch")
