@@ -237,7 +237,8 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     iters = w.tokens / w.advance
     rows = w.batch * q  # token rows each matmul processes
     wf = 1.0 + prof.weights_row_slope * (rows - 1)
-    weights = iters * wf * (term_at(prof.weights, geo.head_weight_bytes) + L * term_at(prof.weights, geo.layer_weight_bytes))
+    per_pass = term_at(prof.weights, geo.head_weight_bytes) + L * term_at(prof.weights, geo.layer_weight_bytes)
+    weights = iters * wf * per_pass
     masked = policy.width != "exact" or q > 1  # padded rows or a causal block need a mask
     att = prof.attn_masked if masked else prof.attn_exact
     fq = 1.0 + prof.attn_q_slope * (q - 1)

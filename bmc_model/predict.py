@@ -317,7 +317,7 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
     baselines: dict[str, Prediction] = {}
     base_pols = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "geometric": NAMED["geometric"],
                  "mlx": NAMED["mlx"], "llamacpp": NAMED["llamacpp"]}
-    if w_best != "padded" and sweeps["padded"].smallest_within(tolerance) is not None:
+    if w_best != "padded" and "padded" in sweeps and sweeps["padded"].smallest_within(tolerance) is not None:
         base_pols["bmc-padded"] = sweeps["padded"].policy(sweeps["padded"].smallest_within(tolerance))
     if w_best != "exact":
         base_pols["exact-same-r"] = Policy("fixed", r_best, width="exact")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -73,15 +74,17 @@ def _preset_files() -> list[tuple[str, str]]:
     return [(p.name, p.read_text()) for p in root.iterdir() if p.name.endswith(".json")]
 
 
+@functools.cache
 def presets() -> dict[str, ModelSpec]:
     out: dict[str, ModelSpec] = {}
-    for fname, text in sorted(_preset_files()):
+    for _, text in sorted(_preset_files()):
         d = json.loads(text)
         d["aliases"] = tuple(d.get("aliases", ()))
         out[d["name"]] = ModelSpec(**d)
     return out
 
 
+@functools.cache
 def _lookup_table() -> dict[str, ModelSpec]:
     table: dict[str, ModelSpec] = {}
     for spec in presets().values():
@@ -99,7 +102,8 @@ def get_spec(name: str) -> ModelSpec:
         return spec
     close = difflib.get_close_matches(name.lower(), list(table), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise BMCError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(presets()))}; or pass --config config.json)")
+    known = ", ".join(sorted(presets()))
+    raise BMCError(f"unknown model {name!r}{hint} (known: {known}; or pass --config config.json)")
 
 
 def _need(cfg: dict, path: Path | str, *keys: str) -> int:

@@ -28,7 +28,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], width
         r = height - 1 - round((y - y0) / (y1 - y0) * (height - 1))
         grid[r][c] = ch
 
-    for (name, (xs, ys)), mark in zip(series.items(), MARKS):
+    for (xs, ys), mark in zip(series.values(), MARKS):
         for x, y in zip(xs, ys):
             if math.isfinite(y) and x > 0:
                 put(x, y, mark)

@@ -14,7 +14,9 @@ from bmc_model.specs import presets
 def models_cmd() -> None:
     """List the model presets (names are case-insensitive; HF ids work too)."""
     t = Table(title="Model presets")
-    for col in ("name", "HF id", "layers", "heads", "kv heads", "head dim", "hidden", "ffn", "vocab", "KV bytes/token (fp16)"):
+    cols = ("name", "HF id", "layers", "heads", "kv heads", "head dim", "hidden", "ffn", "vocab",
+            "KV bytes/token (fp16)")
+    for col in cols:
         t.add_column(col)
     for s in presets().values():
         t.add_row(s.name, s.hf_id, str(s.layers), str(s.heads), str(s.kv_heads), str(s.head_dim), str(s.hidden),

@@ -37,7 +37,8 @@ def to_json(rec: Recommendation) -> dict:
         "ms_per_token": p.ms_per_token, "tokens_per_s": p.tokens_per_s, "breakdown_ms": p.breakdown,
         "memory_bytes": p.memory_bytes, "peak_memory_bytes": p.peak_memory_bytes, "weights_bytes": p.weights_bytes,
         "r_closed_form": rec.r_closed_form, "r_argmin": rec.argmin_r[p.width], "tolerance": rec.tolerance,
-        "per_width": {lab: {"r": rec.chosen_r[lab], "r_argmin": rec.argmin_r[lab], "r_closed_form": rec.closed_form_r[lab],
+        "per_width": {lab: {"r": rec.chosen_r[lab], "r_argmin": rec.argmin_r[lab],
+                            "r_closed_form": rec.closed_form_r[lab],
                             "ms_per_token": (None if rec.chosen_r[lab] is None else
                                              float(rec.sweeps[lab].seconds[rec.chosen_r[lab] - 1]) * 1000.0
                                              / (p.seq - p.prompt))}

@@ -1,0 +1,204 @@
+"""Laws the cost model must obey, checked on random workloads and profiles."""
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bmc_model import Policy, predict, recommend
+from bmc_model.cost import Geometry, Workload, breakdown, policy_events
+from bmc_model.optimize import closed_form_r
+from bmc_model.predict import _embedded
+from bmc_model.profile import Profile, Term
+
+PROF = _embedded()
+MODELS = st.sampled_from(["llama-7b", "smollm2-135m", "llama-70b", "qwen2.5-coder-1.5b", "opt-6.7b"])
+WIDTHS = st.sampled_from(["padded", "exact", "pad"])
+
+
+@st.composite
+def profiles(draw) -> Profile:
+    """Random but physical coefficients: positive, allocation with a knee."""
+    pos = st.floats(1e-12, 1e-9)
+    knee = draw(st.floats(1e5, 1e8))
+    lo, hi = draw(pos), draw(pos)
+    c_lo = draw(st.floats(1e-7, 1e-4))
+    alloc = Term(c0=(c_lo, c_lo + (lo - hi) * knee), slope=(lo, hi), knots=(knee,))  # continuous at the knee
+
+    def aff() -> Term:
+        return Term(c0=(draw(st.floats(1e-7, 1e-4)),), slope=(draw(pos),))
+
+    terms = {"alloc": alloc, "copy": aff(), "write": aff(), "attn_exact": aff(), "attn_masked": aff(),
+             "weights": aff()}
+    scalars = {"attn_q_slope": draw(st.floats(0, 1)), "weights_row_slope": draw(st.floats(0, 0.2)),
+               "step_s": draw(st.floats(0, 1e-3)), "layer_s": draw(st.floats(0, 1e-4)),
+               "sd_iter_s": draw(st.floats(0, 1e-3))}
+    return Profile(terms=terms, scalars=scalars, source="hypothesis")
+
+
+@st.composite
+def workloads(draw):
+    prompt = draw(st.integers(1, 3000))
+    seq = prompt + draw(st.integers(2, 3000))
+    return prompt, seq
+
+
+def close(a: float, b: float, rel: float = 1e-9) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-15)
+
+
+@given(MODELS, workloads(), st.integers(1, 4096), WIDTHS, profiles(), st.integers(1, 200))
+def test_cost_non_decreasing_in_seq(model, ps, r, width, prof, extra):
+    prompt, seq = ps
+    pol = Policy("fixed", r, width=width)
+    a = predict(model, seq, prompt, policy=pol, profile=prof, layers=2).ms_per_token
+    b = predict(model, seq + extra, prompt, policy=pol, profile=prof, layers=2).ms_per_token
+    assert b >= a * (1 - 1e-12)
+
+
+@given(MODELS, workloads(), st.integers(1, 4096), WIDTHS, profiles(), st.integers(1, 8), st.integers(1, 8))
+def test_cost_non_decreasing_in_batch(model, ps, r, width, prof, b1, extra):
+    prompt, seq = ps
+    pol = Policy("fixed", r, width=width)
+    a = predict(model, seq, prompt, policy=pol, profile=prof, batch=b1).ms_per_token
+    b = predict(model, seq, prompt, policy=pol, profile=prof, batch=b1 + extra).ms_per_token
+    assert b >= a * (1 - 1e-12)
+
+
+@given(MODELS, workloads(), profiles())
+def test_fixed_r1_is_dynamic(model, ps, prof):
+    prompt, seq = ps
+    a = predict(model, seq, prompt, policy="dynamic", profile=prof)
+    b = predict(model, seq, prompt, r=1, width="exact", profile=prof)
+    assert a.ms_per_token == b.ms_per_token and a.peak_memory_bytes == b.peak_memory_bytes
+
+
+@given(MODELS, workloads(), profiles(), st.integers(0, 500))
+def test_r_covering_generation_is_static(model, ps, prof, more):
+    prompt, seq = ps
+    a = predict(model, seq, prompt, policy="static", profile=prof)
+    b = predict(model, seq, prompt, r=seq - prompt + more, width="padded", profile=prof)
+    assert close(a.ms_per_token, b.ms_per_token)
+    assert a.memory_bytes == b.memory_bytes and a.peak_memory_bytes == b.peak_memory_bytes
+    assert b.growth_events == 0
+
+
+@given(MODELS, workloads(), st.integers(1, 4096), st.sampled_from(["padded", "exact", "pad", "geo", "static"]),
+       profiles(), st.integers(1, 4))
+def test_breakdown_sums_and_peak_at_least_steady(model, ps, r, width, prof, batch):
+    prompt, seq = ps
+    pol = {"geo": Policy("geometric", factor=1.5), "static": Policy("static", width="padded")}.get(
+        width, Policy("fixed", r, width=width if width in ("padded", "exact", "pad") else "exact"))
+    p = predict(model, seq, prompt, policy=pol, profile=prof, batch=batch)
+    assert close(sum(p.breakdown.values()), p.ms_per_token)
+    assert all(v >= 0 for v in p.breakdown.values())
+    assert p.peak_memory_bytes >= p.memory_bytes > 0
+
+
+@given(MODELS, workloads(), st.integers(1, 4096), WIDTHS, profiles())
+def test_sd_with_nothing_to_draft_is_plain(model, ps, r, width, prof):
+    prompt, seq = ps
+    pol = Policy("fixed", r, width=width)
+    a = predict(model, seq, prompt, policy=pol, profile=prof)
+    b = predict(model, seq, prompt, policy=pol, profile=prof, gamma=0, alpha=0.0)
+    assert a.ms_per_token == b.ms_per_token
+
+
+@given(MODELS, workloads(), profiles(), st.sampled_from(["padded", "exact", "pad"]))
+def test_argmin_never_worse_than_closed_form(model, ps, prof, width):
+    prompt, seq = ps
+    rec = recommend(model, seq, prompt, profile=prof, widths=[width], tolerance=0.0)
+    lab = "pad-256" if width == "pad" else width
+    sw = rec.sweeps[lab]
+    r_star = min(max(1, round(rec.closed_form_r[lab])), len(sw.r))
+    assert sw.seconds[rec.argmin_r[lab] - 1] <= sw.seconds[r_star - 1]
+    assert sw.seconds[rec.argmin_r[lab] - 1] == sw.seconds.min()
+
+
+@given(MODELS, workloads(), profiles(), st.floats(0.0, 0.2))
+def test_tolerance_pick_is_within_tolerance(model, ps, prof, tol):
+    prompt, seq = ps
+    rec = recommend(model, seq, prompt, profile=prof, tolerance=tol)
+    for lab, sw in rec.sweeps.items():
+        assert sw.seconds[rec.chosen_r[lab] - 1] <= sw.seconds.min() * (1 + tol) * (1 + 1e-12)
+        assert rec.chosen_r[lab] <= rec.argmin_r[lab]
+    assert rec.prediction.ms_per_token <= min(s.seconds.min() for s in rec.sweeps.values()) * 1000 / (
+        seq - prompt) * (1 + tol) * (1 + 1e-9)
+
+
+def simulate(policy: Policy, prompt: int, seq: int, geo: Geometry, prof: Profile):
+    """Step-by-step walk of the policy rules: the ground truth the closed forms must match."""
+    cap = seq
+    c = policy.initial_capacity(prompt, cap)
+    events, alloc, copy, width = 0, 0.0, 0.0, 0
+    for n in range(prompt, seq):
+        if n + 1 > c:
+            new = policy.grown_capacity(n, 1, c, cap)
+            events += 1
+            alloc += float(prof.alloc(geo.rho * new))
+            copy += float(prof.copy(geo.rho * n))
+            c = new
+        width += policy.width_rows(n, 1, c)
+    return events, alloc, copy, width
+
+
+@given(MODELS, st.integers(1, 400), st.integers(2, 600), st.integers(1, 700),
+       st.sampled_from(["padded", "exact", "geo", "static"]), profiles(), st.integers(1, 3))
+def test_closed_form_events_match_step_by_step_walk(model, prompt, gen, r, kind, prof, batch):
+    from bmc_model.specs import get_spec
+
+    seq = prompt + gen
+    pol = {"geo": Policy("geometric", factor=1.7), "static": Policy("static", width="padded")}.get(
+        kind, Policy("fixed", r, width=kind if kind in ("padded", "exact") else "exact"))
+    geo = Geometry.of(get_spec(model), batch, "float32")
+    w = Workload(prompt, seq, batch)
+    ev = policy_events(pol, w, geo, prof)
+    k, alloc, copy, width = simulate(pol, prompt, seq, geo, prof)
+    assert ev.count == k
+    assert close(float(ev.alloc_rows_sum_s), alloc, 1e-9)
+    assert close(float(ev.copy_rows_sum_s), copy, 1e-9)
+    assert close(float(ev.width_sum), width, 1e-12)
+
+
+@given(MODELS, st.integers(1, 400), st.integers(2, 600), st.integers(1, 300), profiles())
+def test_pad_width_close_to_walk(model, prompt, gen, r, prof):
+    """pad-p uses the mean padding (a continuous approximation): within p/2 rows per step."""
+    from bmc_model.specs import get_spec
+
+    seq = prompt + gen
+    pol = Policy("fixed", r, width="pad", pad=64)
+    geo = Geometry.of(get_spec(model), 1, "float32")
+    ev = policy_events(pol, Workload(prompt, seq), geo, prof)
+    *_, width = simulate(pol, prompt, seq, geo, prof)
+    assert abs(float(ev.width_sum) - width) <= 32 * gen
+
+
+def test_sweep_matches_scalar_calls():
+    w = Workload(700, 2100, 2)
+    from bmc_model.optimize import sweep_r
+    from bmc_model.specs import get_spec
+
+    geo = Geometry.of(get_spec("llama-7b"), 2, "float32")
+    for width in ("padded", "exact", "pad"):
+        sw = sweep_r(width, w, geo, PROF)
+        for r in (1, 2, 7, 64, 255, 1399, 1400, 1401, 2100):
+            s = sum(breakdown(Policy("fixed", r, width=width), w, geo, PROF).values())
+            assert close(float(sw.seconds[r - 1]), s, 1e-9)
+
+
+def test_speculative_decoding_reduces_passes_when_acceptance_is_high():
+    plain = predict("llama-7b", 2048, layers=2, r=128, width="exact")
+    sd = predict("llama-7b", 2048, layers=2, r=128, width="exact", gamma=4, alpha=0.9)
+    assert sd.advance == sum(0.9**k for k in range(5))
+    assert sd.breakdown["weights"] < plain.breakdown["weights"]
+
+
+def test_closed_form_sits_at_the_sweep_minimum_of_the_continuous_model():
+    """Large T: the continuous approximation behind r* is accurate, so r* is near the argmin."""
+    rec = recommend("llama-7b", 32768, 1024, layers=2, widths=["padded"], tolerance=0.0)
+    sw = rec.sweeps["padded"]
+    r_star = rec.closed_form_r["padded"]
+    assert sw.seconds[round(r_star) - 1] <= sw.seconds.min() * 1.002
+    assert np.isfinite(closed_form_r(Workload(1024, 32768), Geometry.of(
+        __import__("bmc_model").get_spec("llama-7b"), 1, "float32"), PROF))
