@@ -98,6 +98,7 @@ class Workload:
         for a in self.accept:
             if not 0.0 <= a < 1.0:
                 raise BMCError(f"acceptance must be in [0, 1), got {a}")
+        object.__setattr__(self, "_advance", expected_advance(self.accept, self.gamma))
 
     @property
     def q(self) -> int:
@@ -114,7 +115,7 @@ class Workload:
 
     @property
     def advance(self) -> float:
-        return expected_advance(self.accept, self.gamma)
+        return self._advance  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -246,20 +247,21 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     useful = L * (iters * a0 + a1 * 2 * rho * fq * _exact_width_sum(w))
     redundant = L * a1 * 2 * rho * fq * (ev.width_sum - _exact_width_sum(w))
     return {
-        "weights": weights + 0.0 * ev.width_sum,
-        "attention_useful": useful + 0.0 * ev.width_sum,
+        "weights": weights,
+        "attention_useful": useful,
         "attention_redundant": redundant,
-        "kv_write": iters * L * 2 * term_at(prof.write, rho * q) + 0.0 * ev.width_sum,
+        "kv_write": iters * L * 2 * term_at(prof.write, rho * q),
         "growth_alloc": 2 * L * ev.alloc_rows_sum_s,
         "growth_copy": 2 * L * ev.copy_rows_sum_s,
-        "overhead": iters * (prof.step_s + L * prof.layer_s) + 0.0 * ev.width_sum,
-        "sd_iteration": iters * (prof.sd_iter_s if g > 0 else 0.0) + 0.0 * ev.width_sum,
-        "draft": iters * g * w.draft_step_s + 0.0 * ev.width_sum,
+        "overhead": iters * (prof.step_s + L * prof.layer_s),
+        "sd_iteration": iters * (prof.sd_iter_s if g > 0 else 0.0),
+        "draft": iters * g * w.draft_step_s,
     }
 
 
-def total_seconds(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None) -> Num:
-    return sum(breakdown(policy, w, geo, prof, r).values())
+def total_seconds(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None,
+                  ev: Events | None = None) -> Num:
+    return sum(breakdown(policy, w, geo, prof, r, ev).values())
 
 
 def memory(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bmc_model.cost import Geometry, Workload, memory, total_seconds
+from bmc_model.cost import Geometry, Workload, memory, policy_events, total_seconds
 from bmc_model.policy import Policy
 from bmc_model.profile import Profile
 
@@ -71,8 +71,9 @@ def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, r_max: int | 
     r_max = r_max or w.seq
     r = np.arange(1, r_max + 1, dtype=np.float64)
     pol = Policy("fixed", 1, width=width, pad=pad)  # type: ignore[arg-type]
-    secs = np.asarray(total_seconds(pol, w, geo, prof, r), dtype=np.float64)
-    _, peak = memory(pol, w, geo, prof, r)
-    peak = np.asarray(peak, dtype=np.float64)
+    ev = policy_events(pol, w, geo, prof, r)
+    secs = np.broadcast_to(np.asarray(total_seconds(pol, w, geo, prof, r, ev), dtype=np.float64), r.shape)
+    _, peak = memory(pol, w, geo, prof, r, ev)
+    peak = np.broadcast_to(np.asarray(peak, dtype=np.float64), r.shape)
     feasible = peak <= max_mem if max_mem else np.ones_like(secs, dtype=bool)
     return Sweep(width, pad, r.astype(np.int64), secs, peak, feasible)

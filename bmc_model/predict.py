@@ -67,19 +67,18 @@ def get_profile(profile: Profile | str | Path | None) -> Profile:
     if isinstance(profile, Profile):
         return profile
     if profile is None:
-        from bmc_model.profile import default_profile_path, embedded_profile
-
-        p = default_profile_path()
-        if not p.exists():
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "bmc-tune", "profile.json")  # as profile.default_profile_path()
+        try:
+            return _cached_profile(path, os.stat(path).st_mtime)
+        except FileNotFoundError:
             return _embedded()
-        profile = p
-        del embedded_profile
-    p = Path(profile)
+    path = os.fspath(profile)
     try:
-        mtime = os.stat(p).st_mtime
+        mtime = os.stat(path).st_mtime
     except OSError:
-        return load_profile(p)  # raises the proper one-line error
-    return _cached_profile(str(p), mtime)
+        return load_profile(Path(path))  # raises the proper one-line error
+    return _cached_profile(path, mtime)
 
 
 @functools.lru_cache(maxsize=1)
