@@ -1,1 +1,142 @@
-"""Placeholder: filled in by its issue."""
+"""`bmc-tune validate`: measure the policies in the torch runtime against the model's predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bmc_model.cli import app, guarded
+from bmc_model.cli.options import profile_note
+from bmc_model.errors import BMCError
+from bmc_model.policy import NAMED
+from bmc_model.predict import get_profile
+from bmc_model.profile import Profile, default_profile_path, write_profile
+from bmc_model.specs import resolve_spec
+
+DEFAULT_NAMES = ["dynamic", "static", "floor", "mlx", "geometric"]
+QUICK_NAMES = ["dynamic", "static", "floor", "mlx"]
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BMCError(f"{what} must be a comma list of positive integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise BMCError(f"{what} must be a comma list of positive integers, got {text!r}")
+    return vals
+
+
+def _profile(path: Path | None, quick: bool, threads: int | None, con: Console) -> Profile:
+    if path is not None or default_profile_path().exists():
+        return get_profile(path)
+    con.print("[yellow]no calibrated profile for this host: running `bmc-tune calibrate --quick` first[/]")
+    from bmc_model.calibrate import calibrate
+
+    prof = calibrate(quick=True, threads=threads).profile
+    out = write_profile(prof, default_profile_path())
+    con.print(f"[dim]profile written to {out}[/]")
+    return get_profile(out)
+
+
+@app.command("validate")
+@guarded
+def validate_cmd(
+    model: str = typer.Option("llama-7b", help="Preset name or HF id; random weights at its geometry."),
+    layers: int | None = typer.Option(2, help="Truncate the model to this many layers."),
+    seq: int = typer.Option(2048, help="Context length at the end of the measured decode."),
+    prompt: int | None = typer.Option(None, help="Rows already cached (synthesized) when decoding starts; "
+                                                 "default seq - 128 (seq - 64 with --quick)."),
+    batch: int = typer.Option(1, help="Sequences decoded together."),
+    policies: str | None = typer.Option(None, help="Comma list of named policies: " + ", ".join(NAMED)),
+    r_grid: str | None = typer.Option(None, "--r-grid", help="Comma list of r, each run padded and exact."),
+    repeats: int | None = typer.Option(None, help="Runs per configuration (median); default 3, 2 with --quick."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's)."),
+    profile: Path | None = typer.Option(None, help="Profile JSON (default: calibrated; else a quick calibration)."),
+    quick: bool = typer.Option(False, help="A smaller grid and fewer tokens: about 3 minutes here."),
+    sd: bool = typer.Option(False, "--sd", help="Speculative decoding: plain vs SD, cat vs BMC."),
+    hf: bool = typer.Option(False, "--hf", help="HF generate(): DynamicCache, StaticCache and BMCCache."),
+    acceptance_out: Path | None = typer.Option(None, help="With --sd: write the measured acceptance here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    out: Path | None = typer.Option(None, help="Also write the JSON result to this file."),
+) -> None:
+    """Run the policies for real and report prediction error, regret and measured speedups."""
+    con = Console(stderr=as_json)
+    if threads is not None and threads < 1:
+        raise BMCError(f"--threads must be a positive integer, got {threads}")
+    for name, v in (("seq", seq), ("batch", batch)):
+        if v < 1:
+            raise BMCError(f"--{name} must be a positive integer, got {v}")
+    spec = resolve_spec(model, None, layers)
+    names = [p.strip().lower() for p in policies.split(",")] if policies else (QUICK_NAMES if quick else DEFAULT_NAMES)
+    for n in names:
+        if n not in NAMED:
+            raise BMCError(f"unknown policy {n!r} (known: {', '.join(NAMED)})")
+    grid = _ints(r_grid, "--r-grid") if r_grid else ([64] if quick else [16, 64])
+    reps = repeats if repeats is not None else (2 if quick else 3)
+    prompt = prompt if prompt is not None else max(1, seq - (64 if quick else 128))
+    if not 1 <= prompt < seq:
+        raise BMCError(f"--prompt must be in [1, seq), got {prompt} with seq {seq}")
+    prof = _profile(profile, quick, threads, con)
+    line, warn = profile_note(prof)
+    con.print(f"[dim]{line}[/]")
+    if warn:
+        con.print(f"[yellow]warning: {warn}[/]")
+    if sd:
+        from bmc_model.runtime.validate_sd import measure_sd
+
+        result = measure_sd(spec=spec, seq=seq, prompt=prompt, batch=batch, profile=prof, threads=threads,
+                            quick=quick, repeats=reps, acceptance_out=acceptance_out)
+    elif hf:
+        from bmc_model.hf.validate import validate_hf
+
+        result = validate_hf(quick=quick, profile=prof, threads=threads)
+    else:
+        from bmc_model.runtime.validate import run_validate
+
+        with con.status("measuring") as status:
+            result = run_validate(spec, seq=seq, prompt=prompt, batch=batch, profile=prof, names=names, r_grid=grid,
+                                  repeats=reps, threads=threads, progress=lambda m: status.update(m))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=str))
+    if as_json:
+        typer.echo(json.dumps(result, indent=1, default=str))
+    elif not sd and not hf:
+        render(result, con)
+    else:
+        con.print_json(json.dumps(result, default=str))
+
+
+def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def render(res: dict, con: Console) -> None:
+    con.print(f"[bold]{res['model']}[/] fp32, batch {res['batch']}, {res['threads']} threads, "
+              f"decode {res['prompt']} -> {res['seq']} (prompt K/V synthesized), median of {res['repeats']} "
+              f"interleaved runs; host {res['host']['cpu']}")
+    t = Table(title="Measured vs predicted ms/token")
+    for col in ("configuration", "policy", "measured", "predicted", "error", "events (meas/pred)"):
+        t.add_column(col, justify="left" if col in ("configuration", "policy") else "right")
+    for r in sorted(res["rows"], key=lambda r: r["measured_ms"]):
+        t.add_row(r["name"], r["policy"], f"{r['measured_ms']:.2f}", f"{r['predicted_ms']:.2f}",
+                  f"{r['error_pct']:+.1f}%", f"{r['growth_events_measured']:.0f}/{r['growth_events_predicted']:.0f}")
+    con.print(t)
+    s = Table(title="Summary", show_header=False)
+    s.add_row("median |error|", _fmt(res["median_abs_error_pct"], ".1f", "%"))
+    s.add_row("max |error|", _fmt(res["max_abs_error_pct"], ".1f", "%"))
+    s.add_row("recommended", f"{res['recommended']['policy']}")
+    s.add_row("best measured", f"{res['best_measured']['name']} ({res['best_measured']['policy']})")
+    s.add_row("regret", _fmt(res["regret_pct"], ".1f", "%"))
+    s.add_row("speedup vs torch.cat (dynamic)", _fmt(res["speedup_vs_dynamic"], ".2f", "x"))
+    s.add_row("speedup vs static", _fmt(res["speedup_vs_static"], ".2f", "x"))
+    s.add_row("speedup vs exact-view r=256 (mlx)", _fmt(res["speedup_vs_mlx_256"], ".2f", "x"))
+    s.add_row("overhead vs floor", _fmt(res["overhead_vs_floor"], ".3f"))
+    if res["token_mismatch"]:
+        s.add_row("[red]token mismatch[/]", ", ".join(res["token_mismatch"]))
+    con.print(s)

@@ -1,0 +1,126 @@
+"""`bmc-tune validate`: run the policies for real, side by side, and hold the model to them.
+
+Every configuration decodes the same tokens from the same cache length P to N with the same
+decoder, one run after another in an interleaved order (rotated each repeat) so slow drift of the
+machine hits all of them alike; each measurement is the mean ms per decode step of one run, and
+the table reports the median over repeats. The prediction for a row is predict() with the same
+profile, geometry, policy, P, N and batch.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bmc_model.cost import Geometry
+from bmc_model.errors import BMCError
+from bmc_model.host import fingerprint
+from bmc_model.policy import NAMED, Policy
+from bmc_model.predict import predict, recommend
+from bmc_model.profile import Profile
+from bmc_model.runtime.memory import check_fits, estimate_memory
+from bmc_model.specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str  # "dynamic", "static", "recommended", "r=64 padded", ...
+    policy: Policy
+
+
+def plan_configs(rec_policy: Policy, names: list[str], r_grid: list[int], widths: tuple[str, ...]) -> list[Config]:
+    """Named baselines, the r grid in each width, and the recommended configuration, without duplicates."""
+    out: dict[Policy, Config] = {}
+    out[rec_policy] = Config("recommended", rec_policy)
+    for n in names:
+        pol = NAMED[n]
+        out.setdefault(pol, Config(n, pol))
+    for r in r_grid:
+        for wd in widths:
+            pol = Policy("fixed", r, width=wd)  # type: ignore[arg-type]
+            out.setdefault(pol, Config(f"r={r} {wd}", pol))
+    return list(out.values())
+
+
+def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile: Profile,
+                 names: list[str], r_grid: list[int], widths: tuple[str, ...] = ("padded", "exact"),
+                 repeats: int = 3, threads: int | None = None, seed: int = 0,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """Measure each configuration `repeats` times, interleaved; compare with predictions."""
+    if repeats < 1:
+        raise BMCError(f"repeats must be >= 1, got {repeats}")
+    dtype = "float32"
+    rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
+    configs = plan_configs(rec.policy, names, r_grid, widths)
+    ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
+            for c in configs]
+    check_fits(max(ests, key=lambda e: e.total_bytes), what=f"validate at seq {seq}")  # before allocating
+
+    import torch
+
+    from bmc_model.runtime.decoder import Decoder
+    from bmc_model.runtime.generate import decode_run, set_threads
+
+    n_threads = set_threads(threads)
+    decoder = Decoder.random(spec, seed=seed)
+    times: dict[str, list[float]] = {c.name: [] for c in configs}
+    events: dict[str, float] = {}
+    tokens_ref = None
+    mismatched: list[str] = []
+    t0 = time.perf_counter()
+    for rep in range(repeats):
+        order = configs[rep % len(configs):] + configs[:rep % len(configs)]
+        for c in order:
+            if progress:
+                progress(f"repeat {rep + 1}/{repeats}: {c.name} ({c.policy.label})")
+            gc.collect()
+            res = decode_run(decoder, c.policy, prompt=prompt, new_tokens=seq - prompt, batch=batch,
+                             synth_prompt=True, seed=seed)
+            times[c.name].append(res.ms_per_token)
+            events[c.name] = float(res.cache_stats.growth_events)
+            if tokens_ref is None:
+                tokens_ref = res.tokens
+            elif not torch.equal(tokens_ref, res.tokens) and c.name not in mismatched:
+                mismatched.append(c.name)
+    wall = time.perf_counter() - t0
+
+    rows = []
+    for c in configs:
+        meas = statistics.median(times[c.name])
+        pred = predict(model=spec, seq=seq, prompt=prompt, policy=c.policy, batch=batch, dtype=dtype,
+                       profile=profile)
+        rows.append({"name": c.name, "policy": c.policy.label, "growth": c.policy.growth,
+                     "r": c.policy.r if c.policy.growth == "fixed" else None, "width": c.policy.width_label,
+                     "measured_ms": meas, "measured_runs_ms": times[c.name], "predicted_ms": pred.ms_per_token,
+                     "error_pct": 100.0 * (pred.ms_per_token - meas) / meas,
+                     "growth_events_measured": events[c.name], "growth_events_predicted": pred.growth_events,
+                     "predicted_breakdown_ms": pred.breakdown})
+    by = {r["name"]: r for r in rows}
+    errs = [abs(r["error_pct"]) for r in rows]
+    best = min(rows, key=lambda r: r["measured_ms"])
+    rec_ms = by["recommended"]["measured_ms"]
+
+    def speedup(name: str) -> float | None:
+        return by[name]["measured_ms"] / rec_ms if name in by else None
+
+    return {
+        "model": spec.name, "layers": spec.layers, "seq": seq, "prompt": prompt, "batch": batch, "dtype": dtype,
+        "synthetic_prompt": True, "threads": n_threads, "repeats": repeats, "wall_s": wall,
+        "rows": rows,
+        "median_abs_error_pct": statistics.median(errs), "max_abs_error_pct": max(errs),
+        "recommended": {"policy": rec.policy.label, "r": rec.r, "width": rec.width},
+        "recommended_r": rec.r, "recommended_width": rec.width,
+        "best_measured": {"name": best["name"], "policy": best["policy"]},
+        "best_measured_r": best["r"],
+        "regret_pct": 100.0 * (rec_ms / best["measured_ms"] - 1.0),
+        "speedup_vs_dynamic": speedup("dynamic"), "speedup_vs_static": speedup("static"),
+        "speedup_vs_mlx_256": speedup("mlx"), "speedup_vs_geometric": speedup("geometric"),
+        "overhead_vs_floor": (rec_ms / by["floor"]["measured_ms"]) if "floor" in by else None,
+        "token_mismatch": mismatched,
+        "host": fingerprint(threads=n_threads, dtype=dtype),
+        "profile": {"source": profile.source, "host": profile.host, "date": profile.date},
+        "geometry_rho_bytes": Geometry.of(spec, batch, dtype).rho,
+    }

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bmc_model.cli import app
+from bmc_model.predict import _embedded
+from bmc_model.profile import write_profile
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def prof(tmp_path):
+    return str(write_profile(_embedded(), tmp_path / "p.json"))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--r-grid", "0,4"], "r-grid"),
+    (["--r-grid", "a"], "r-grid"),
+    (["--policies", "dynamic,nosuch"], "unknown policy"),
+    (["--seq", "100", "--prompt", "100"], "prompt"),
+    (["--threads", "0"], "threads"),
+    (["--model", "llama-70"], "did you mean"),
+    (["--model", "llama-70b", "--layers", "80", "--seq", "100000"], "GiB"),
+    (["--batch", "0"], "batch"),
+])
+def test_validate_bad_input(prof, args, needle):
+    res = runner.invoke(app, ["validate", "--profile", prof, *args])
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and needle in err
+
+
+def test_validate_tiny_run_reports_every_field(prof):
+    res = runner.invoke(app, ["validate", "--profile", prof, "--model", "smollm2-135m", "--layers", "1", "--seq", "48",
+                              "--prompt", "32", "--r-grid", "4", "--repeats", "1", "--policies", "dynamic,static,floor,mlx",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    for k in ("rows", "median_abs_error_pct", "max_abs_error_pct", "recommended_r", "best_measured_r", "regret_pct",
+              "speedup_vs_dynamic", "speedup_vs_static", "overhead_vs_floor", "host", "profile"):
+        assert k in d
+    for row in d["rows"]:
+        assert {"policy", "r", "measured_ms", "predicted_ms", "error_pct"} <= set(row)
+        assert row["measured_ms"] > 0 and row["predicted_ms"] > 0
+        assert row["growth_events_measured"] in (row["growth_events_predicted"], row["growth_events_predicted"] + 1)
+    assert d["token_mismatch"] == []  # every policy decoded the same tokens as torch.cat
+    assert d["regret_pct"] >= 0
