@@ -33,9 +33,9 @@ def test_validate_bad_input(prof, args, needle):
 
 
 def test_validate_tiny_run_reports_every_field(prof):
-    res = runner.invoke(app, ["validate", "--profile", prof, "--model", "smollm2-135m", "--layers", "1", "--seq", "48",
-                              "--prompt", "32", "--r-grid", "4", "--repeats", "1", "--policies", "dynamic,static,floor,mlx",
-                              "--json"])
+    args = ["--model", "smollm2-135m", "--layers", "1", "--seq", "48", "--prompt", "32", "--r-grid", "4",
+            "--repeats", "1", "--policies", "dynamic,static,floor,mlx", "--json"]
+    res = runner.invoke(app, ["validate", "--profile", prof, *args])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     for k in ("rows", "median_abs_error_pct", "max_abs_error_pct", "recommended_r", "best_measured_r", "regret_pct",
