@@ -165,7 +165,8 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     """Growth by r rows: closed form over K events spaced Delta = max(r, q) - q + E rows apart."""
     P, N, q, E, cap = float(w.prompt), float(w.seq), float(w.q), w.advance, float(w.cap)
     m = _max(r, q)  # rows past the valid ones after a growth event
-    c0 = _min(P + r, cap)
+    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0  # torch.cat keeps no spare row after prefill
+    c0 = _min(P + r - cat, cap)
     n1 = _max(P, c0 - q + E)  # first event: fewer than q spare rows remain
     delta = m - q + E
     k = _max(_ceil((N - n1) / delta), 0.0)

@@ -65,6 +65,8 @@ class Policy:
             return cap
         if self.growth == "geometric":
             return min(cap, max(prompt + 1, math.ceil(prompt * self.factor)))
+        if self.is_cat:
+            return min(cap, prompt)  # torch.cat: the prefill's P rows, no spare row
         return min(cap, prompt + self.r)
 
     def grown_capacity(self, n: int, q: int, capacity: int, cap: int) -> int:

@@ -14,8 +14,7 @@ Capacity follows bmc_model.policy exactly (the analytical model assumes these ru
 
 The cat policy (Policy.is_cat: fixed r=1, exact width) is HF DynamicCache: no preallocation, every
 write after the first is a real torch.cat of the valid rows and the new rows. Its capacity is the
-number of rows it holds, so it grows one step earlier than the rule's initial_capacity(P) = P + 1
-would say (one event more over a whole generation).
+number of rows it holds (initial_capacity(P) = P for it), so every write is a growth event.
 """
 
 from __future__ import annotations
@@ -114,8 +113,14 @@ class KVCache:
         """Write q new rows k, v [batch, kv_heads, q, head_dim] at rows n..n+q-1 of `layer`.
 
         Returns K, V [batch, kv_heads, W, head_dim] (views) and the additive mask [q, W] (0 where
-        row i may attend column j <= n + i, -inf elsewhere), or None when no column is masked.
+        row i may attend column j <= n + i, -inf elsewhere); the mask is None for exact width with
+        q == 1, where every row read is valid.
         """
+        with torch.inference_mode():  # buffers are inference tensors wherever the caller runs
+            return self._update(layer, k, v)
+
+    def _update(self, layer: int, k: torch.Tensor, v: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if layer != self._next_layer:
             raise BMCError(f"KVCache.update: expected layer {self._next_layer}, got {layer}")
         q = int(k.shape[2])
@@ -170,7 +175,7 @@ class KVCache:
         held = self.capacity
         if self.is_cat:
             new = n + q
-            if held:  # every write after the first is a torch.cat growth
+            if n:  # every write after the first (onto valid rows) is a torch.cat growth
                 self._event(n, q, held, new)
         elif held == 0:
             new = pol.initial_capacity(n + q, cap)
@@ -188,8 +193,10 @@ class KVCache:
         self.stats.events.append(GrowthEvent(n, q, old, new))
 
     def _build_mask(self, n: int, q: int, w: int) -> torch.Tensor | None:
-        # Built once per forward (shared by all layers), vectorised: O(q * W) element ops.
-        if w == n + q and q == 1:
+        # Built once per forward (shared by all layers), vectorised: O(q * W) element ops. Padded
+        # and pad widths always get one (even when W happens to be n + q) so a policy always runs
+        # the same SDPA path, as the cost model assumes (masked iff width != exact or q > 1).
+        if q == 1 and not self._zero_fill:
             return None
         cols = self._arange[:w]  # [W]
         rows = n + self._arange[:q]  # [q] absolute positions of the new rows

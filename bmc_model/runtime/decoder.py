@@ -20,6 +20,8 @@ from bmc_model.runtime.cache import KVCache
 from bmc_model.specs import ModelSpec
 
 FOLD_MAX_ROWS = 32  # fold GQA groups into query rows up to this many new rows; enable_gqa beyond
+EMBED_STD = 0.03  # random embeddings small against the unit-variance layer outputs: a tied head then
+# does not just echo the input token (0.3 let greedy decoding lock onto one token)
 
 
 @dataclass
@@ -60,19 +62,26 @@ def random_weights(spec: ModelSpec, *, seed: int = 0, dtype: torch.dtype = torch
     h, d = spec.hidden, spec.head_dim
     qd, kvd = spec.heads * d, spec.kv_heads * d
 
+    def fill(w: torch.Tensor, std: float) -> torch.Tensor:
+        return w.normal_(generator=g).mul_(std)  # in place: a 7B layer is ~200M draws, no extra copy
+
     def lin(out: int, fan_in: int, scale: float = 1.0) -> torch.Tensor:
-        w = torch.randn((out, fan_in), generator=g, dtype=torch.float32)
-        return w.mul_(scale / fan_in ** 0.5).to(dtype)
+        """[out, fan_in] with std scale / sqrt(fan_in)."""
+        w = torch.empty((out, fan_in), dtype=torch.float32)
+        fill(w, scale / fan_in ** 0.5)
+        return w if dtype == torch.float32 else w.to(dtype)
 
     def ones() -> torch.Tensor:
         return torch.ones(h, dtype=dtype)
 
     layers = []
     for _ in range(spec.layers):
-        wqkv = torch.cat([lin(qd, h, 2.0), lin(2 * kvd, h)])
+        wqkv = torch.empty((qd + 2 * kvd, h), dtype=torch.float32)
+        fill(wqkv[:qd], 2.0 / h ** 0.5)  # queries x2: peaked attention
+        fill(wqkv[qd:], 1.0 / h ** 0.5)
         w_in = lin((2 if spec.gated_mlp else 1) * spec.ffn, h)
-        layers.append(LayerWeights(ones(), wqkv, lin(h, qd, 2.0), ones(), w_in, lin(h, spec.ffn, 2.0)))
-    embed = torch.randn((spec.vocab, h), generator=g, dtype=torch.float32).mul_(0.3).to(dtype)
+        layers.append(LayerWeights(ones(), wqkv.to(dtype), lin(h, qd, 2.0), ones(), w_in, lin(h, spec.ffn, 2.0)))
+    embed = fill(torch.empty((spec.vocab, h), dtype=torch.float32), EMBED_STD).to(dtype)
     head = embed if spec.tied_embeddings else lin(spec.vocab, h)
     return Weights(embed, layers, ones(), head)
 
@@ -112,6 +121,22 @@ class Decoder:
         return KVCache(policy, layers=s.layers, batch=batch, kv_heads=s.kv_heads, head_dim=s.head_dim,
                        max_len=max_len, dtype=self.dtype, device=self.w.embed.device)
 
+    @property
+    def device(self) -> torch.device:
+        return self.w.embed.device
+
+    def to(self, device: str | torch.device) -> Decoder:
+        """A copy with every weight on `device` (tied heads stay tied)."""
+        def mv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device)
+
+        embed = mv(self.w.embed)
+        head = embed if self.w.lm_head is self.w.embed else mv(self.w.lm_head)
+        layers = [LayerWeights(*(mv(t) for t in (lw.attn_norm, lw.wqkv, lw.wo, lw.mlp_norm, lw.w_in, lw.w_down)))
+                  for lw in self.w.layers]
+        return Decoder(self.spec, Weights(embed, layers, mv(self.w.norm), head), dtype=self.dtype,
+                       rope_theta=self.rope_theta, norm_eps=self.eps)
+
     def nbytes(self) -> int:
         return self.w.nbytes()
 
@@ -134,7 +159,7 @@ class Decoder:
         b, q = tokens.shape
         n = cache.length
         cos, sin = self._rope(n, q)  # [q, 1, head_dim]
-        x = F.embedding(tokens, self.w.embed)  # [b, q, hidden]
+        x = F.embedding(tokens.to(self.device), self.w.embed)  # [b, q, hidden]
         for i, lw in enumerate(self.w.layers):
             x = x + self._attention(i, self._norm(x, lw.attn_norm), lw, cache, cos, sin)
             x = x + self._mlp(self._norm(x, lw.mlp_norm), lw)
@@ -195,7 +220,7 @@ class Decoder:
             inv = 1.0 / (self.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))  # [d/2]
             freqs = torch.outer(torch.arange(size, dtype=torch.float32), inv)  # [size, d/2]
             emb = torch.cat([freqs, freqs], dim=-1)  # [size, d]
-            dev = self.w.embed.device
+            dev = self.device
             self._cos = emb.cos().to(self.dtype).to(dev)[:, None, :]
             self._sin = emb.sin().to(self.dtype).to(dev)[:, None, :]
         return self._cos[n:n + q], self._sin[n:n + q]

@@ -40,17 +40,18 @@ def kv_peak_rows(policy: Policy, *, layers: int, prompt: int, max_len: int, q: i
     """
     if prompt < 1 or max_len < prompt:
         raise BMCError(f"need 1 <= prompt <= max_len, got prompt {prompt}, max_len {max_len}")
-    cap = prompt if policy.is_cat else policy.initial_capacity(prompt, max_len)
+    if policy.is_cat:  # every write is a cat; the last one (at n_last) makes max_len rows
+        steps = -(-(max_len - prompt) // q)
+        return layers * max_len + prompt + (steps - 1) * q if steps else layers * prompt
+    cap = policy.initial_capacity(prompt, max_len)
     peak, n = layers * cap, prompt
     while n < max_len:
+        if n + q <= cap:  # skip the in-place writes up to the next growth
+            n += max(1, (cap - n) // q) * q
+            continue
         qq = min(q, max_len - n)
-        if policy.is_cat:
-            new = n + qq
-        elif n + qq > cap:
+        if n + qq > cap:
             new = policy.grown_capacity(n, qq, cap, max_len)
-        else:
-            new = cap
-        if new != cap:
             peak = max(peak, layers * new + cap)
             cap = new
         n += qq

@@ -1,0 +1,62 @@
+"""Issue 4's targets, measured by validate itself on this host.
+
+Llama-2-7b geometry truncated to 2 layers, fp32, context 2048, 2 threads: median |error| <= 5%,
+max <= 15%, regret <= 3%, speedup over torch.cat >= 2.3x, never slower than static or exact-view
+growth at 256, overhead vs floor <= 1.05.
+Usage: python benchmarks/validate_targets.py [--quick] [--profile P] [--out benchmarks/results/validate.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from bmc_model.cli.validate_cmd import render
+from bmc_model.predict import get_profile
+from bmc_model.runtime.validate import run_validate
+from bmc_model.specs import get_spec
+
+TARGETS = [
+    ("median |error| %", "median_abs_error_pct", "<=", 5.0),
+    ("max |error| %", "max_abs_error_pct", "<=", 15.0),
+    ("regret %", "regret_pct", "<=", 3.0),
+    ("speedup vs torch.cat", "speedup_vs_dynamic", ">=", 2.3),
+    ("speedup vs static", "speedup_vs_static", ">=", 1.0),
+    ("speedup vs exact r=256", "speedup_vs_mlx_256", ">=", 1.0),
+    ("overhead vs floor", "overhead_vs_floor", "<=", 1.05),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--window", type=int, default=None, help="tokens decoded (default 128, 64 quick)")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results/validate.json")
+    a = ap.parse_args()
+    window = a.window or (64 if a.quick else 128)
+    res = run_validate(get_spec("llama-7b").with_layers(2), seq=a.seq, prompt=a.seq - window, batch=1,
+                       profile=get_profile(a.profile), names=["dynamic", "static", "floor", "mlx", "geometric"],
+                       r_grid=[64] if a.quick else [16, 64], repeats=a.repeats or (2 if a.quick else 3),
+                       threads=a.threads)
+    con = Console()
+    render(res, con)
+    res["targets"] = []
+    for label, key, op, target in TARGETS:
+        v = res[key]
+        ok = v is not None and (v <= target if op == "<=" else v >= target)
+        res["targets"].append({"target": label, "value": v, "op": op, "bound": target, "ok": ok})
+        con.print(f"{label:28s} {v:10.3f}  {op} {target:<6}  {'ok' if ok else 'MISSED'}")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

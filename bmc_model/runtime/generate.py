@@ -1,0 +1,153 @@
+"""Greedy decoding with per-step timing.
+
+Step i (i = 0..new_tokens-1) feeds token x[P+i] at cache length n = P+i, writes row n and yields
+x[P+i+1]; x[P] comes from the prefill. So the timed steps are exactly the cost model's steps at
+lengths P..N-1 with N = P + new_tokens, and the cache ends holding N rows.
+
+Warm-up: before the measured run, `warmup` decode steps run on a small throwaway cache of the same
+policy (16-row prompt). It spins up the thread pool, the allocator and the kernels' per-shape
+set-up (the GEMV shapes are those of the measured steps); it is not timed and it leaves the
+measured run's cache untouched, so every measured step keeps its real growth cost.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bmc_model.errors import BMCError
+from bmc_model.policy import Policy
+from bmc_model.runtime.cache import CacheStats, KVCache
+from bmc_model.runtime.decoder import Decoder
+
+
+@dataclass
+class DecodeResult:
+    tokens: torch.Tensor  # [batch, new_tokens]: x[P+1..N], the outputs of the timed steps
+    first_token: torch.Tensor  # [batch]: x[P], from the prefill (random when synthetic)
+    step_s: list[float]  # seconds per decode step (forward + argmax), len new_tokens
+    total_s: float  # wall time of the whole decode loop
+    prefill_s: float
+    synthetic_prompt: bool  # True: the prompt's K/V rows were random, not computed by a prefill
+    prompt_len: int
+    batch: int
+    cache_stats: CacheStats
+    final_capacity: int
+    logits: torch.Tensor | None = None  # [batch, new_tokens, vocab] when keep_logits
+
+    @property
+    def ms_per_token(self) -> float:
+        """Mean ms per decode step (per step of `batch` sequences, as the cost model counts)."""
+        return 1e3 * sum(self.step_s) / max(1, len(self.step_s))
+
+    @property
+    def all_tokens(self) -> torch.Tensor:
+        """[batch, new_tokens + 1]: x[P..N]."""
+        return torch.cat([self.first_token[:, None], self.tokens], dim=1)
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op threads (None: leave as is); returns the number in use."""
+    if n is not None:
+        if n < 1:
+            raise BMCError(f"threads must be a positive integer, got {n}")
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def write_synthetic_prompt(cache: KVCache, prompt: int, generator: torch.Generator) -> None:
+    """Write `prompt` random K/V rows [batch, kv_heads, prompt, head_dim] into every layer (timing only)."""
+    shape = (cache.batch, cache.kv_heads, prompt, cache.head_dim)
+    for layer in range(cache.layers):
+        k = torch.randn(shape, generator=generator).to(cache.dtype).to(cache.device)
+        v = torch.randn(shape, generator=generator).to(cache.dtype).to(cache.device)
+        cache.update(layer, k, v)
+    cache.advance()
+
+
+def decode_run(decoder: Decoder, policy: Policy, *, prompt: int | torch.Tensor, new_tokens: int, batch: int = 1,
+               synth_prompt: bool = False, seed: int = 0, warmup: int = 2, max_len: int | None = None,
+               keep_logits: bool = False) -> DecodeResult:
+    """Prefill (or synthesize) a prompt, then greedy-decode new_tokens steps, timing each step.
+
+    prompt: a length (random tokens from `seed`) or token ids [P] / [batch, P].
+    max_len: the cache's maximum length, default P + new_tokens (add gamma rows for SD).
+    """
+    vocab = decoder.spec.vocab
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(prompt, torch.Tensor):
+        ids = prompt.reshape(1, -1).expand(batch, -1) if prompt.dim() == 1 else prompt
+        if ids.dim() != 2 or ids.shape[0] != batch or ids.shape[1] < 1:
+            raise BMCError(f"prompt tokens must be [P] or [batch={batch}, P], got {list(prompt.shape)}")
+        if synth_prompt:
+            raise BMCError("synth_prompt needs a prompt length, not token ids")
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            raise BMCError(f"prompt token ids must be in 0..{vocab - 1}")
+        plen = int(ids.shape[1])
+    else:
+        plen = int(prompt)
+        ids = None if synth_prompt else torch.randint(0, vocab, (batch, plen), generator=gen)
+    if plen < 1 or new_tokens < 1 or batch < 1:
+        raise BMCError(f"need prompt >= 1, new_tokens >= 1, batch >= 1 (got {plen}, {new_tokens}, {batch})")
+    max_len = plen + new_tokens if max_len is None else max_len
+    if max_len < plen + new_tokens:
+        raise BMCError(f"max_len {max_len} < prompt {plen} + new_tokens {new_tokens}")
+
+    dev = decoder.device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else _no_sync  # time finished work only
+    if ids is not None:
+        ids = ids.to(dev)
+    if warmup > 0:
+        _warm_up(decoder, policy, batch, warmup)
+
+    with torch.inference_mode():
+        cache = decoder.new_cache(policy, batch=batch, max_len=max_len)
+        t0 = time.perf_counter()
+        if ids is None:
+            write_synthetic_prompt(cache, plen, gen)
+            tok = torch.randint(0, vocab, (batch,), generator=gen).to(dev)
+        else:
+            tok = decoder.prefill(ids, cache, last_only=True)[:, -1].argmax(-1)  # [b]
+        sync()
+        prefill_s = time.perf_counter() - t0
+        first = tok
+        out = torch.empty((batch, new_tokens), dtype=torch.long)
+        logits_out = torch.empty((batch, new_tokens, vocab), dtype=torch.float32) if keep_logits else None
+        steps: list[float] = []
+        gc_was_on = gc.isenabled()
+        gc.disable()  # no collector pauses inside timed steps (tensors are freed by refcount anyway)
+        try:
+            t_start = time.perf_counter()
+            for i in range(new_tokens):
+                t = time.perf_counter()
+                logits = decoder.forward(tok[:, None], cache)[:, -1]  # [b, vocab]
+                tok = logits.argmax(-1)
+                sync()
+                steps.append(time.perf_counter() - t)
+                out[:, i] = tok
+                if logits_out is not None:
+                    logits_out[:, i] = logits.float()
+            total = time.perf_counter() - t_start
+        finally:
+            if gc_was_on:
+                gc.enable()
+    return DecodeResult(tokens=out, first_token=first.cpu(), step_s=steps, total_s=total, prefill_s=prefill_s,
+                        synthetic_prompt=ids is None, prompt_len=plen, batch=batch, cache_stats=cache.stats,
+                        final_capacity=cache.capacity, logits=logits_out)
+
+
+def _no_sync() -> None:
+    pass
+
+
+def _warm_up(decoder: Decoder, policy: Policy, batch: int, steps: int) -> None:
+    plen = 16
+    with torch.inference_mode():
+        cache = decoder.new_cache(policy, batch=batch, max_len=plen + steps)
+        ids = torch.zeros((batch, plen), dtype=torch.long, device=decoder.device)
+        tok = decoder.prefill(ids, cache, last_only=True)[:, -1].argmax(-1)
+        for _ in range(steps):
+            tok = decoder.forward(tok[:, None], cache)[:, -1].argmax(-1)
