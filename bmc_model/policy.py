@@ -123,6 +123,8 @@ def parse_policy(text: str, r: int | None = None) -> Policy:
             return Policy("geometric", factor=g, width=width, pad=pad)
         if parts[0] == "static":
             return Policy("static", width=width, pad=pad)
+    except BMCError:
+        raise
     except (ValueError, IndexError):
         pass
     raise BMCError(f"unknown policy {text!r} (named: {', '.join(NAMED)}, bmc:R, or fixed:R:WIDTH, "

@@ -94,7 +94,9 @@ def validate_cmd(
     elif hf:
         from bmc_model.hf.validate import validate_hf
 
-        result = validate_hf(quick=quick, profile=prof, threads=threads)
+        result, table = validate_hf(quick=quick, profile=prof, threads=threads)
+        if not as_json:
+            con.print(table)
     else:
         from bmc_model.runtime.validate import run_validate
 
@@ -108,7 +110,7 @@ def validate_cmd(
         typer.echo(json.dumps(result, indent=1, default=str))
     elif not sd and not hf:
         render(result, con)
-    else:
+    elif sd:
         con.print_json(json.dumps(result, default=str))
 
 

@@ -1,0 +1,149 @@
+"""BMCCache: a drop-in `transformers.Cache` whose layers grow by r rows (BMC) instead of torch.cat's one.
+
+    out = model.generate(**inputs, max_new_tokens=256, past_key_values=BMCCache(r=64, width="padded"))
+    out = model.generate(**inputs, max_new_tokens=256, past_key_values=BMCCache.tuned(model, seq=1024))
+
+Every layer obeys bmc_model.policy.Policy exactly (capacity after prefill P + r, growth to n + max(r, q)
+when n + q > capacity, attention width n + q or the whole capacity), so the cost model's predictions and
+this runtime describe the same thing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from transformers.cache_utils import Cache, get_layer_types_and_kwargs
+
+from bmc_model.errors import BMCError
+from bmc_model.hf.layer import BMCLayer
+from bmc_model.policy import Policy, parse_policy
+
+log = logging.getLogger("bmc_model.hf")
+
+
+def _width(width: str) -> tuple[str, int]:
+    """'exact' | 'padded' | 'pad-P' -> (Policy width, pad)."""
+    w = str(width).strip().lower()
+    if w in ("exact", "padded"):
+        return w, 256
+    if w.startswith("pad-") and w[4:].isdigit() and int(w[4:]) >= 1:
+        return "pad", int(w[4:])
+    raise BMCError(f"unknown width {width!r} (exact, padded or pad-P)")
+
+
+def make_policy(r: int | None, width: str | None, policy: Policy | str | None) -> Policy:
+    if policy is not None:
+        if width is not None:
+            raise BMCError("give either policy= or width=, not both")
+        return policy if isinstance(policy, Policy) else parse_policy(policy, r)
+    if r is None:
+        raise BMCError("BMCCache needs r (rows added per growth), e.g. BMCCache(r=64), "
+                       "or BMCCache.tuned(model, seq=...) to pick it")
+    w, pad = _width(width or "exact")
+    return Policy("fixed", r, width=w, pad=pad)  # type: ignore[arg-type]  # Policy checks r itself
+
+
+def check_full_attention(config: Any) -> int:
+    """Number of decoder layers; BMCError unless every one is a plain full-attention layer."""
+    text = config.get_text_config(decoder=True)
+    if getattr(config, "is_encoder_decoder", False):
+        raise BMCError("BMCCache supports decoder-only models; this config is encoder-decoder")
+    types, _ = get_layer_types_and_kwargs(text)
+    other = sorted({t for t in types if t != "full_attention"})
+    if other:
+        raise BMCError(f"BMCCache supports full-attention layers only; this {text.model_type} model has "
+                       f"{', '.join(other)} layers (sliding-window models such as Gemma-3 or Mistral with "
+                       "sliding_window): use transformers' DynamicCache for it")
+    return len(types)
+
+
+class BMCCache(Cache):
+    """A KV cache growing by `r` rows at a time, attending over `width` rows ("exact" n + q, "padded" the whole
+    capacity, or "pad-P" rounded up to a multiple of P); or any `policy` (bmc_model Policy or its text).
+
+    `max_cache_len` caps the rows (required by static growth); `config` (the model's config) builds the
+    layers up front and refuses sliding-window / non-attention layers. Without it layers appear on first use.
+    """
+
+    def __init__(self, r: int | None = None, width: str | None = None, max_cache_len: int | None = None,
+                 config: Any = None, policy: Policy | str | None = None, offloading: bool = False) -> None:
+        pol = make_policy(r, width, policy)
+        if max_cache_len is not None and (isinstance(max_cache_len, bool) or not isinstance(max_cache_len, int)
+                                          or max_cache_len < 1):
+            raise BMCError(f"max_cache_len must be a positive integer, got {max_cache_len!r}")
+        if pol.growth == "static" and max_cache_len is None:
+            raise BMCError("static growth preallocates max_cache_len rows: give max_cache_len")
+        self.policy = pol
+        self.max_cache_len = max_cache_len
+        self.recommendation = None  # set by tuned()
+        factory = functools.partial(BMCLayer, pol, max_cache_len)
+        if config is not None:
+            n_layers = check_full_attention(config)
+            super().__init__(layers=[factory() for _ in range(n_layers)], offloading=offloading)
+        else:
+            super().__init__(layer_class_to_replicate=factory, offloading=offloading)
+
+    def __repr__(self) -> str:
+        return f"BMCCache({self.policy.label}, layers={len(self.layers)}, seq={self.get_seq_length()})"
+
+    @property
+    def r(self) -> int:
+        return self.policy.r
+
+    @property
+    def width(self) -> str:
+        return self.policy.width_label
+
+    # HF reads this to decide whether a q == 1 step may skip its mask (see BMCLayer.is_compileable).
+    # It must hold before the first forward too, when a config-less cache has no layers yet.
+    @property
+    def is_compileable(self) -> bool:  # type: ignore[override]
+        return self.policy.width != "exact"
+
+    def _ensure_layers(self, layer_idx: int) -> None:
+        if self.layer_class_to_replicate is not None:
+            while len(self.layers) <= layer_idx:
+                self.layers.append(self.layer_class_to_replicate())
+
+    def get_mask_sizes(self, query_length: int, layer_idx: int) -> tuple[int, int]:
+        # HF asks before the first update; a padded width is wider than the query, so answer from the rule
+        self._ensure_layers(layer_idx)
+        return self.layers[layer_idx].get_mask_sizes(query_length)
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1 if self.max_cache_len is None else self.max_cache_len
+
+    def get_max_cache_shape(self, layer_idx: int = 0) -> int:
+        return self.get_max_length(layer_idx)
+
+    def stats(self) -> dict:
+        """Growth events, KV bytes held now and the largest held at once by one layer's growth (all layers)."""
+        layers = [la for la in self.layers if isinstance(la, BMCLayer)]
+        held = sum(la.kv_bytes() for la in layers)
+        # The transient of a growth event sits on top of the other layers' steady buffers.
+        peak_transient = max((la.peak_bytes - la.kv_bytes() for la in layers), default=0)
+        return {"policy": self.policy.label, "r": self.policy.r, "width": self.width,
+                "seq": self.get_seq_length(), "capacity": max((la.capacity for la in layers), default=0),
+                "grow_events": sum(la.grow_events for la in layers), "kv_bytes": held,
+                "peak_kv_bytes_estimate": held + max(peak_transient, 0)}
+
+    @classmethod
+    def tuned(cls, model: Any, seq: int, prompt: int | None = None, profile: Any = None, batch: int = 1,
+              max_cache_len: int | None = None, **recommend_kwargs: Any) -> BMCCache:
+        """A cache configured by bmc_model.recommend() for `model` decoding to `seq` tokens from `prompt`
+        (default seq // 2) with `batch` sequences, on the host described by `profile` (default: calibrated
+        profile, else the embedded one). Extra keywords (gamma, alpha, draft_cost, max_mem, widths, ...) go to
+        recommend(). The Recommendation is kept on `cache.recommendation`."""
+        from bmc_model.hf.tune import tuned_policy
+
+        config = getattr(model, "config", None)
+        if config is None:
+            raise BMCError("BMCCache.tuned needs a transformers model (with .config)")
+        check_full_attention(config)
+        pol, rec, cap = tuned_policy(model, seq=seq, prompt=prompt, profile=profile, batch=batch,
+                                     max_cache_len=max_cache_len, **recommend_kwargs)
+        cache = cls(policy=pol, max_cache_len=cap, config=config)
+        cache.recommendation = rec
+        return cache

@@ -1,0 +1,91 @@
+"""Per-token timestamps from a generate() streamer, resident-memory probes, and one measured generate() run."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from bmc_model.errors import BMCError
+from bmc_model.hf.workloads import make_cache, make_inputs, prefill_synthetic
+from bmc_model.policy import Policy
+
+
+class TokenClock(BaseStreamer):
+    """Records perf_counter() at each generated token. generate() first puts the prompt (ignored); the first
+    generated token comes out of the prefill, so decode time is measured from it: prefill is excluded."""
+
+    def __init__(self, on_first_token: Callable[[], None] | None = None) -> None:
+        self.times: list[float] = []
+        self.seen_prompt = False
+        self.on_first_token = on_first_token
+
+    def put(self, value: Any) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        self.times.append(time.perf_counter())
+        if len(self.times) == 1 and self.on_first_token is not None:
+            self.on_first_token()
+
+    def end(self) -> None:
+        pass
+
+    def decode_ms_per_token(self) -> float:
+        """Mean wall ms per decode step (the whole batch advances one token per step)."""
+        if len(self.times) < 2:
+            return float("nan")
+        return (self.times[-1] - self.times[0]) * 1000.0 / (len(self.times) - 1)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        m = re.search(rf"^{field}:\s+(\d+)\s+kB", f.read(), re.M)
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM: the process's resident high-water mark (resettable with reset_peak_rss)."""
+    return _status_kb("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, `echo 5 > /proc/self/clear_refs`); False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_generate(model: Any, kind: str, policy: Policy | None, seq: int, prompt: int, batch: int,
+                 new_tokens: int, prefill: str = "synthetic", seed: int = 0,
+                 on_first_token: Callable[[], None] | None = None) -> tuple[TokenClock, Any, torch.Tensor]:
+    """One generate() of `new_tokens` tokens after a `prompt`-token prefill, with a fresh cache of `kind`.
+
+    Returns the clock, the cache (for its byte count) and the generated ids [batch, new_tokens]. Greedy, EOS
+    suppressed (min_new_tokens), so every cache runs exactly the same number of steps.
+    """
+    if prompt < 1 or prompt + new_tokens > seq:
+        raise BMCError(f"prompt {prompt} + {new_tokens} new tokens must fit in seq {seq}")
+    ids = make_inputs(model, prompt, batch, seed)  # [batch, prompt]
+    cache = make_cache(kind, model, seq, policy)
+    if prefill == "synthetic":
+        # rows for all but the last prompt token: generate() then runs a one-token "prefill" over the cache
+        prefill_synthetic(cache, model, prompt - 1, batch, seed)
+    clock = TokenClock(on_first_token)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False, streamer=clock,
+                         pad_token_id=model.config.pad_token_id or 0)
+    return clock, cache, out[:, ids.shape[1]:]

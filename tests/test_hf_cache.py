@@ -1,0 +1,307 @@
+"""BMCCache inside HF generate(): token-identical to DynamicCache in every generate mode, on a tiny random Llama."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from transformers import (  # noqa: E402
+    DynamicCache,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+)
+
+from bmc_model.errors import BMCError  # noqa: E402
+from bmc_model.hf import BMCCache, BMCLayer  # noqa: E402
+
+NEW = 20
+RS = (1, 5, 64)
+WIDTHS = ("exact", "padded")
+
+
+def tiny_config(**kw) -> LlamaConfig:
+    base = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=None,
+                eos_token_id=None)
+    return LlamaConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def assistant(model):
+    # A perturbed copy: agrees with the target on some drafts and not on others, so both paths run.
+    torch.manual_seed(1)
+    a = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(torch.randn_like(p) * 0.002)
+    return a
+
+
+@pytest.fixture(scope="module")
+def prompt(model):
+    # P0, the model's own continuation of P0, then P0 again: prompt lookup then drafts from the first
+    # occurrence, and the model often (not always) continues the same way, so drafts are accepted and rejected.
+    g = torch.Generator().manual_seed(2)
+    p0 = torch.randint(1, 96, (1, 12), generator=g)
+    with torch.no_grad():
+        cont = model.generate(p0, max_new_tokens=20, do_sample=False)
+    return torch.cat([cont, p0], dim=1)
+
+
+def batch_inputs():
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, 96, (3, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding of different lengths
+    mask[2, :7] = 0
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def mode_kwargs(mode, prompt, assistant):
+    if mode == "greedy":
+        return dict(inputs=prompt)
+    if mode == "sample":
+        return dict(inputs=prompt, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
+    if mode == "batch_left_pad":
+        ids, mask = batch_inputs()
+        return dict(inputs=ids, attention_mask=mask)
+    if mode == "beam":
+        return dict(inputs=prompt, num_beams=3)
+    if mode == "assisted":
+        return dict(inputs=prompt, assistant_model=assistant)
+    if mode == "prompt_lookup":
+        return dict(inputs=prompt, prompt_lookup_num_tokens=3)
+    raise AssertionError(mode)
+
+
+def generate(model, cache, **kw):
+    torch.manual_seed(1234)  # sampling: the same seed for both caches
+    kw = dict(kw)
+    kw.setdefault("do_sample", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.generate(kw.pop("inputs"), max_new_tokens=NEW, min_new_tokens=NEW, cache=cache, **kw)
+
+
+_REFERENCE: dict[str, torch.Tensor] = {}
+
+
+def reference(mode, model, prompt, assistant):
+    if mode not in _REFERENCE:
+        _REFERENCE[mode] = generate(model, DynamicCache(), **mode_kwargs(mode, prompt, assistant))
+    return _REFERENCE[mode]
+
+
+class Spy:
+    """Counts the calls generate() makes on the cache: crops (assisted) and beam reorders."""
+
+    def __init__(self, cache, monkeypatch):
+        self.crops: list[int] = []
+        self.reorders: list[list[int]] = []
+        crop = cache.crop
+
+        def spy_crop(n):
+            self.crops.append(n)
+            return crop(n)
+
+        cache.crop = spy_crop
+        orig = BMCLayer.reorder_cache
+        spy = self
+
+        def spy_reorder(layer, idx):
+            spy.reorders.append(idx.tolist())
+            return orig(layer, idx)
+
+        monkeypatch.setattr(BMCLayer, "reorder_cache", spy_reorder)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("r", RS)
+@pytest.mark.parametrize("mode", ["greedy", "sample", "batch_left_pad", "beam", "assisted", "prompt_lookup"])
+def test_generate_matches_dynamic_cache(mode, r, width, model, prompt, assistant, monkeypatch):
+    ref = reference(mode, model, prompt, assistant)
+    cache = BMCCache(r=r, width=width)
+    spy = Spy(cache, monkeypatch)
+    out = generate(model, cache, **mode_kwargs(mode, prompt, assistant))
+    assert torch.equal(out, ref)
+    stats = cache.stats()
+    if r < NEW // 2:
+        assert stats["grow_events"] > len(cache.layers)  # grew during decoding, not only at prefill
+    if mode == "beam":
+        assert any(idx != sorted(idx) or len(set(idx)) < len(idx) for idx in spy.reorders)
+    if mode in ("assisted", "prompt_lookup"):
+        assert any(n < 0 for n in spy.crops), "no draft was ever rejected: crop untested"
+        assert len(spy.crops) < NEW, "no draft was ever accepted: multi-row verification untested"
+
+
+def test_pad_width_and_config_built_layers_match(model, prompt, assistant):
+    ref = reference("greedy", model, prompt, assistant)
+    cache = BMCCache(r=7, width="pad-4", config=model.config)
+    assert len(cache) == model.config.num_hidden_layers  # built up front from the config
+    assert torch.equal(generate(model, cache, inputs=prompt), ref)
+
+
+@pytest.mark.parametrize("policy", ["geometric:exact", "geometric:1.5:padded", "mlx", "bmc:3"])
+def test_other_growth_policies_match(policy, model, prompt, assistant):
+    ref = reference("greedy", model, prompt, assistant)
+    assert torch.equal(generate(model, BMCCache(policy=policy), inputs=prompt), ref)
+
+
+def test_static_growth_needs_and_obeys_max_cache_len(model, prompt, assistant):
+    ref = reference("greedy", model, prompt, assistant)
+    n = prompt.shape[1] + NEW
+    cache = BMCCache(policy="static:padded", max_cache_len=n)
+    assert torch.equal(generate(model, cache, inputs=prompt), ref)
+    assert cache.stats()["grow_events"] == len(cache.layers)  # one allocation per layer, never grown
+    assert cache.get_max_length() == n
+    with pytest.raises(BMCError, match="max_cache_len"):
+        BMCCache(policy="static:padded")
+    with pytest.raises(BMCError, match="exceeds"):
+        generate(model, BMCCache(r=4, max_cache_len=n - 5), inputs=prompt)
+
+
+def test_past_key_values_keyword_still_works(model, prompt, assistant):
+    ref = reference("greedy", model, prompt, assistant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model.generate(prompt, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+                             past_key_values=BMCCache(r=4, width="padded"))
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_views_are_as_wide_as_the_mask_hf_builds(width, model, prompt, monkeypatch):
+    """update() returns exactly get_mask_sizes()'s width: n + q (exact) or the capacity (padded)."""
+    seen = []
+    orig_update = BMCLayer.update
+
+    def update(layer, k, v, *a, **kw):
+        predicted = layer.get_mask_sizes(k.shape[-2])[0]
+        n = layer.length
+        keys, values = orig_update(layer, k, v, *a, **kw)
+        seen.append((predicted, keys.shape[-2], n + k.shape[-2], layer.capacity))
+        return keys, values
+
+    monkeypatch.setattr(BMCLayer, "update", update)
+    generate(model, BMCCache(r=6, width=width), inputs=prompt)
+    assert seen
+    for predicted, got, valid, capacity in seen:
+        assert predicted == got
+        assert got == (valid if width == "exact" else capacity)
+    if width == "padded":
+        assert any(got > valid for _, got, valid, _ in seen)  # masked padding rows really were attended
+
+
+def test_continuation_and_reset(model, prompt):
+    def twice(cache_factory):
+        cache = cache_factory()
+        first = generate(model, cache, inputs=prompt)
+        second = generate(model, cache, inputs=first)  # continue from the cache
+        return first, second, cache
+
+    ref1, ref2, _ = twice(DynamicCache)
+    out1, out2, cache = twice(lambda: BMCCache(r=3, width="padded"))
+    assert torch.equal(out1, ref1) and torch.equal(out2, ref2)
+    assert cache.get_seq_length() == out2.shape[1] - 1
+    cache.reset()
+    assert cache.get_seq_length() == 0 and all(la.keys is None and la.capacity == 0 for la in cache.layers)
+    assert torch.equal(generate(model, cache, inputs=prompt), ref1)  # reused after reset like a new one
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(r=0), "r must be a positive integer"),
+    (dict(r=-3), "r must be a positive integer"),
+    (dict(r=2.5), "r must be a positive integer"),
+    (dict(r=True), "r must be a positive integer"),
+    (dict(r=8, width="wide"), "unknown width"),
+    (dict(r=8, width="pad-0"), "unknown width"),
+    (dict(), "needs r"),
+    (dict(r=8, max_cache_len=0), "max_cache_len"),
+    (dict(policy="bmc:8", width="exact"), "not both"),
+    (dict(policy="sometimes"), "unknown policy"),
+])
+def test_bad_arguments_raise_bmc_error(kwargs, match):
+    with pytest.raises(BMCError, match=match):
+        BMCCache(**kwargs)
+
+
+def sliding_configs():
+    common = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=256, sliding_window=6, pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    return [MistralConfig(num_hidden_layers=2, **common),
+            Gemma3TextConfig(num_hidden_layers=7, head_dim=16, **common)]  # Gemma-3: 5 sliding + 1 full per 6
+
+
+@pytest.mark.parametrize("config", sliding_configs(), ids=["mistral", "gemma3"])
+def test_sliding_window_config_is_refused(config, model):
+    with pytest.raises(BMCError, match="sliding"):
+        BMCCache(r=8, config=config)
+
+    class Fake:
+        pass
+
+    fake = Fake()
+    fake.config = config
+    with pytest.raises(BMCError, match="sliding"):
+        BMCCache.tuned(fake, seq=64)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_sliding_model_without_config_keeps_full_history_and_stays_exact(width, prompt):
+    """Without a config BMCCache cannot see layer types: it keeps every row, and HF's sliding mask does
+    the windowing, so the tokens are still DynamicCache's (which windows its own sliding layers)."""
+    torch.manual_seed(0)
+    mistral = MistralForCausalLM(sliding_configs()[0]).eval()
+    ref = generate(mistral, DynamicCache(config=mistral.config), inputs=prompt)
+    assert torch.equal(generate(mistral, BMCCache(r=4, width=width), inputs=prompt), ref)
+
+
+def test_tuned_uses_recommend(model, prompt, assistant):
+    from bmc_model import recommend
+    from bmc_model.hf.tune import spec_for_model
+
+    cache = BMCCache.tuned(model, seq=256, batch=1)
+    rec = recommend(model=spec_for_model(model), seq=256, batch=1, dtype="float32")
+    assert cache.policy == rec.policy
+    assert cache.recommendation.policy == rec.policy
+    assert len(cache) == model.config.num_hidden_layers
+    assert torch.equal(generate(model, cache, inputs=prompt), reference("greedy", model, prompt, assistant))
+
+
+def test_spec_for_model_reads_the_config(model):
+    from bmc_model.hf.tune import spec_for_model
+
+    spec = spec_for_model(model, name="tiny")
+    cfg = model.config
+    assert (spec.layers, spec.heads, spec.kv_heads, spec.head_dim, spec.hidden, spec.ffn, spec.vocab) == (
+        cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
+        cfg.hidden_size // cfg.num_attention_heads, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size)
+    assert spec.dtype == "float32" and spec.name == "tiny"
+
+
+def test_spec_from_config_dict_matches_the_file_reader(tmp_path):
+    import json
+
+    from bmc_model.specs import spec_from_config, spec_from_config_dict
+
+    d = {"model_type": "llama", "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
+         "hidden_size": 256, "intermediate_size": 512, "vocab_size": 1000, "_name_or_path": "x/y"}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(d))
+    assert spec_from_config_dict(d) == spec_from_config(p)
+    with pytest.raises(BMCError, match="missing field 'vocab_size'"):
+        spec_from_config_dict({k: v for k, v in d.items() if k != "vocab_size"}, name="cfg")

@@ -1,0 +1,72 @@
+"""The HF validation measurement (bmc-tune validate --hf): structure, streamer timing, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from bmc_model.errors import BMCError  # noqa: E402
+from bmc_model.hf import measure  # noqa: E402
+from bmc_model.hf.validate import validate_hf  # noqa: E402
+
+
+def test_token_clock_excludes_prompt_and_prefill(monkeypatch):
+    ticks = iter([10.0, 10.5, 10.7, 11.1])
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(ticks))
+    first = []
+    clock = measure.TokenClock(on_first_token=lambda: first.append(True))
+    clock.put("prompt ids")  # generate() puts the prompt first: no timestamp
+    for _ in range(4):
+        clock.put("token")
+    # 4 tokens: the first closes the prefill, the 3 decode steps took 1.1 s
+    assert clock.decode_ms_per_token() == pytest.approx(1100.0 / 3)
+    assert first == [True]
+
+
+def test_quick_validate_reports_three_caches_per_case():
+    result, table = validate_hf(workloads=["kv"], contexts=[40], batches=[2], new_tokens=4, reps=1,
+                                policy="bmc:8", memory=False, quick=True)
+    json.dumps(result)  # JSON-able as is
+    rows = result["rows"]
+    assert [(r["batch"], r["cache"]) for r in rows] == [(2, c) for c in ("dynamic", "static", "bmc")]
+    for r in rows:
+        assert r["seq"] == 40 and r["prompt"] == 36
+        assert r["measured_ms_per_token"] > 0 and r["predicted_ms_per_token"] > 0
+        assert r["tokens_match_dynamic"] in (True, False)
+    bmc = [r for r in rows if r["cache"] == "bmc"]
+    assert all(r["policy"] == "r=8 padded" for r in bmc)
+    assert all(r["grow_events"] >= 2 for r in bmc)  # one allocation per layer at least
+    assert set(result["checks"]) >= {"bmc_never_slower", "bmc_peak_below_dynamic", "per_case"}
+    assert table.row_count == len(rows)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(workloads=["nope"]), "unknown workload"),
+    (dict(contexts=[10], new_tokens=16), "context"),
+    (dict(reps=0), "reps"),
+    (dict(prefill="maybe"), "prefill"),
+    (dict(policy="bmc:x"), "unknown policy"),
+])
+def test_bad_input_is_a_bmc_error(kwargs, match):
+    with pytest.raises(BMCError, match=match):
+        validate_hf(memory=False, quick=True, **kwargs)
+
+
+@pytest.mark.heavy
+def test_memory_probe_runs_in_a_subprocess():
+    from dataclasses import asdict
+
+    from bmc_model.hf.memprobe import run_probe
+    from bmc_model.policy import Policy
+
+    out = run_probe({"workload": "kv", "quick": True, "kind": "bmc", "policy": asdict(Policy("fixed", 16)),
+                     "seq": 200, "prompt": 180, "batch": 1, "new_tokens": 8, "threads": 1})
+    assert "error" not in out, out
+    # 2 layers x (K + V) x 32 heads x 128 x 4 bytes per row: 180 + 8 - 1 = 187 rows held, plus < r spare
+    row = 2 * 2 * 32 * 128 * 4
+    assert 187 * row <= out["kv_bytes_final"] < (187 + 16) * row
+    assert out["decode_peak_increase"] >= 0 and out["peak_increase"] >= out["decode_peak_increase"]
