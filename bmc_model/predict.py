@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from bmc_model.cost import Geometry, Workload, breakdown, memory, policy_events
 from bmc_model.errors import BMCError
 from bmc_model.optimize import Sweep, closed_form_r, sweep_r
@@ -147,15 +149,19 @@ def _context(model, config, layers, batch, dtype, profile) -> _Ctx:
     return _Ctx(spec, Geometry.of(spec, batch, dt), prof, dt)
 
 
-def _draft_step_s(ctx: _Ctx, draft, draft_cost, policy: Policy, prompt: int, seq: int, batch: int) -> float:
-    """Seconds of one draft step: a draft model's own plain decode, or a cost ratio, or 0."""
+def _draft_step_s(ctx: _Ctx, draft, draft_cost, policy: Policy, prompt: int, seq: int, batch: int,
+                  r=None) -> float:
+    """Seconds of one draft step: a draft model's own plain decode, or a cost ratio, or 0.
+
+    The draft's cache grows under the same policy as the target's (for every r at once in a sweep).
+    """
     if draft is not None and draft_cost is not None:
         raise BMCError("give either a draft model or a draft cost ratio, not both")
     if draft_cost is not None:
         if not 0.0 <= draft_cost < 10.0:
             raise BMCError(f"draft cost ratio must be in [0, 10), got {draft_cost}")
         plain = Workload(prompt, seq, batch)
-        return draft_cost * sum(breakdown(policy, plain, ctx.geo, ctx.prof).values()) / plain.tokens
+        return draft_cost * sum(breakdown(policy, plain, ctx.geo, ctx.prof, r).values()) / plain.tokens
     if draft is None:
         return 0.0
     dspec = _as_spec(draft, None, None)
@@ -164,7 +170,7 @@ def _draft_step_s(ctx: _Ctx, draft, draft_cost, policy: Policy, prompt: int, seq
                        f"{ctx.spec.vocab}: they must match")
     dgeo = Geometry.of(dspec, batch, ctx.dtype)
     plain = Workload(prompt, seq, batch)
-    return sum(breakdown(policy, plain, dgeo, ctx.prof).values()) / plain.tokens
+    return sum(breakdown(policy, plain, dgeo, ctx.prof, r).values()) / plain.tokens
 
 
 def _predict(ctx: _Ctx, pol: Policy, w: Workload) -> Prediction:
@@ -294,11 +300,15 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
 
     best: tuple[float, int, str, int] | None = None  # (seconds, gamma, width, r)
     per_gamma: dict[int, dict[str, Sweep]] = {}
+    def workload(g: int, pol: Policy, r=None) -> Workload:
+        return Workload(prompt, seq, batch, g, acc,
+                        _draft_step_s(ctx, draft, draft_cost, pol, prompt, seq, batch, r) if g else 0.0)
+
+    r_all = np.arange(1, seq + 1, dtype=np.float64)
     for g in gammas:
-        draft_s = _draft_step_s(ctx, draft, draft_cost, NAMED["dynamic"], prompt, seq, batch) if g else 0.0
-        w = Workload(prompt, seq, batch, g, acc, draft_s)
         sweeps = {}
         for wd in widths:
+            w = workload(g, Policy("fixed", 1, width=wd, pad=pad), r_all)  # type: ignore[arg-type]
             sw = sweep_r(wd, w, ctx.geo, ctx.prof, max_mem=max_mem, pad=pad)
             sweeps[_label(wd, pad)] = sw
             rr = sw.smallest_within(tolerance)
@@ -309,9 +319,9 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
         raise BMCError(f"no configuration fits in --max-mem {max_mem:.0f} bytes of KV cache")
     _, g_best, w_best, r_best = best
     sweeps = per_gamma[g_best]
-    draft_s = _draft_step_s(ctx, draft, draft_cost, NAMED["dynamic"], prompt, seq, batch) if g_best else 0.0
-    w = Workload(prompt, seq, batch, g_best, acc, draft_s)
-    pred = _predict(ctx, sweeps[w_best].policy(r_best), w)
+    best_pol = sweeps[w_best].policy(r_best)
+    w = workload(g_best, best_pol)
+    pred = _predict(ctx, best_pol, w)
 
     baselines: dict[str, Prediction] = {}
     base_pols = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "geometric": NAMED["geometric"],
@@ -321,7 +331,7 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
     if w_best != "exact":
         base_pols["exact-same-r"] = Policy("fixed", r_best, width="exact")
     for name, pol in base_pols.items():
-        baselines[name] = _predict(ctx, pol, w)
+        baselines[name] = _predict(ctx, pol, workload(g_best, pol))
     no_sd = None
     if gammas != [0]:
         plain = Workload(prompt, seq, batch)

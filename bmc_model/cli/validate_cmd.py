@@ -61,6 +61,10 @@ def validate_cmd(
     sd: bool = typer.Option(False, "--sd", help="Speculative decoding: plain vs SD, cat vs BMC."),
     hf: bool = typer.Option(False, "--hf", help="HF generate(): DynamicCache, StaticCache and BMCCache."),
     acceptance_out: Path | None = typer.Option(None, help="With --sd: write the measured acceptance here."),
+    workload: str = typer.Option("synthetic", help="With --sd: synthetic (oracle drafter at --alpha on the "
+                                                   "--model geometry), smollm2 (prompt lookup, real text) or qwen."),
+    gamma: str = typer.Option("auto", help="With --sd: draft tokens per iteration, or auto."),
+    alpha: float = typer.Option(0.8, help="With --sd and the synthetic workload: the oracle's acceptance."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     out: Path | None = typer.Option(None, help="Also write the JSON result to this file."),
 ) -> None:
@@ -89,8 +93,12 @@ def validate_cmd(
     if sd:
         from bmc_model.runtime.validate_sd import measure_sd
 
-        result = measure_sd(spec=spec, seq=seq, prompt=prompt, batch=batch, profile=prof, threads=threads,
-                            quick=quick, repeats=reps, acceptance_out=acceptance_out)
+        if batch != 1:
+            raise BMCError("--sd measures batch 1")
+        with con.status("measuring speculative decoding") as status:
+            result = measure_sd(workload, new_tokens=seq - prompt, gamma=gamma, repeats=reps, profile=prof,
+                                threads=threads, acceptance_out=acceptance_out, model=model, layers=layers,
+                                prompt=prompt, alpha=alpha, progress=lambda m: status.update(m))
     elif hf:
         from bmc_model.hf.validate import validate_hf
 
@@ -111,7 +119,9 @@ def validate_cmd(
     elif not sd and not hf:
         render(result, con)
     elif sd:
-        con.print_json(json.dumps(result, default=str))
+        from bmc_model.runtime.validate_sd import summary_text
+
+        con.print(summary_text(result), highlight=False, markup=False)
 
 
 def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:

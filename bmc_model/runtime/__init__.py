@@ -17,6 +17,9 @@ _EXPORTS = {
     "MemoryEstimate": "memory", "estimate_memory": "memory", "check_fits": "memory", "weight_bytes": "memory",
     "kv_peak_rows": "memory", "available_bytes": "memory",
     "load_smollm2": "weights", "smollm2_available": "weights", "RealModel": "weights",
+    "speculative_decode": "speculative", "SDResult": "speculative", "SDStats": "speculative",
+    "PromptLookup": "drafters", "DraftModel": "drafters", "OracleDrafter": "drafters", "measure_sd": "validate_sd",
+    "run_validate": "validate",
 }
 
 __all__ = sorted(_EXPORTS)

