@@ -22,6 +22,7 @@ from bmc_model.calibrate.stats import MAD_TO_SIGMA
 from bmc_model.profile import Term
 
 F_SCALE = 0.05  # relative error where soft-L1 turns from quadratic to linear
+MATERIAL = 0.05  # a knee must move the curve by more than this somewhere on the data
 _TINY = 1e-30
 
 
@@ -78,8 +79,10 @@ def _check(x: np.ndarray, y: np.ndarray, need: int) -> None:
 
 
 def fit_affine(x: np.ndarray | list[float], y: np.ndarray | list[float], *, nonneg: bool = True,
-               f_scale: float = F_SCALE) -> SegmentFit:
-    """Robust t = c0 + slope * x (c0, slope >= 0 when nonneg: costs do not shrink with size)."""
+               free_c0: bool = False, f_scale: float = F_SCALE) -> SegmentFit:
+    """Robust t = c0 + slope * x. With nonneg, slope >= 0 (costs do not shrink with size) and c0 >= 0
+    unless free_c0: a segment above a knee only holds for x past the knot, where a line through a
+    continuous knee may well cross zero at x = 0."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     _check(x, y, 3)
@@ -89,8 +92,8 @@ def fit_affine(x: np.ndarray | list[float], y: np.ndarray | list[float], *, nonn
     xs = float(np.median(np.abs(x))) or 1.0
     a_mat = np.column_stack([ys / y, ys * x / (xs * y)])  # relative residual = a_mat @ p - 1
     p0 = np.linalg.lstsq(a_mat, np.ones_like(y), rcond=None)[0]
-    lo = np.array([0.0, 0.0]) if nonneg else np.array([-np.inf, -np.inf])
-    p0 = np.maximum(p0, 1e-9) if nonneg else p0
+    lo = np.array([-np.inf if free_c0 else 0.0, 0.0]) if nonneg else np.array([-np.inf, -np.inf])
+    p0 = np.maximum(p0, lo + 1e-9)
     res = optimize.least_squares(lambda p: a_mat @ p - 1.0, p0, loss="soft_l1", f_scale=f_scale,
                                  bounds=(lo, np.full(2, np.inf)), method="trf", x_scale=1.0)
     p = res.x
@@ -120,19 +123,25 @@ def _knot_between(left: SegmentFit, right: SegmentFit, xl: float, xr: float) -> 
     return float(math.sqrt(xl * xr)) if xl > 0 else 0.5 * (xl + xr)
 
 
-def _bic(cost: float, n: int, k: int) -> float:
-    return n * math.log(max(cost, 1e-12) / n) + k * math.log(n)
+def _robust_bic(resid: np.ndarray, k: int, keep: float = 0.8) -> float:
+    """BIC on the smallest 80% of squared residuals (least trimmed squares): outliers are left out
+    of both candidates, so a segment that only isolates an outlier does not pay for its parameters,
+    while a real knee (a change of slope over many points) does."""
+    n = resid.size
+    r2 = np.sort(np.asarray(resid, dtype=float) ** 2)[: max(2, math.ceil(keep * n))]
+    return r2.size * math.log(max(float(r2.mean()), 1e-12)) + k * math.log(n)
 
 
 def fit_piecewise(x: np.ndarray | list[float], y: np.ndarray | list[float], *, knee: bool = True,
-                  min_points: int = 3, f_scale: float = F_SCALE) -> PiecewiseFit:
+                  min_points: int = 4, f_scale: float = F_SCALE) -> PiecewiseFit:
     """Affine, or two affine segments split at a fitted knee when that is clearly better.
 
     The knee is searched over every gap between consecutive distinct sizes that leaves at least
     `min_points` points on each side; the candidate with the least summed soft-L1 loss wins, and it
-    replaces the single line only if it lowers the BIC (5 parameters: two lines and the knot, against
-    2). The segments are fitted independently: a jump at the knee (glibc switching from the heap to
-    fresh mmap'd pages) is allowed.
+    replaces the single line only if it lowers a robust BIC (5 parameters: two lines and the knot,
+    against 2, plus 2 ln(candidates) for having searched) and moves the curve by more than 5% at some
+    measured size. The segments are fitted independently:
+    a jump at the knee (glibc switching from the heap to fresh mmap'd pages) is allowed.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -141,6 +150,7 @@ def fit_piecewise(x: np.ndarray | list[float], y: np.ndarray | list[float], *, k
     x, y = x[order], y[order]
     one = fit_affine(x, y, f_scale=f_scale)
     best: tuple[float, SegmentFit, SegmentFit, float] | None = None
+    tried = 0
     if knee:
         ux = np.unique(x)
         for i in range(1, ux.size):
@@ -149,17 +159,28 @@ def fit_piecewise(x: np.ndarray | list[float], y: np.ndarray | list[float], *, k
             if (left.sum() < min_points or right.sum() < min_points or np.unique(x[left]).size < 2
                     or np.unique(x[right]).size < 2):
                 continue
+            tried += 1
             fl = fit_affine(x[left], y[left], f_scale=f_scale)
-            fr = fit_affine(x[right], y[right], f_scale=f_scale)
+            fr = fit_affine(x[right], y[right], free_c0=True, f_scale=f_scale)
+            knot = _knot_between(fl, fr, float(xl), float(xr))
+            if fr(knot) <= 0:  # the upper line must stay positive down to the knot: move the knot up
+                zero = -fr.c0 / fr.slope if fr.slope > 0 else math.inf
+                if zero >= xr:
+                    continue
+                knot = math.sqrt(zero * xr) if zero > 0 else float(xr)
             cost = fl.cost + fr.cost
             if best is None or cost < best[0]:
-                best = (cost, fl, fr, _knot_between(fl, fr, float(xl), float(xr)))
-    n = x.size
-    if best is not None and _bic(best[0], n, 5) < _bic(one.cost, n, 2):
+                best = (cost, fl, fr, knot)
+    fit = PiecewiseFit(segments=(one,), knots=(), r2=0.0)
+    if best is not None:
         _, fl, fr, knot = best
-        fit = PiecewiseFit(segments=(fl, fr), knots=(knot,), r2=0.0)
-    else:
-        fit = PiecewiseFit(segments=(one,), knots=(), r2=0.0)
+        two = PiecewiseFit(segments=(fl, fr), knots=(knot,), r2=0.0)
+        # the knot was picked as the best of `tried` positions: charge for that search too
+        extra = 2.0 * math.log(max(tried, 1))
+        better = _robust_bic(two(x) / y - 1.0, 5) + extra < _robust_bic(one(x) / y - 1.0, 2)
+        material = float(np.max(np.abs(two(x) / one(x) - 1.0))) > MATERIAL  # else the line says the same
+        if better and material:
+            fit = two
     return PiecewiseFit(segments=fit.segments, knots=fit.knots, r2=r2_log(y, fit(x)))
 
 

@@ -1,0 +1,155 @@
+"""From measured medians to a Profile: fit every term and scalar, cross-check, record raw data.
+
+No torch here: tests push synthetic Measurements with known coefficients through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bmc_model.calibrate.fit import PiecewiseFit, fit_affine, fit_piecewise, fit_ratio_slope
+from bmc_model.calibrate.overhead import fit_overhead
+from bmc_model.calibrate.plan import Plan
+from bmc_model.calibrate.runner import Point, points_raw
+from bmc_model.errors import BMCError
+from bmc_model.profile import Profile, Term
+from bmc_model.specs import ModelSpec
+
+NOISY_SPREAD = 0.1  # a size whose repeats have MAD / median above this is noisy ...
+NOISY_FRACTION = 0.25  # ... and a run with more noisy sizes than this says so
+BUSY_OTHERS = 0.15  # other processes using more of the CPU than this while we measured: a warning
+TINY = dict(heads=2, kv_heads=2, head_dim=32, hidden=64, ffn=128, vocab=256)  # the overhead decoder
+
+
+def tiny_spec(layers: int, dtype: str) -> ModelSpec:
+    return ModelSpec(name=f"calib-tiny-{layers}L", layers=layers, dtype=dtype, **TINY)  # type: ignore[arg-type]
+
+
+@dataclass
+class Measurements:
+    """What run.py measured: Points keyed as the bench_* modules key them."""
+
+    alloc: list[Point]  # keys ("touch" | "call" | "cold", x)
+    copy: list[Point]  # keys ("strided" | "contig", rows)
+    cat: list[Point]  # keys rows
+    write: list[Point]
+    attn_exact: list[Point]  # keys (model, width)
+    attn_masked: list[Point]
+    attn_q: list[Point]  # keys (q rows, width)
+    weights: list[Point]  # keys (model, x)
+    weights_rows: list[Point]  # keys m rows
+    rows_x: float  # layer bytes the row sweep used
+    sd_iter: Point
+    overhead: list[tuple[int, float]]  # (layers, median seconds per step) of the tiny decoder
+    overhead_loop: str = ""
+    overhead_prompt: int = 34
+    overhead_tokens: int = 16
+    bench_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # from the measuring (benchmarks cut short)
+    others_cpu: float | None = None  # share of all cores other processes used meanwhile (load.py)
+
+
+def _fit(name: str, pts: list[Point], knee: bool = True) -> tuple[PiecewiseFit, dict]:
+    try:
+        f = fit_piecewise([p.x for p in pts], [p.median for p in pts], knee=knee)
+    except ValueError as e:
+        raise BMCError(f"calibration: cannot fit {name} ({e})") from None
+    raw = points_raw(pts)
+    raw["c0_ci95"] = [list(s.c0_ci) for s in f.segments]
+    return f, raw
+
+
+def _kind(points: list[Point], kind: str) -> list[Point]:
+    return [p for p in points if p.key[0] == kind]  # type: ignore[index]
+
+
+def _attn_q_slope(pts: list[Point], q_rows: tuple[int, ...]) -> tuple[float, dict]:
+    """The cost model scales attention's width-dependent part by 1 + s (q - 1): so s comes from the
+    slope over widths at each q, relative to the slope at q = 1."""
+    slopes = {}
+    try:
+        for qr in q_rows:
+            sel = [p for p in pts if p.key[0] == qr]  # type: ignore[index]
+            slopes[qr] = fit_affine([p.x for p in sel], [p.median for p in sel]).slope
+        if slopes[1] <= 0:
+            raise ValueError("no growth with width at q = 1")
+        qs = [qr for qr in q_rows if qr > 1]
+        f = fit_ratio_slope([qr - 1 for qr in qs], [slopes[qr] / slopes[1] for qr in qs])
+    except ValueError as e:
+        raise BMCError(f"calibration: cannot fit attn_q_slope ({e})") from None
+    srt = sorted(pts, key=lambda p: p.x)
+    return f.slope, {**points_raw(pts), "q": [int(p.key[0]) for p in srt],  # type: ignore[index]
+                     "slope_by_q": {str(k): v for k, v in slopes.items()}, "ci95": list(f.ci95)}
+
+
+def _row_slope(pts: list[Point], rows_x: float) -> tuple[float, dict]:
+    t = {int(p.key): p.median for p in pts}  # type: ignore[call-overload]
+    ms = sorted(t)
+    try:
+        f = fit_ratio_slope([m - 1 for m in ms], [t[m] / t[1] for m in ms])
+    except (ValueError, KeyError) as e:
+        raise BMCError(f"calibration: cannot fit weights_row_slope ({e})") from None
+    return f.slope, {"m": ms, "t": [t[m] for m in ms], "x": rows_x, "ci95": list(f.ci95)}
+
+
+def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile:
+    notes = list(plan.notes) + list(m.notes)
+    if m.others_cpu is not None and m.others_cpu > BUSY_OTHERS:
+        notes.append(f"other processes used {m.others_cpu:.0%} of the CPU while calibrating: timings are likely "
+                     "inflated; calibrate again on a quiet machine")
+    raw: dict = {}
+    fits: dict[str, PiecewiseFit] = {}
+    fits["alloc"], raw["alloc"] = _fit("alloc", _kind(m.alloc, "touch"))
+    _, raw["alloc_call"] = _fit("alloc_call", _kind(m.alloc, "call"), knee=False)
+    if _kind(m.alloc, "cold"):  # CUDA: cudaMalloc past the caching allocator, for reference
+        _, raw["alloc_cold"] = _fit("alloc_cold", _kind(m.alloc, "cold"))
+    fits["copy"], raw["copy"] = _fit("copy", _kind(m.copy, "strided"))
+    if _kind(m.copy, "contig"):
+        _, raw["copy_contiguous"] = _fit("copy_contiguous", _kind(m.copy, "contig"))
+    for name, pts in (("write", m.write), ("attn_exact", m.attn_exact), ("attn_masked", m.attn_masked),
+                      ("weights", m.weights)):
+        fits[name], raw[name] = _fit(name, pts)
+    for name, pts in (("attn_exact", m.attn_exact), ("attn_masked", m.attn_masked), ("weights", m.weights)):
+        raw[name]["model"] = [str(p.key[0]) for p in sorted(pts, key=lambda p: p.x)]  # type: ignore[index]
+    terms: dict[str, Term] = {k: f.term() for k, f in fits.items()}
+
+    scalars: dict[str, float] = {}
+    scalars["attn_q_slope"], raw["attn_q"] = _attn_q_slope(m.attn_q, plan.q_rows)
+    scalars["weights_row_slope"], raw["weights_rows"] = _row_slope(m.weights_rows, m.rows_x)
+    scalars["sd_iter_s"] = m.sd_iter.median
+    raw["sd_iter"] = {"t": m.sd_iter.median, "mad": m.sd_iter.mad, "gamma": plan.sd_gamma, "vocab": plan.primary.vocab}
+
+    # framework overhead: the tiny decoder's steps, net of what the fitted terms charge for them
+    of = fit_overhead(m.overhead, terms, scalars, lambda L: tiny_spec(L, plan.dtype), m.overhead_prompt,
+                      m.overhead_tokens)
+    scalars["step_s"], scalars["layer_s"] = of.step_s, of.layer_s
+    raw["overhead"] = {"layers": [q[0] for q in m.overhead], "t": [q[1] for q in m.overhead],
+                       "loop": m.overhead_loop, **of.to_raw()}
+    if of.note:
+        notes.append(f"overhead: {of.note}")
+
+    # cross-check: torch.cat of n rows + 1 against the model's alloc(n + 1 rows) + copy(n rows)
+    p = plan.primary
+    row = p.kv_heads * p.head_dim * plan.elem
+    cat = sorted(m.cat, key=lambda q: q.x)
+    pred = [float(terms["alloc"](q.x + row) + terms["copy"](q.x)) for q in cat]
+    resid = [q.median / pr - 1.0 for q, pr in zip(cat, pred)]
+    raw["cat"] = {**points_raw(cat), "predicted": pred, "rel_residual": resid,
+                  "median_abs_rel_residual": float(np.median(np.abs(resid))) if resid else None}
+
+    spread = [q.mad / q.median for pts in (m.alloc, m.copy, m.cat, m.write, m.attn_exact, m.attn_masked, m.attn_q,
+                                           m.weights, m.weights_rows) for q in pts if q.kept > 1]
+    noisy = float(np.mean(np.asarray(spread) > NOISY_SPREAD)) if spread else 0.0
+    if noisy > NOISY_FRACTION:
+        notes.append(f"timings were noisy: {noisy:.0%} of the sizes varied by more than {NOISY_SPREAD:.0%} "
+                     "between repeats (other processes running?); calibrate again on a quiet machine")
+    meta = plan.describe()
+    meta.update({"notes": notes, "bench_s": dict(m.bench_s), "noisy_fraction": noisy, "others_cpu": m.others_cpu,
+                 "timer": "cuda events" if plan.device == "cuda" else "time.perf_counter",
+                 "attention_form": "SDPA, GQA folded into query rows, additive float mask (runtime form)",
+                 "weights_form": "F.linear over fused wqkv, wo, w_in, w_down (runtime form), streamed",
+                 "r2_scale": "log time", "residuals": "relative, soft-L1"})
+    raw["meta"] = meta
+    return Profile(terms=terms, scalars=scalars, host=host, source="bmc-tune calibrate", date=date, raw=raw)

@@ -1,0 +1,67 @@
+"""Weight streaming: one decoder layer's matmuls (F.linear of an [m, in] activation) over x bytes.
+
+The shapes are the runtime's fused ones (bmc_model/runtime/decoder.py): wqkv [(heads + 2 kv_heads)
+* head_dim, hidden], wo [hidden, heads * head_dim], w_in [(2 if gated) * ffn, hidden], w_down
+[hidden, ffn]: four calls per layer, so the fitted intercept is four calls' overhead. A size x
+other than the real layer scales every matrix's output rows by the same factor. Matrices are views
+into a Pool, cold as in decoding (see pool.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from bmc_model.calibrate.pool import Pool
+from bmc_model.calibrate.runner import Case, Op
+from bmc_model.specs import ModelSpec
+
+
+def layer_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
+    """(out, in) of the runtime's four per-layer matrices."""
+    d = spec.head_dim
+    return [((spec.heads + 2 * spec.kv_heads) * d, spec.hidden), (spec.hidden, spec.heads * d),
+            ((2 if spec.gated_mlp else 1) * spec.ffn, spec.hidden), (spec.hidden, spec.ffn)]
+
+
+def scaled_shapes(spec: ModelSpec, nbytes: float, elem: int) -> tuple[list[tuple[int, int]], int]:
+    """Layer shapes with output rows scaled so the four matrices hold about nbytes; (shapes, bytes)."""
+    shapes = layer_shapes(spec)
+    s = nbytes / (sum(o * i for o, i in shapes) * elem)
+    out = [(max(1, round(o * s)), i) for o, i in shapes]
+    return out, sum(o * i for o, i in out) * elem
+
+
+def _case(pool: Pool, key: object, spec: ModelSpec, nbytes: float, rows: int, stream_bytes: int) -> Case:
+    shapes, actual = scaled_shapes(spec, nbytes, pool.elem)
+    while actual > pool.nbytes:  # rounding rows up can overshoot the pool: shrink a little
+        nbytes *= 0.99
+        shapes, actual = scaled_shapes(spec, nbytes, pool.elem)
+    copies = pool.copies(actual // pool.elem, stream_bytes)
+
+    @contextmanager
+    def make() -> Iterator[Op]:
+        mats = [w for group in pool.views(list(shapes), copies) for w in group]  # [out, in] each
+        acts = {i: torch.full((rows, i), 0.5, dtype=pool.dtype, device=pool.device) for _, i in shapes}
+        pairs = [(acts[w.shape[1]], w) for w in mats]  # activation [m, in] for each matrix
+
+        def op() -> None:
+            for a, w in pairs:
+                F.linear(a, w)  # [m, out]
+
+        yield op
+
+    return Case(key=key, x=float(actual), make=make, per_call=copies)
+
+
+def size_cases(pool: Pool, specs: tuple[ModelSpec, ...], sizes: tuple[int, ...], stream_bytes: int) -> list[Case]:
+    """One row (m = 1) at each size; geometries take turns along the sizes."""
+    return [_case(pool, (specs[j % len(specs)].name, x), specs[j % len(specs)], x, 1, stream_bytes)
+            for j, x in enumerate(sizes)]
+
+
+def row_cases(pool: Pool, spec: ModelSpec, nbytes: float, rows: tuple[int, ...], stream_bytes: int) -> list[Case]:
+    return [_case(pool, m, spec, nbytes, m, stream_bytes) for m in rows]

@@ -1,0 +1,118 @@
+"""Profile files: round trip of a fitted profile, atomic writes, and `bmc-tune profile show`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import bmc_model.profile as profile_mod
+from bmc_model.calibrate.fit import fit_piecewise
+from bmc_model.cli import app
+from bmc_model.profile import Profile, Term, embedded_profile, read_profile, write_profile
+
+runner = CliRunner()
+
+
+def fitted_profile(seed: int = 0) -> Profile:
+    """A profile the way calibrate builds one: terms from fits of synthetic medians, raw kept."""
+    rng = np.random.default_rng(seed)
+    x = np.geomspace(4096, 2**30, 25)
+    base = embedded_profile()
+    terms, raw = {}, {}
+    for name, term in base.terms.items():
+        t = np.asarray(term(x)) * (1 + 0.02 * rng.standard_normal(x.size))
+        terms[name] = fit_piecewise(x, t).term()
+        raw[name] = {"x": [float(v) for v in x], "t": [float(v) for v in t]}
+    raw["meta"] = {"notes": ["allocation sizes capped at 256 MiB (asked 1024 MiB): only 1024 MiB of RAM is free"]}
+    raw["cat"] = {"x": [1.0, 2.0], "t": [1.0, 2.0], "median_abs_rel_residual": 0.12}
+    return Profile(terms=terms, scalars=dict(base.scalars), host={"cpu": "test cpu", "threads": 2, "device": "cpu",
+                                                                   "dtype": "float32"},
+                   date="2026-01-01T00:00:00+00:00", source="bmc-tune calibrate", raw=raw)
+
+
+def test_round_trip_keeps_terms_scalars_and_raw(tmp_path):
+    prof = fitted_profile()
+    path = write_profile(prof, tmp_path / "sub" / "profile.json")
+    back = read_profile(path)
+    assert back.terms == prof.terms
+    assert back.scalars == prof.scalars
+    assert back.raw == json.loads(json.dumps(prof.raw))
+    assert back.host == prof.host and back.date == prof.date
+    assert back.source == str(path)
+    assert len(back.alloc.knots) == 1  # the embedded alloc term has a knee; the fit found it
+
+
+def test_interrupted_write_leaves_the_old_profile(tmp_path, monkeypatch):
+    path = tmp_path / "profile.json"
+    write_profile(fitted_profile(0), path)
+    before = path.read_bytes()
+
+    def dump_then_die(obj, f, **kw):
+        f.write(json.dumps(obj)[:500])  # half a file reaches the disk ...
+        raise KeyboardInterrupt  # ... then Ctrl-C
+
+    monkeypatch.setattr(profile_mod.json, "dump", dump_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        write_profile(fitted_profile(1), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["profile.json"]  # no temporary file left behind
+    monkeypatch.undo()
+    assert read_profile(path).terms == fitted_profile(0).terms
+
+
+def test_embedded_label_when_written_to_package_data_and_loaded_as_embedded(tmp_path):
+    # the lead writes the embedded default with --out bmc_model/data/default_profile.json; whatever
+    # source the file says, embedded_profile() labels it "embedded default"
+    path = write_profile(fitted_profile(), tmp_path / "default_profile.json")
+    prof = Profile.from_dict(json.loads(path.read_text()), source="embedded default")
+    assert prof.source == "embedded default" and prof.terms == fitted_profile().terms
+
+
+def test_profile_show_prints_tables_and_charts(tmp_path):
+    path = write_profile(fitted_profile(), tmp_path / "p.json")
+    res = runner.invoke(app, ["profile", "show", str(path)])
+    assert res.exit_code == 0, res.output
+    for word in ("alloc", "attn_masked", "weights", "attn_q_slope", "sd_iter_s", "test cpu", "R^2", "knee",
+                 "another host", "o raw median", "capped", "12.0%"):
+        assert word in res.output, word
+    res = runner.invoke(app, ["profile", "show", str(path), "--no-charts"])
+    assert res.exit_code == 0 and "o raw median" not in res.output
+    res = runner.invoke(app, ["profile", "show", str(path), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["terms"]["copy"]["slope"]
+
+
+def test_profile_show_default_is_the_cached_or_embedded_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    res = runner.invoke(app, ["profile", "show", "--no-charts"])
+    assert res.exit_code == 0 and "embedded default" in res.output
+    write_profile(fitted_profile(), tmp_path / "bmc-tune" / "profile.json")
+    res = runner.invoke(app, ["profile", "show", "--no-charts"])
+    assert res.exit_code == 0 and "test cpu" in res.output
+
+
+@pytest.mark.parametrize("content,match", [(None, "profile not found"), ("{not json", "corrupt JSON"),
+                                           ('{"schema": 99}', "schema version")])
+def test_profile_show_bad_files_are_one_line_errors(tmp_path, content, match):
+    path = tmp_path / "p.json"
+    if content is not None:
+        path.write_text(content)
+    res = runner.invoke(app, ["profile", "show", str(path)])
+    assert res.exit_code == 2
+    assert match in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_chart_marks_raw_points_fit_and_knee():
+    from bmc_model.calibrate.chart import loglog_chart
+
+    term = Term(c0=(1e-6, 1e-5), slope=(1e-11, 4e-10), knots=(2**25,))
+    x = list(np.geomspace(4096, 2**30, 12))
+    out = loglog_chart(term, x, [float(term(v)) * 1.3 for v in x], term.knots, width=40, height=8)
+    lines = out.splitlines()
+    assert "^" in lines[-3] and "o" in out and "." in out
+    assert "4 KiB" in lines[-2] and "1 GiB" in lines[-2]
+    assert loglog_chart(term, [], []) == "(no raw data to chart)"
