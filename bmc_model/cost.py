@@ -52,6 +52,27 @@ def term_at(term: Term, x: Num) -> Num:
     return term.c0[i] + term.slope[i] * x
 
 
+def row_factor(prof: Profile, curve: str, slope: float, m: float) -> float:
+    """Cost of m rows relative to one: the measured curve (linear between points, the last
+    segment extended), else the linear 1 + slope (m - 1)."""
+    if m == 1:
+        return 1.0
+    pts = prof.curves.get(curve)
+    if pts is None:
+        return 1.0 + slope * (m - 1)
+    xs, ys = pts
+    i = 1
+    while i < len(xs) - 1 and m > xs[i]:
+        i += 1
+    return ys[i - 1] + (ys[i] - ys[i - 1]) * (m - xs[i - 1]) / (xs[i] - xs[i - 1])
+
+
+def touch_rate(prof: Profile) -> Term:
+    """Seconds per byte of first touch, by the size of the buffer the bytes belong to."""
+    a = prof.alloc
+    return Term(c0=a.slope, slope=(0.0,) * len(a.slope), knots=a.knots)
+
+
 def progression_sum(term: Term, a: Num, d: Num, count: Num) -> Num:
     """sum_{k=0}^{count-1} t(a + d k) for a piecewise-affine t, d > 0, in closed form."""
     edges = [-math.inf, *term.knots, math.inf]
@@ -124,12 +145,15 @@ class Geometry:
     rho: float  # bytes of one K row (all heads, whole batch) in one layer
     layer_weight_bytes: float
     head_weight_bytes: float
+    layer_out_rows: float = 0.0  # output rows of one layer's matmuls (each a dot product)
+    head_out_rows: float = 0.0  # the LM head's: vocab
 
     @classmethod
     def of(cls, spec: ModelSpec, batch: int, dtype: str | None = None) -> Geometry:
         e = DTYPE_BYTES[dtype or spec.dtype]
         return cls(layers=spec.layers, rho=float(batch * spec.kv_heads * spec.head_dim * e),
-                   layer_weight_bytes=float(spec.layer_params() * e), head_weight_bytes=float(spec.head_params() * e))
+                   layer_weight_bytes=float(spec.layer_params() * e), head_weight_bytes=float(spec.head_params() * e),
+                   layer_out_rows=float(spec.layer_out_rows()), head_out_rows=float(spec.vocab))
 
 
 @dataclass
@@ -137,8 +161,8 @@ class Events:
     """Growth events over the generation and the attention width summed over iterations."""
 
     count: Num  # K
-    alloc_rows_sum_s: Num  # sum_k alloc(rho C_k), seconds per tensor
-    copy_rows_sum_s: Num  # sum_k copy(rho n_k), seconds per tensor
+    alloc_rows_sum_s: Num  # sum_k alloc(rho C_k) (exact width: alloc(rho (C_k - n_k))), s per tensor
+    copy_rows_sum_s: Num  # sum_k copy(rho n_k) (exact width: cat(rho n_k)), seconds per tensor
     width_sum: Num  # sum over iterations of W rows
     final_capacity: Num  # C_K (C_0 when K = 0)
     prev_capacity: Num  # C_{K-1}, the buffer alive beside C_K at the last event (0 when K = 0)
@@ -175,9 +199,18 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     c_last = _min(n_last + m, cap) * has + c0 * (1.0 - has)
     c_prev = (c0 + (n_last - delta + m - c0) * _min(_max(k - 1.0, 0.0), 1.0)) * has
     rho = geo.rho
-    alloc = progression_sum(prof.alloc, rho * (n1 + m), rho * delta, _max(k - 1.0, 0.0))
-    alloc = alloc + term_at(prof.alloc, rho * c_last) * has
-    copy = progression_sum(prof.copy, rho * n1, rho * delta, k)
+    if policy.width == "exact" and "cat" in prof.terms:
+        # torch.empty + copy: the copy first-touches the valid rows' pages (as torch.cat does); the
+        # spare rows' pages are touched later by the writes, charged here
+        # rows charged at the first-touch rate of the buffer they sit in (its size picks the segment)
+        rate = touch_rate(prof)
+        alloc = progression_sum(rate, rho * (n1 + m), rho * delta, _max(k - 1.0, 0.0)) * rho * m
+        alloc = alloc + term_at(rate, rho * c_last) * rho * (c_last - n_last) * has
+        copy = progression_sum(prof.cat, rho * n1, rho * delta, k)
+    else:
+        alloc = progression_sum(prof.alloc, rho * (n1 + m), rho * delta, _max(k - 1.0, 0.0))
+        alloc = alloc + term_at(prof.alloc, rho * c_last) * has
+        copy = progression_sum(prof.copy, rho * n1, rho * delta, k)
     if policy.width == "exact":
         width = _exact_width_sum(w) + 0.0 * r
     else:
@@ -209,8 +242,12 @@ def stepped_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile) ->
         events.append((n_e, new))
         start, cap_now = n_e, new
     rho = geo.rho
-    alloc = sum(term_at(prof.alloc, rho * c) for _, c in events)
-    copy = sum(term_at(prof.copy, rho * n) for n, _ in events)
+    if policy.width == "exact" and "cat" in prof.terms:  # as in fixed_events
+        alloc = sum(term_at(touch_rate(prof), rho * c) * rho * (c - n) for n, c in events)
+        copy = sum(term_at(prof.cat, rho * n) for n, _ in events)
+    else:
+        alloc = sum(term_at(prof.alloc, rho * c) for _, c in events)
+        copy = sum(term_at(prof.copy, rho * n) for n, _ in events)
     exact = _exact_width_sum(w)
     if policy.width == "exact":
         width = exact
@@ -238,12 +275,14 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     L, rho, q, g = geo.layers, geo.rho, w.q, w.gamma
     iters = w.tokens / w.advance
     rows = w.batch * q  # token rows each matmul processes
-    wf = 1.0 + prof.weights_row_slope * (rows - 1)
-    per_pass = term_at(prof.weights, geo.head_weight_bytes) + L * term_at(prof.weights, geo.layer_weight_bytes)
+    wf = row_factor(prof, "weights_rows", prof.weights_row_slope, rows)
+    g_row = prof.scalars.get("gemv_row_s", 0.0)
+    per_pass = (term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows
+                + L * (term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows))
     weights = iters * wf * per_pass
     masked = policy.width != "exact" or q > 1  # padded rows or a causal block need a mask
     att = prof.attn_masked if masked else prof.attn_exact
-    fq = 1.0 + prof.attn_q_slope * (q - 1)
+    fq = row_factor(prof, "attn_q", prof.attn_q_slope, q)
     a0, a1 = att.segment(2 * rho * (w.prompt + w.seq) / 2)
     useful = L * (iters * a0 + a1 * 2 * rho * fq * _exact_width_sum(w))
     redundant = L * a1 * 2 * rho * fq * (ev.width_sum - _exact_width_sum(w))

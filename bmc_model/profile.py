@@ -16,12 +16,20 @@ Terms (x is the bytes that one call touches, per tensor, per layer):
   attn_exact   scaled_dot_product_attention, one query row, over K+V views of x bytes
   attn_masked  the same over a buffer of x bytes with an additive mask (padded rows)
   weights      one decoder layer's (or the LM head's) matmuls streaming x bytes of weights
+Optional terms:
+  cat          torch.cat of a tensor of x bytes with one row: a fresh buffer whose pages are
+               first touched by the copy itself (exact-width growth; else alloc + copy is used)
+Optional curves ({"x": [...], "ratio": [...]}, cost relative to x = 1, linear in between):
+  weights_rows  matmul time with x token rows over one row (one row is a GEMV, more a GEMM)
+  attn_q        attention's per-byte cost with x query rows over one row
 Scalars:
   attn_q_slope     relative extra attention cost per extra query row (q rows: 1 + s*(q-1))
   weights_row_slope relative extra matmul cost per extra token row (m rows: 1 + s*(m-1))
   step_s           fixed framework cost per decode step (embedding, final norm, sampling)
   layer_s          fixed per-layer cost (norms, RoPE, activations, kernel launches)
   sd_iter_s        fixed cost of one speculative-decoding iteration (drafting bookkeeping)
+Optional scalars:
+  gemv_row_s       cost per output row of a matmul, on top of its bytes (0 when absent)
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ from bmc_model.errors import BMCError
 SCHEMA_VERSION = 1
 TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
 SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_iter_s")
+OPTIONAL_TERMS = ("cat",)
+OPTIONAL_SCALARS = {"gemv_row_s": 0.0}  # cost per output row of a GEMV (short rows stream slower)
+CURVE_NAMES = ("weights_rows", "attn_q")
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class Profile:
     date: str = ""
     source: str = ""
     raw: dict = field(default_factory=dict)
+    curves: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
 
     def __getattr__(self, name: str):  # profile.alloc, profile.step_s, ...
         terms = self.__dict__.get("terms", {})
@@ -113,6 +125,7 @@ class Profile:
     def to_dict(self) -> dict:
         return {"schema": SCHEMA_VERSION, "source": self.source, "date": self.date, "host": self.host,
                 "terms": {k: t.to_dict() for k, t in self.terms.items()}, "scalars": dict(self.scalars),
+                "curves": {k: {"x": list(x), "ratio": list(y)} for k, (x, y) in self.curves.items()},
                 "raw": self.raw}
 
     @classmethod
@@ -124,13 +137,23 @@ class Profile:
                            f"{SCHEMA_VERSION}; run `bmc-tune calibrate` again")
         try:
             terms = {k: Term.from_dict(d["terms"][k]) for k in TERM_NAMES}
+            terms.update({k: Term.from_dict(d["terms"][k]) for k in OPTIONAL_TERMS if k in d["terms"]})
             scalars = {k: float(d["scalars"][k]) for k in SCALAR_NAMES}
+            scalars.update({k: float(d["scalars"].get(k, v)) for k, v in OPTIONAL_SCALARS.items()})
+            curves = {k: _curve(v) for k, v in d.get("curves", {}).items() if k in CURVE_NAMES}
         except KeyError as e:
             raise BMCError(f"profile {source}: missing {e.args[0]!r}") from None
         except (TypeError, ValueError, AttributeError) as e:
             raise BMCError(f"profile {source}: malformed ({e})") from None
         return cls(terms=terms, scalars=scalars, host=dict(d.get("host", {})), date=str(d.get("date", "")),
-                   source=source, raw=dict(d.get("raw", {})))
+                   source=source, raw=dict(d.get("raw", {})), curves=curves)
+
+
+def _curve(d: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    x, y = tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["ratio"])
+    if len(x) != len(y) or len(x) < 2 or list(x) != sorted(set(x)) or x[0] != 1.0 or min(y) <= 0:
+        raise ValueError("a curve needs >= 2 ascending x from 1 and positive ratios")
+    return x, y
 
 
 def default_profile_path() -> Path:
@@ -175,6 +198,9 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a profile is an ordinary file
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(profile.to_dict(), f, indent=1)

@@ -48,6 +48,17 @@ class ModelSpec:
         mlp = (3 if self.gated_mlp else 2) * self.hidden * self.ffn
         return attn + mlp
 
+    def layer_matrices(self) -> list[tuple[int, int]]:
+        """(out, in) of one layer's weight matrices as the runtime holds them: wqkv fused, wo,
+        w_in (gate and up fused when gated), w_down. Four GEMVs per layer and token."""
+        d = self.head_dim
+        return [((self.heads + 2 * self.kv_heads) * d, self.hidden), (self.hidden, self.heads * d),
+                ((2 if self.gated_mlp else 1) * self.ffn, self.hidden), (self.hidden, self.ffn)]
+
+    def layer_out_rows(self) -> int:
+        """Output rows (dot products) of one layer's matmuls for one token: each has a fixed cost."""
+        return sum(o for o, _ in self.layer_matrices())
+
     def head_params(self) -> int:
         """The LM head, streamed once per step (tied or not, it is read)."""
         return self.vocab * self.hidden
@@ -67,6 +78,16 @@ class ModelSpec:
         d = asdict(self)
         d["aliases"] = list(self.aliases)
         return d
+
+
+def scaled_shapes(spec: ModelSpec, nbytes: float, elem: int) -> tuple[list[tuple[int, int]], int]:
+    """Layer matrices with output rows scaled so the four hold about nbytes; (shapes, bytes).
+
+    Calibration times weight streaming at many sizes this way, keeping each inner dimension."""
+    shapes = spec.layer_matrices()
+    s = nbytes / (sum(o * i for o, i in shapes) * elem)
+    out = [(max(1, round(o * s)), i) for o, i in shapes]
+    return out, sum(o * i for o, i in out) * elem
 
 
 def _preset_files() -> list[tuple[str, str]]:

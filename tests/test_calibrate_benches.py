@@ -117,7 +117,7 @@ def test_attention_q_cases_run():
 
 def test_weight_shapes_are_the_runtime_layer_and_scale_to_size():
     spec = get_spec("llama-7b")
-    shapes = bw.layer_shapes(spec)
+    shapes = spec.layer_matrices()
     assert sum(o * i for o, i in shapes) == spec.layer_params()
     got, nbytes = bw.scaled_shapes(spec, 16 * 2**20, 4)
     assert nbytes == pytest.approx(16 * 2**20, rel=0.01)

@@ -31,10 +31,17 @@ def profiles(draw) -> Profile:
 
     terms = {"alloc": alloc, "copy": aff(), "write": aff(), "attn_exact": aff(), "attn_masked": aff(),
              "weights": aff()}
+    if draw(st.booleans()):  # exact-width growth priced by a measured torch.cat term
+        c_lo2 = draw(st.floats(1e-7, 1e-4))
+        terms["cat"] = Term(c0=(c_lo2, c_lo2 + (lo - hi) * knee), slope=(lo, hi), knots=(knee,))
     scalars = {"attn_q_slope": draw(st.floats(0, 1)), "weights_row_slope": draw(st.floats(0, 0.2)),
                "step_s": draw(st.floats(0, 1e-3)), "layer_s": draw(st.floats(0, 1e-4)),
                "sd_iter_s": draw(st.floats(0, 1e-3))}
-    return Profile(terms=terms, scalars=scalars, source="hypothesis")
+    curves = {}
+    if draw(st.booleans()):  # measured ratio curves, non-decreasing as on real hosts
+        ratios = sorted(draw(st.lists(st.floats(1.0, 4.0), min_size=4, max_size=4)))
+        curves["weights_rows"] = ((1.0, 2.0, 4.0, 8.0, 16.0), (1.0, *ratios))
+    return Profile(terms=terms, scalars=scalars, source="hypothesis", curves=curves)
 
 
 @st.composite
@@ -143,8 +150,12 @@ def simulate(policy: Policy, prompt: int, seq: int, geo: Geometry, prof: Profile
         if n + 1 > c:
             new = policy.grown_capacity(n, 1, c, cap)
             events += 1
-            alloc += float(prof.alloc(geo.rho * new))
-            copy += float(prof.copy(geo.rho * n))
+            if policy.width == "exact" and "cat" in prof.terms:  # copy first-touches; spare rows later
+                alloc += prof.alloc.segment(geo.rho * new)[1] * geo.rho * (new - n)
+                copy += float(prof.cat(geo.rho * n))
+            else:
+                alloc += float(prof.alloc(geo.rho * new))
+                copy += float(prof.copy(geo.rho * n))
             c = new
         width += policy.width_rows(n, 1, c)
     return events, alloc, copy, width

@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bmc_model.calibrate.fit import PiecewiseFit, fit_affine, fit_piecewise, fit_ratio_slope
+from bmc_model.calibrate.fit import PiecewiseFit, fit_affine, fit_piecewise, fit_plane, fit_ratio_slope
 from bmc_model.calibrate.overhead import fit_overhead
 from bmc_model.calibrate.plan import Plan
 from bmc_model.calibrate.runner import Point, points_raw
 from bmc_model.errors import BMCError
 from bmc_model.profile import Profile, Term
-from bmc_model.specs import ModelSpec
+from bmc_model.specs import ModelSpec, scaled_shapes
 
 NOISY_SPREAD = 0.1  # a size whose repeats have MAD / median above this is noisy ...
 NOISY_FRACTION = 0.25  # ... and a run with more noisy sizes than this says so
+CAT_MIN_R2 = 0.95  # below this the torch.cat term is left out of the profile
 BUSY_OTHERS = 0.15  # other processes using more of the CPU than this while we measured: a warning
 TINY = dict(heads=2, kv_heads=2, head_dim=32, hidden=64, ffn=128, vocab=256)  # the overhead decoder
 
@@ -94,6 +95,22 @@ def _row_slope(pts: list[Point], rows_x: float) -> tuple[float, dict]:
     return f.slope, {"m": ms, "t": [t[m] for m in ms], "x": rows_x, "ci95": list(f.ci95)}
 
 
+def _weights_plane(pts: list[Point], plan: Plan) -> tuple[Term, float]:
+    """weights(x) = c0 + slope x, plus a cost per output row (scalar gemv_row_s): fitted together
+    over every geometry, since matrices with short rows stream slower per byte."""
+    specs = {s.name: s for s in plan.specs}
+    if len({specs[str(p.key[0])].hidden for p in pts}) < 2:  # type: ignore[index]
+        f1, _ = _fit("weights", pts, knee=False)  # one inner dimension: bytes and rows are collinear
+        return f1.term(), 0.0
+    x = [p.x for p in pts]
+    z = [sum(o for o, _ in scaled_shapes(specs[str(p.key[0])], p.x, plan.elem)[0]) for p in pts]  # type: ignore[index]
+    try:
+        f = fit_plane(x, z, [p.median for p in pts])
+    except ValueError as e:
+        raise BMCError(f"calibration: cannot fit weights ({e})") from None
+    return Term(c0=(f.c0,), slope=(f.slope,), r2=f.r2, ci95=(f.slope_ci,)), f.per_z
+
+
 def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile:
     notes = list(plan.notes) + list(m.notes)
     if m.others_cpu is not None and m.others_cpu > BUSY_OTHERS:
@@ -111,14 +128,29 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
     for name, pts in (("write", m.write), ("attn_exact", m.attn_exact), ("attn_masked", m.attn_masked),
                       ("weights", m.weights)):
         fits[name], raw[name] = _fit(name, pts)
+    if len(m.cat) >= 3:  # exact-width growth: a fresh buffer first touched by the copy itself
+        cat_fit, _ = _fit("cat", m.cat)
+        if cat_fit.term().r2 is not None and cat_fit.term().r2 >= CAT_MIN_R2:
+            fits["cat"] = cat_fit
+        else:  # the model falls back to alloc + copy for exact-width growth
+            notes.append(f"torch.cat fit too poor (R^2 {cat_fit.term().r2:.2f}): not used")
     for name, pts in (("attn_exact", m.attn_exact), ("attn_masked", m.attn_masked), ("weights", m.weights)):
         raw[name]["model"] = [str(p.key[0]) for p in sorted(pts, key=lambda p: p.x)]  # type: ignore[index]
     terms: dict[str, Term] = {k: f.term() for k, f in fits.items()}
+    terms["weights"], gemv_row_s = _weights_plane(m.weights, plan)
+    raw["weights"]["gemv_row_s"] = gemv_row_s
 
-    scalars: dict[str, float] = {}
+    scalars: dict[str, float] = {"gemv_row_s": gemv_row_s}
     scalars["attn_q_slope"], raw["attn_q"] = _attn_q_slope(m.attn_q, plan.q_rows)
     scalars["weights_row_slope"], raw["weights_rows"] = _row_slope(m.weights_rows, m.rows_x)
     scalars["sd_iter_s"] = m.sd_iter.median
+    # the measured ratios themselves: one row is a GEMV, several a GEMM, a step no line fits
+    wr = raw["weights_rows"]
+    curves = {"weights_rows": (tuple(float(x) for x in wr["m"]), tuple(t / wr["t"][0] for t in wr["t"]))}
+    sq = {int(k): v for k, v in raw["attn_q"]["slope_by_q"].items()}
+    if 1 in sq and sq[1] > 0 and len(sq) >= 2:
+        qs = sorted(sq)
+        curves["attn_q"] = (tuple(float(q) for q in qs), tuple(max(sq[q], 1e-12) / sq[1] for q in qs))
     raw["sd_iter"] = {"t": m.sd_iter.median, "mad": m.sd_iter.mad, "gamma": plan.sd_gamma, "vocab": plan.primary.vocab}
 
     # framework overhead: the tiny decoder's steps, net of what the fitted terms charge for them
@@ -152,4 +184,5 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
                  "weights_form": "F.linear over fused wqkv, wo, w_in, w_down (runtime form), streamed",
                  "r2_scale": "log time", "residuals": "relative, soft-L1"})
     raw["meta"] = meta
-    return Profile(terms=terms, scalars=scalars, host=host, source="bmc-tune calibrate", date=date, raw=raw)
+    return Profile(terms=terms, scalars=scalars, host=host, source="bmc-tune calibrate", date=date, raw=raw,
+                   curves=curves)

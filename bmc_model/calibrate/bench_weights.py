@@ -17,22 +17,7 @@ import torch.nn.functional as F
 
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import Case, Op
-from bmc_model.specs import ModelSpec
-
-
-def layer_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
-    """(out, in) of the runtime's four per-layer matrices."""
-    d = spec.head_dim
-    return [((spec.heads + 2 * spec.kv_heads) * d, spec.hidden), (spec.hidden, spec.heads * d),
-            ((2 if spec.gated_mlp else 1) * spec.ffn, spec.hidden), (spec.hidden, spec.ffn)]
-
-
-def scaled_shapes(spec: ModelSpec, nbytes: float, elem: int) -> tuple[list[tuple[int, int]], int]:
-    """Layer shapes with output rows scaled so the four matrices hold about nbytes; (shapes, bytes)."""
-    shapes = layer_shapes(spec)
-    s = nbytes / (sum(o * i for o, i in shapes) * elem)
-    out = [(max(1, round(o * s)), i) for o, i in shapes]
-    return out, sum(o * i for o, i in out) * elem
+from bmc_model.specs import ModelSpec, scaled_shapes
 
 
 def _case(pool: Pool, key: object, spec: ModelSpec, nbytes: float, rows: int, stream_bytes: int) -> Case:

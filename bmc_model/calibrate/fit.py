@@ -210,3 +210,44 @@ def fit_ratio_slope(u: np.ndarray | list[float], ratio: np.ndarray | list[float]
     sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - 1, 1))
     half = float(stats.t.ppf(0.975, max(n - 1, 1))) * sigma / math.sqrt(float(np.sum(a[:, 0] ** 2)))
     return SlopeFit(slope=s, ci95=(s - half, s + half), n=int(n))
+
+
+@dataclass(frozen=True)
+class PlaneFit:
+    """t = c0 + slope * x + per_z * z, with 95% intervals and R^2 on log time."""
+
+    c0: float
+    slope: float
+    per_z: float
+    slope_ci: tuple[float, float]
+    per_z_ci: tuple[float, float]
+    r2: float
+
+
+def fit_plane(x: np.ndarray | list[float], z: np.ndarray | list[float], y: np.ndarray | list[float],
+              f_scale: float = F_SCALE) -> PlaneFit:
+    """Robust non-negative t = c0 + slope * x + per_z * z on relative residuals (soft-L1).
+
+    Weight streaming: x bytes and z output rows, each GEMV row having a fixed cost besides its bytes,
+    which is why a narrow matrix streams slower than a wide one of the same size."""
+    x, z, y = (np.asarray(v, dtype=float) for v in (x, z, y))
+    _check(x, y, 4)
+    ys, xs, zs = float(np.median(y)), float(np.median(x)) or 1.0, float(np.median(z)) or 1.0
+    a_mat = np.column_stack([ys / y, ys * x / (xs * y), ys * z / (zs * y)])
+    p0 = np.maximum(np.linalg.lstsq(a_mat, np.ones_like(y), rcond=None)[0], 1e-9)
+    res = optimize.least_squares(lambda p: a_mat @ p - 1.0, p0, loss="soft_l1", f_scale=f_scale,
+                                 bounds=(np.zeros(3), np.full(3, np.inf)), method="trf")
+    p = res.x
+    r = a_mat @ p - 1.0
+    n = x.size
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - 3, 1))
+    try:
+        cov = sigma**2 * np.linalg.inv(a_mat.T @ a_mat)
+    except np.linalg.LinAlgError:
+        cov = np.full((3, 3), np.inf)
+    t = float(stats.t.ppf(0.975, max(n - 3, 1)))
+    h = [t * math.sqrt(max(cov[i, i], 0.0)) for i in range(3)]
+    pred = ys * (a_mat @ p) * y / ys  # back to seconds
+    return PlaneFit(c0=ys * p[0], slope=ys * p[1] / xs, per_z=ys * p[2] / zs,
+                    slope_ci=(ys * (p[1] - h[1]) / xs, ys * (p[1] + h[1]) / xs),
+                    per_z_ci=(ys * (p[2] - h[2]) / zs, ys * (p[2] + h[2]) / zs), r2=r2_log(y, pred))

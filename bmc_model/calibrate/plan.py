@@ -111,7 +111,7 @@ def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list
     # next to the rest of the process, so each benchmark takes at most a fraction of what is free.
     alloc_max = _cap("allocation", (256 if quick else 1024) * MiB, available_ram // 4, notes, available_ram)
     # copy and cat keep every size's buffers for the whole benchmark (about 4x the largest)
-    copy_max = _cap("copy", (64 if quick else 512) * MiB, available_ram // 16, notes, available_ram)
+    copy_max = _cap("copy", (128 if quick else 512) * MiB, available_ram // 16, notes, available_ram)
     wmax = _cap("weight", (512 if quick else 1536) * MiB, available_ram // 4, notes, available_ram)
     if device == "cpu" and dtype != "float32" and quick:
         wmax = min(wmax, 256 * MiB)  # CPUs without native half-precision GEMV run it ~8x slower
@@ -128,13 +128,13 @@ def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list
     weight_sizes = _int_grid(256 * 1024, wmax, 1 if quick else 2, multiple=4096)
     stream = max(2 * llc_bytes, 64 * MiB)
     budgets = {k: v * (1.0 if quick else FULL_SCALE) for k, v in QUICK_BUDGET.items()}
-    cat_top = min(copy_rows[-1], 4096 if quick else 16384)
+    cat_top = min(copy_rows[-1], 8192 if quick else 16384)  # past glibc's 32 MiB mmap ceiling
     return Plan(
         quick=quick, device=device, dtype=dtype, threads=threads, specs=tuple(specs), rounds=3 if quick else 4,
         budgets=budgets,
         alloc_sizes=_int_grid(4096, alloc_max, 2 if quick else 3, multiple=e),
         copy_rows=copy_rows,
-        cat_rows=_int_grid(16, cat_top, 0.5 if quick else 1),
+        cat_rows=_int_grid(16, cat_top, 1),  # enough points to place the page-fault knee
         write_shapes=tuple((b, q) for b in ((1, 4) if quick else (1, 2, 4, 8)) for q in (1, 2, 4, 8, 16)),
         attn_widths=widths,
         q_rows=(1, 2, 4, 8),
