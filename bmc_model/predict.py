@@ -311,9 +311,16 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
             w = workload(g, Policy("fixed", 1, width=wd, pad=pad), r_all)  # type: ignore[arg-type]
             sw = sweep_r(wd, w, ctx.geo, ctx.prof, max_mem=max_mem, pad=pad)
             sweeps[_label(wd, pad)] = sw
-            rr = sw.smallest_within(tolerance)
-            if rr is not None and (best is None or sw.seconds[rr - 1] < best[0]):
-                best = (float(sw.seconds[rr - 1]), g, _label(wd, pad), rr)
+        cands = [(float(sw.seconds[rr - 1]), g, lab, rr) for lab, sw in sweeps.items()
+                 if (rr := sw.smallest_within(tolerance)) is not None]
+        if cands:
+            top = min(cands)
+            # a width mode ahead by less than the tolerance is not resolved by the model: prefer exact
+            # (no mask, no padded rows read), the mode least exposed to error in the attention terms
+            exact = [c for c in cands if c[2] == "exact" and c[0] <= top[0] * (1.0 + tolerance)]
+            pick = exact[0] if exact else top
+            if best is None or pick[0] < best[0] * (1.0 - 1e-12):
+                best = pick
         per_gamma[g] = sweeps
     if best is None:
         raise BMCError(f"no configuration fits in --max-mem {max_mem:.0f} bytes of KV cache")
