@@ -315,9 +315,10 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
                  if (rr := sw.smallest_within(tolerance)) is not None]
         if cands:
             top = min(cands)
+            floor = min(float(sw.seconds[sw.feasible].min()) for sw in sweeps.values() if sw.feasible.any())
             # a width mode ahead by less than the tolerance is not resolved by the model: prefer exact
             # (no mask, no padded rows read), the mode least exposed to error in the attention terms
-            exact = [c for c in cands if c[2] == "exact" and c[0] <= top[0] * (1.0 + tolerance)]
+            exact = [c for c in cands if c[2] == "exact" and c[0] <= floor * (1.0 + tolerance)]
             pick = exact[0] if exact else top
             if best is None or pick[0] < best[0] * (1.0 - 1e-12):
                 best = pick
