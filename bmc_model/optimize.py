@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -70,10 +71,19 @@ def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, r_max: int | 
     """Every integer r in [1, r_max] (default: seq) at once."""
     r_max = r_max or w.seq
     r = np.arange(1, r_max + 1, dtype=np.float64)
+    # r >= T + gamma holds the whole generation from the prefill on (capacity clamps at the cap):
+    # every such r costs the same, so evaluate up to there and repeat the last value
+    distinct = min(r_max, w.tokens + w.gamma)
+    rd = r[:distinct]
+    if isinstance(w.draft_step_s, np.ndarray) and w.draft_step_s.size > distinct:  # priced per r
+        w = dataclasses.replace(w, draft_step_s=w.draft_step_s[:distinct])
     pol = Policy("fixed", 1, width=width, pad=pad)  # type: ignore[arg-type]
-    ev = policy_events(pol, w, geo, prof, r)
-    secs = np.broadcast_to(np.asarray(total_seconds(pol, w, geo, prof, r, ev), dtype=np.float64), r.shape)
-    _, peak = memory(pol, w, geo, prof, r, ev)
-    peak = np.broadcast_to(np.asarray(peak, dtype=np.float64), r.shape)
+    ev = policy_events(pol, w, geo, prof, rd)
+    secs = np.broadcast_to(np.asarray(total_seconds(pol, w, geo, prof, rd, ev), dtype=np.float64), rd.shape)
+    _, peak = memory(pol, w, geo, prof, rd, ev)
+    peak = np.broadcast_to(np.asarray(peak, dtype=np.float64), rd.shape)
+    if distinct < r_max:
+        secs = np.concatenate([secs, np.full(r_max - distinct, secs[-1])])
+        peak = np.concatenate([peak, np.full(r_max - distinct, peak[-1])])
     feasible = peak <= max_mem if max_mem else np.ones_like(secs, dtype=bool)
     return Sweep(width, pad, r.astype(np.int64), secs, peak, feasible)
