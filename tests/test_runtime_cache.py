@@ -11,14 +11,7 @@ from bmc_model.policy import NAMED, Policy
 from bmc_model.runtime.cache import KVCache
 from bmc_model.runtime.memory import kv_peak_rows
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread, so a busy machine cannot stall every op on a thread barrier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 WIDTHS = st.sampled_from(["padded", "exact", "pad"])

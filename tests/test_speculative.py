@@ -29,13 +29,7 @@ CAT = NAMED["dynamic"]
 TIE = 1e-4  # a top-2 logit gap this small is a near-tie: float-order noise may flip the argmax there
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waits (50x slower steps)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 @st.composite

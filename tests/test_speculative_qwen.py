@@ -13,13 +13,7 @@ from bmc_model.runtime.qwen_pair import build_decoder, fuse_qwen2, pair_availabl
 from bmc_model.runtime.speculative import speculative_decode
 from bmc_model.specs import ModelSpec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def test_biased_decoder_matches_transformers_qwen2():

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from bmc_model.cli.options import parse_alpha
 from bmc_model.errors import BMCError
@@ -18,12 +17,7 @@ TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, h
                            ffn=128, vocab=128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def check_report(out: dict, gamma: int) -> None:

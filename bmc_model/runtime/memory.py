@@ -5,10 +5,10 @@ No torch here: `validate` can refuse a context that does not fit before importin
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from bmc_model.errors import BMCError
+from bmc_model.host import available_ram_bytes
 from bmc_model.policy import Policy
 from bmc_model.specs import DTYPE_BYTES, ModelSpec
 
@@ -78,18 +78,8 @@ def estimate_memory(spec: ModelSpec, policy: Policy, *, prompt: int, max_len: in
 
 
 def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else physical memory, else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """MemAvailable (Linux), else physical memory, else None."""
+    return available_ram_bytes() or None
 
 
 def check_fits(est: MemoryEstimate, *, available: int | None = None, headroom: float = 0.9, what: str = "run") -> None:
