@@ -60,11 +60,31 @@ def row_factor(prof: Profile, curve: str, slope: float, m: float) -> float:
     pts = prof.curves.get(curve)
     if pts is None:
         return 1.0 + slope * (m - 1)
+    return _curve_at(pts, m)
+
+
+def _curve_at(pts: tuple[tuple[float, ...], tuple[float, ...]], m: float) -> float:
     xs, ys = pts
     i = 1
     while i < len(xs) - 1 and m > xs[i]:
         i += 1
     return ys[i - 1] + (ys[i] - ys[i - 1]) * (m - xs[i - 1]) / (xs[i] - xs[i - 1])
+
+
+def weights_row_factor(prof: Profile, m: float, nbytes: float) -> float:
+    """Cost of m token rows over one for a matmul group of nbytes: from the weights_rows@B curves
+    (linear in log B between the two around nbytes, the nearest outside them), else weights_rows."""
+    sized = prof.sized_curves()
+    if m == 1 or not sized:
+        return row_factor(prof, "weights_rows", prof.weights_row_slope, m)
+    if nbytes <= sized[0][0] or len(sized) == 1:
+        return _curve_at(sized[0][1], m)
+    if nbytes >= sized[-1][0]:
+        return _curve_at(sized[-1][1], m)
+    j = next(i for i, (b, _) in enumerate(sized) if b >= nbytes)
+    (b0, c0), (b1, c1) = sized[j - 1], sized[j]
+    f = math.log(nbytes / b0) / math.log(b1 / b0)
+    return (1 - f) * _curve_at(c0, m) + f * _curve_at(c1, m)
 
 
 def touch_rate(prof: Profile) -> Term:
@@ -275,11 +295,11 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     L, rho, q, g = geo.layers, geo.rho, w.q, w.gamma
     iters = w.tokens / w.advance
     rows = w.batch * q  # token rows each matmul processes
-    wf = row_factor(prof, "weights_rows", prof.weights_row_slope, rows)
     g_row = prof.scalars.get("gemv_row_s", 0.0)
-    per_pass = (term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows
-                + L * (term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows))
-    weights = iters * wf * per_pass
+    head = term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows
+    layer = term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows
+    weights = iters * (weights_row_factor(prof, rows, geo.head_weight_bytes) * head
+                       + L * weights_row_factor(prof, rows, geo.layer_weight_bytes) * layer)
     masked = policy.width != "exact" or q > 1  # padded rows or a causal block need a mask
     att = prof.attn_masked if masked else prof.attn_exact
     fq = row_factor(prof, "attn_q", prof.attn_q_slope, q)

@@ -140,9 +140,9 @@ class _Ctx:
     dtype: str
 
 
-def _context(model, config, layers, batch, dtype, profile) -> _Ctx:
+def _context(model, config, layers, batch, dtype, profile, runtime: str = "bmc") -> _Ctx:
     spec = _as_spec(model, config, layers)
-    prof = get_profile(profile)
+    prof = get_profile(profile).for_runtime(runtime)
     dt = dtype or prof.dtype
     if dt not in DTYPE_BYTES:
         raise BMCError(f"unknown dtype {dt!r} (use {', '.join(DTYPE_BYTES)})")
@@ -193,7 +193,7 @@ def predict(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, prompt:
             batch: int = 1, dtype: str | None = None, profile: Profile | str | Path | None = None,
             layers: int | None = None, config: str | Path | None = None, gamma: int = 0,
             alpha: float | Sequence[float] | None = None, draft: str | ModelSpec | None = None,
-            draft_cost: float | None = None) -> Prediction:
+            draft_cost: float | None = None, runtime: str = "bmc") -> Prediction:
     """Predicted decode cost per token for one growth policy, r, width and workload.
 
     `policy` is a Policy, a name (dynamic, static, geometric, mlx, llamacpp, floor, bmc:R,
@@ -202,13 +202,15 @@ def predict(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, prompt:
     With gamma > 0: speculative decoding, alpha the acceptance (scalar or per draft position),
     the drafter a model (`draft`), a cost ratio to the target step (`draft_cost`), or neither
     (prompt lookup: drafting costs only the per-iteration overhead).
+    `runtime` is the code that runs the model: "bmc" (bmc_model.runtime) or "hf" (transformers
+    generate(), whose per-step and per-layer overhead the profile may hold as hf_step_s / hf_layer_s).
     """
     _check_int("seq", seq, 2)
     prompt = seq // 2 if prompt is None else prompt
     _check_int("prompt", prompt)
     _check_int("batch", batch)
     pol = resolve_policy(policy, r, width)
-    ctx = _context(model, config, layers, batch, dtype, profile)
+    ctx = _context(model, config, layers, batch, dtype, profile, runtime)
     acc = acceptance(alpha)
     if gamma and not acc:
         raise BMCError("speculative decoding (gamma > 0) needs an acceptance rate alpha")
@@ -263,7 +265,7 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
               layers: int | None = None, config: str | Path | None = None, gamma: int | str | None = None,
               alpha: float | Sequence[float] | None = None, draft: str | ModelSpec | None = None,
               draft_cost: float | None = None, max_mem: float | None = None, pad: int = 256,
-              tolerance: float = 0.005, widths: Sequence[str] = WIDTHS) -> Recommendation:
+              tolerance: float = 0.005, widths: Sequence[str] = WIDTHS, runtime: str = "bmc") -> Recommendation:
     """The fastest growth configuration (width mode, r, and gamma with SD) for one workload.
 
     Sweeps every integer r in [1, seq] for each width mode; within a mode it picks the smallest r
@@ -278,7 +280,7 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
         raise BMCError(f"max-mem must be a positive number of bytes, got {max_mem}")
     if not 0 <= tolerance < 1:
         raise BMCError(f"tolerance must be in [0, 1), got {tolerance}")
-    ctx = _context(model, config, layers, batch, dtype, profile)
+    ctx = _context(model, config, layers, batch, dtype, profile, runtime)
     acc = acceptance(alpha)
     tokens = seq - prompt
     if gamma in (None, 0):

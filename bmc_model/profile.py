@@ -21,6 +21,8 @@ Optional terms:
                first touched by the copy itself (exact-width growth; else alloc + copy is used)
 Optional curves ({"x": [...], "ratio": [...]}, cost relative to x = 1, linear in between):
   weights_rows  matmul time with x token rows over one row (one row is a GEMV, more a GEMM)
+  weights_rows@B  the same measured on a whole layer of B bytes (several geometries: the ratio
+                depends on the matrix shapes; the model interpolates in log B, see cost.py)
   attn_q        attention's per-byte cost with x query rows over one row
 Scalars:
   attn_q_slope     relative extra attention cost per extra query row (q rows: 1 + s*(q-1))
@@ -30,6 +32,8 @@ Scalars:
   sd_iter_s        fixed cost of one speculative-decoding iteration (drafting bookkeeping)
 Optional scalars:
   gemv_row_s       cost per output row of a matmul, on top of its bytes (0 when absent)
+  hf_step_s        step_s for transformers' generate() (runtime "hf"; absent: step_s)
+  hf_layer_s       layer_s for transformers' decoder layers (runtime "hf"; absent: layer_s)
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_it
 OPTIONAL_TERMS = ("cat",)
 OPTIONAL_SCALARS = {"gemv_row_s": 0.0}  # cost per output row of a GEMV (short rows stream slower)
 CURVE_NAMES = ("weights_rows", "attn_q")
+# Framework overhead differs by the code that runs the model; everything else is the same kernels.
+RUNTIMES = {"bmc": ("step_s", "layer_s"), "hf": ("hf_step_s", "hf_layer_s")}
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,32 @@ class Profile:
             return scalars[name]
         raise AttributeError(name)
 
+    def for_runtime(self, runtime: str) -> Profile:
+        """This profile with step_s / layer_s of `runtime` ("bmc": ours, "hf": transformers generate());
+        unchanged where the profile lacks that runtime's scalars (see has_runtime)."""
+        if runtime not in RUNTIMES:
+            raise BMCError(f"unknown runtime {runtime!r} (use {' or '.join(RUNTIMES)})")
+        if runtime == "bmc" or not self.has_runtime(runtime):
+            return self
+        cache = self.__dict__.setdefault("_by_runtime", {})  # predict() is called per request: build once
+        if runtime not in cache:
+            step, layer = RUNTIMES[runtime]
+            sc = {**self.scalars, "step_s": self.scalars[step], "layer_s": self.scalars[layer]}
+            cache[runtime] = Profile(terms=self.terms, scalars=sc, host=self.host, date=self.date,
+                                     source=f"{self.source} [{runtime} overhead]", raw=self.raw, curves=self.curves)
+        return cache[runtime]
+
+    def sized_curves(self) -> list[tuple[float, tuple[tuple[float, ...], tuple[float, ...]]]]:
+        """The weights_rows@B curves as (B, curve), ascending B (cached: the cost model asks per call)."""
+        got = self.__dict__.get("_sized")
+        if got is None:
+            got = sorted((b, c) for k, c in self.curves.items() if (b := _sized(k)) is not None)
+            self.__dict__["_sized"] = got
+        return got
+
+    def has_runtime(self, runtime: str) -> bool:
+        return all(k in self.scalars for k in RUNTIMES.get(runtime, ("?",)))
+
     @property
     def dtype(self) -> str:
         return str(self.host.get("dtype", "float32"))
@@ -140,13 +172,23 @@ class Profile:
             terms.update({k: Term.from_dict(d["terms"][k]) for k in OPTIONAL_TERMS if k in d["terms"]})
             scalars = {k: float(d["scalars"][k]) for k in SCALAR_NAMES}
             scalars.update({k: float(d["scalars"].get(k, v)) for k, v in OPTIONAL_SCALARS.items()})
-            curves = {k: _curve(v) for k, v in d.get("curves", {}).items() if k in CURVE_NAMES}
+            scalars.update({k: float(d["scalars"][k]) for k in RUNTIMES["hf"] if k in d["scalars"]})
+            curves = {k: _curve(v) for k, v in d.get("curves", {}).items() if k in CURVE_NAMES or _sized(k)}
         except KeyError as e:
             raise BMCError(f"profile {source}: missing {e.args[0]!r}") from None
         except (TypeError, ValueError, AttributeError) as e:
             raise BMCError(f"profile {source}: malformed ({e})") from None
         return cls(terms=terms, scalars=scalars, host=dict(d.get("host", {})), date=str(d.get("date", "")),
                    source=source, raw=dict(d.get("raw", {})), curves=curves)
+
+
+def _sized(name: str) -> float | None:
+    """B of a 'weights_rows@B' curve name, else None."""
+    head, _, tail = name.partition("@")
+    try:
+        return float(tail) if head == "weights_rows" and tail and float(tail) > 0 else None
+    except ValueError:
+        return None
 
 
 def _curve(d: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -72,6 +74,24 @@ def test_cat_case_runs():
     run_once(case)
 
 
+def test_copy_and_cat_walk_enough_distinct_buffers_to_run_cold():
+    spec = get_spec("smollm2-135m")
+    row = spec.kv_heads * spec.head_dim * 4
+    stream = 2**20
+    for c in bm.copy_cases(spec, (5, 300), F32, "cpu", stream_bytes=stream):
+        rows, gap = c.key[1], (bm.GROWTH_GAP if c.key[0] == "strided" else 0)
+        assert c.per_call * (2 * rows + gap) * row >= stream
+        assert (c.per_call - 1) * (2 * rows + gap) * row < stream  # no more than needed
+        run_once(c)
+    for c in bm.cat_cases(spec, (5, 300), F32, "cpu", stream_bytes=stream):
+        assert c.per_call * 2 * c.key * row >= stream
+        with c.make() as op:
+            op()
+            op()
+    # a buffer past the stream is cold by itself: one copy
+    assert [c.per_call for c in bm.cat_cases(spec, (5000,), F32, "cpu", stream_bytes=stream)] == [1]
+
+
 @pytest.mark.parametrize("kind", ["exact", "masked"])
 def test_attention_cases_run_with_gqa_folding_over_cold_copies(kind):
     specs = (get_spec("smollm2-135m"), get_spec("qwen2.5-coder-0.5b"))
@@ -130,8 +150,11 @@ def test_weight_pool_streams_copies_and_divides_per_call():
         (case,) = bw.size_cases(pool, (spec,), (2**20,), stream_bytes=4 * 2**20)
         assert case.per_call == 4 and case.x == pytest.approx(2**20, rel=0.02)
         run_once(case)
-        rows = bw.row_cases(pool, spec, 2**20, (1, 4), stream_bytes=2**20)
-        assert [c.key for c in rows] == [1, 4]
+        tiny = dataclasses.replace(spec, name="tiny", hidden=64, heads=2, kv_heads=2, head_dim=32, ffn=128)
+        rows = bw.row_cases(pool, (tiny, spec), (1, 4), stream_bytes=2**20)
+        assert [c.key for c in rows] == [("tiny", 1), ("tiny", 4), (spec.name, 1), (spec.name, 4)]
+        assert rows[0].x == tiny.layer_params() * 4  # a whole real layer ...
+        assert rows[2].x <= 8 * 2**20 < spec.layer_params() * 4  # ... or as much of it as the pool holds
         for c in rows:
             run_once(c)
         (big,) = bw.size_cases(pool, (spec,), (9 * 2**20,), stream_bytes=2**20)  # shrunk to fit the pool

@@ -73,6 +73,8 @@ def test_recommend_config_file(tmp_path):
     (["--draft", "llama-7b", "--alpha", "0.5", "--gamma", "2"], None),
     (["--draft", "smollm2-135m", "--alpha", "0.5", "--gamma", "2"], "vocabulary"),
     (["--layers", "0"], "layers"),
+    (["--runtime", "vllm"], "unknown runtime"),
+    (["--runtime", "hf"], None),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle):
     res = run("recommend", *args)

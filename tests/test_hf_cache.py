@@ -275,7 +275,7 @@ def test_tuned_uses_recommend(model, prompt, assistant):
     from bmc_model.hf.tune import spec_for_model
 
     cache = BMCCache.tuned(model, seq=256, batch=1)
-    rec = recommend(model=spec_for_model(model), seq=256, batch=1, dtype="float32")
+    rec = recommend(model=spec_for_model(model), seq=256, batch=1, dtype="float32", runtime="hf")
     assert cache.policy == rec.policy
     assert cache.recommendation.policy == rec.policy
     assert len(cache) == model.config.num_hidden_layers

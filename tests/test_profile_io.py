@@ -116,3 +116,44 @@ def test_chart_marks_raw_points_fit_and_knee():
     assert "^" in lines[-3] and "o" in out and "." in out
     assert "4 KiB" in lines[-2] and "1 GiB" in lines[-2]
     assert loglog_chart(term, [], []) == "(no raw data to chart)"
+
+
+def test_hf_runtime_swaps_only_the_overhead_scalars(tmp_path):
+    from bmc_model.errors import BMCError
+    from bmc_model.predict import predict
+
+    base = embedded_profile().to_dict()
+    base["scalars"].pop("hf_step_s", None)
+    base["scalars"].pop("hf_layer_s", None)
+    plain = Profile.from_dict(json.loads(json.dumps(base)), "no-hf")
+    assert not plain.has_runtime("hf") and plain.for_runtime("hf") is plain  # absent: step_s / layer_s stand
+    base["scalars"].update(hf_step_s=plain.step_s + 2e-3, hf_layer_s=plain.layer_s + 5e-4)
+    path = write_profile(Profile.from_dict(base, "x"), tmp_path / "hf.json")
+    prof = read_profile(path)
+    assert prof.has_runtime("hf")
+    hf = prof.for_runtime("hf")
+    assert hf.terms == prof.terms and hf.scalars["step_s"] == prof.hf_step_s and hf.layer_s == prof.hf_layer_s
+    kw = dict(model="smollm2-135m", seq=1024, prompt=960, policy="bmc:32", profile=prof)
+    a, b = predict(**kw), predict(runtime="hf", **kw)
+    # one decode step per token: the difference is exactly 2 ms per step + 0.5 ms per layer
+    assert b.ms_per_token - a.ms_per_token == pytest.approx(2.0 + 30 * 0.5, rel=1e-9)
+    assert {k for k in a.breakdown if a.breakdown[k] != b.breakdown[k]} == {"overhead"}
+    with pytest.raises(BMCError, match="unknown runtime"):
+        prof.for_runtime("vllm")
+
+
+def test_sized_row_curves_interpolate_in_log_bytes_and_clamp(tmp_path):
+    from bmc_model.cost import weights_row_factor
+
+    d = embedded_profile().to_dict()
+    d["curves"] = {k: v for k, v in d["curves"].items() if "@" not in k}
+    d["curves"]["weights_rows@1000000"] = {"x": [1, 8], "ratio": [1.0, 1.5]}
+    d["curves"]["weights_rows@100000000"] = {"x": [1, 8], "ratio": [1.0, 3.5]}
+    d["curves"]["weights_rows@bogus"] = {"x": [1, 8], "ratio": [1.0, 9.0]}  # not a size: ignored
+    prof = read_profile(write_profile(Profile.from_dict(d, "x"), tmp_path / "p.json"))
+    assert [b for b, _ in prof.sized_curves()] == [1e6, 1e8]
+    assert weights_row_factor(prof, 1, 5e6) == 1.0
+    assert weights_row_factor(prof, 8, 1e6) == pytest.approx(1.5)
+    assert weights_row_factor(prof, 8, 1e7) == pytest.approx(2.5)  # halfway in log bytes
+    assert weights_row_factor(prof, 4.5, 1e7) == pytest.approx(1.75)  # halfway in m too
+    assert weights_row_factor(prof, 8, 1e3) == pytest.approx(1.5) and weights_row_factor(prof, 8, 1e12) == 3.5

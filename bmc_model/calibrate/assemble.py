@@ -40,13 +40,14 @@ class Measurements:
     attn_masked: list[Point]
     attn_q: list[Point]  # keys (q rows, width)
     weights: list[Point]  # keys (model, x)
-    weights_rows: list[Point]  # keys m rows
-    rows_x: float  # layer bytes the row sweep used
+    weights_rows: list[Point]  # keys (model, m rows): one whole layer of each geometry
+    rows_x: float  # layer bytes the primary geometry's row sweep used
     sd_iter: Point
     overhead: list[tuple[int, float]]  # (layers, median seconds per step) of the tiny decoder
     overhead_loop: str = ""
     overhead_prompt: int = 34
     overhead_tokens: int = 16
+    hf_overhead: list[tuple[int, float]] = field(default_factory=list)  # the same, transformers generate()
     bench_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # from the measuring (benchmarks cut short)
     others_cpu: float | None = None  # share of all cores other processes used meanwhile (load.py)
@@ -93,6 +94,21 @@ def _row_slope(pts: list[Point], rows_x: float) -> tuple[float, dict]:
     except (ValueError, KeyError) as e:
         raise BMCError(f"calibration: cannot fit weights_row_slope ({e})") from None
     return f.slope, {"m": ms, "t": [t[m] for m in ms], "x": rows_x, "ci95": list(f.ci95)}
+
+
+def _row_curves(pts: list[Point]) -> tuple[dict[str, tuple], dict]:
+    """weights_rows@B curves, one per geometry (B its layer bytes), and their raw data."""
+    curves, raw = {}, {}
+    for name in sorted({str(p.key[0]) for p in pts}):  # type: ignore[index]
+        sel = {int(p.key[1]): p for p in pts if p.key[0] == name}  # type: ignore[index]
+        if 1 not in sel or len(sel) < 2:
+            continue
+        ms = sorted(sel)
+        x = sel[1].x
+        curves[f"weights_rows@{x:.0f}"] = (tuple(float(m) for m in ms),
+                                           tuple(sel[m].median / sel[1].median for m in ms))
+        raw[name] = {"x": x, "m": ms, "t": [sel[m].median for m in ms]}
+    return curves, raw
 
 
 def _weights_plane(pts: list[Point], plan: Plan) -> tuple[Term, float]:
@@ -142,11 +158,14 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
 
     scalars: dict[str, float] = {"gemv_row_s": gemv_row_s}
     scalars["attn_q_slope"], raw["attn_q"] = _attn_q_slope(m.attn_q, plan.q_rows)
-    scalars["weights_row_slope"], raw["weights_rows"] = _row_slope(m.weights_rows, m.rows_x)
+    primary_rows = [Point(p.key[1], p.x, p.median, p.mad, p.kept, p.total, p.inner)  # type: ignore[index]
+                    for p in m.weights_rows if p.key[0] == plan.primary.name]  # type: ignore[index]
+    scalars["weights_row_slope"], raw["weights_rows"] = _row_slope(primary_rows, m.rows_x)
+    sized, raw["weights_rows"]["by_model"] = _row_curves(m.weights_rows)
     scalars["sd_iter_s"] = m.sd_iter.median
     # the measured ratios themselves: one row is a GEMV, several a GEMM, a step no line fits
     wr = raw["weights_rows"]
-    curves = {"weights_rows": (tuple(float(x) for x in wr["m"]), tuple(t / wr["t"][0] for t in wr["t"]))}
+    curves = {"weights_rows": (tuple(float(x) for x in wr["m"]), tuple(t / wr["t"][0] for t in wr["t"])), **sized}
     sq = {int(k): v for k, v in raw["attn_q"]["slope_by_q"].items()}
     if 1 in sq and sq[1] > 0 and len(sq) >= 2:
         qs = sorted(sq)
@@ -161,6 +180,14 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
                        "loop": m.overhead_loop, **of.to_raw()}
     if of.note:
         notes.append(f"overhead: {of.note}")
+    if m.hf_overhead:  # transformers' generate() at the same tiny geometry (hf/overhead.py)
+        hf = fit_overhead(m.hf_overhead, terms, scalars, lambda L: tiny_spec(L, plan.dtype), m.overhead_prompt,
+                          m.overhead_tokens)
+        scalars["hf_step_s"], scalars["hf_layer_s"] = hf.step_s, hf.layer_s
+        raw["hf_overhead"] = {"layers": [q[0] for q in m.hf_overhead], "t": [q[1] for q in m.hf_overhead],
+                              "loop": "transformers generate(), DynamicCache", **hf.to_raw()}
+        if hf.note:
+            notes.append(f"hf overhead: {hf.note}")
 
     # cross-check: torch.cat of n rows + 1 against the model's alloc(n + 1 rows) + copy(n rows)
     p = plan.primary

@@ -48,5 +48,8 @@ def size_cases(pool: Pool, specs: tuple[ModelSpec, ...], sizes: tuple[int, ...],
             for j, x in enumerate(sizes)]
 
 
-def row_cases(pool: Pool, spec: ModelSpec, nbytes: float, rows: tuple[int, ...], stream_bytes: int) -> list[Case]:
-    return [_case(pool, m, spec, nbytes, m, stream_bytes) for m in rows]
+def row_cases(pool: Pool, specs: tuple[ModelSpec, ...], rows: tuple[int, ...], stream_bytes: int) -> list[Case]:
+    """m token rows through one whole layer of each geometry (as large as the pool allows): how much
+    more m rows cost than one depends on the matrix shapes, so each geometry gets its own curve."""
+    return [_case(pool, (s.name, m), s, float(s.layer_params() * pool.elem), m, stream_bytes)
+            for s in specs for m in rows]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import glob
 import os
 import time
@@ -42,6 +44,15 @@ class CudaTimer:
         self._b.record()
         self._b.synchronize()
         return self._a.elapsed_time(self._b) / 1e3
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the kernel (glibc malloc_trim); a no-op elsewhere."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def llc_bytes(device: str = "cpu") -> int:
@@ -107,6 +118,25 @@ def calibrate(quick: bool = False, device: str = "cpu", threads: int | None = No
     return CalibrationResult(profile=prof, plan=plan, notes=list(prof.raw["meta"]["notes"]), elapsed_s=elapsed)
 
 
+def _hf_overhead(plan: Plan, reps: int, rng: np.random.Generator, rep: Reporter, bench_s: dict[str, float],
+                 notes: list[str]) -> list[tuple[int, float]]:
+    """transformers generate()'s own step and layer overhead (hf/overhead.py), when the hf extra is installed."""
+    if plan.device != "cpu" or plan.dtype != "float32":
+        return []
+    try:
+        from bmc_model.hf.overhead import hf_overhead_points
+    except ImportError:
+        notes.append("transformers not installed: no hf_step_s / hf_layer_s (HF predictions use step_s / layer_s)")
+        return []
+    rep.begin("hf_overhead", reps * len(plan.overhead_layers))
+    t0 = time.perf_counter()
+    pts = hf_overhead_points(plan.overhead_layers, reps, plan.overhead_tokens, rng,
+                             step=lambda: rep.step("hf_overhead"))
+    bench_s["hf_overhead"] = time.perf_counter() - t0
+    rep.end("hf_overhead")
+    return pts
+
+
 def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
     dev, dt, e = plan.device, TORCH_DTYPES[plan.dtype], plan.elem
     timer: Timer = CudaTimer() if dev == "cuda" else CpuTimer()
@@ -124,9 +154,14 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         return pts
 
     sd = run("sd_iter", [bo.sd_iter_case(p.vocab, plan.sd_gamma, dev)])[0]
-    copy = run("copy", bm.copy_cases(p, plan.copy_rows, dt, dev, plan.copy_contiguous))
-    cat = run("cat", bm.cat_cases(p, plan.cat_rows, dt, dev))
+    # Allocation costs depend on what the heap holds: each benchmark starts from a trimmed heap, as a
+    # fresh decode would, and the two that allocate come before copy's many buffers.
+    release_free_memory()
+    cat = run("cat", bm.cat_cases(p, plan.cat_rows, dt, dev, plan.stream_bytes))
+    release_free_memory()
     alloc = run("alloc", bm.alloc_cases(plan.alloc_sizes, dt, dev))
+    release_free_memory()
+    copy = run("copy", bm.copy_cases(p, plan.copy_rows, dt, dev, plan.copy_contiguous, plan.stream_bytes))
     # The rest reads cold data carved from one pool (pool.py), built once the allocation
     # benchmark has given its memory back.
     stream = plan.stream_bytes
@@ -138,8 +173,8 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         masked = run("attn_masked", ba.attn_cases(pool, plan.specs, plan.attn_widths, "masked", stream))
         attn_q = run("attn_q", ba.attn_q_cases(pool, p, plan.q_widths, plan.q_rows, stream))
         weights = run("weights", bw.size_cases(pool, plan.specs, plan.weight_sizes, stream))
-        rows_x = float(min(p.layer_params() * e, stream))  # beyond the LLC, yet not the slowest size
-        wrows = run("weights_rows", bw.row_cases(pool, p, rows_x, plan.row_counts, stream))
+        wrows = run("weights_rows", bw.row_cases(pool, plan.specs, plan.row_counts, stream))
+        rows_x = next(pt.x for pt in wrows if pt.key[0] == p.name)  # type: ignore[index]
     # framework overhead: the runtime's own decoder at a tiny geometry (times itself)
     reps = plan.rounds + 1
     rep.begin("overhead", reps * len(plan.overhead_layers))
@@ -151,10 +186,11 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         raise BMCError(f"calibration: the runtime decoder is unavailable ({ex})") from None
     bench_s["overhead"] = time.perf_counter() - t0
     rep.end("overhead")
+    hf_over = _hf_overhead(plan, reps, rng, rep, bench_s, notes)
     m = Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,
                      attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, sd_iter=sd, overhead=over,
                      overhead_loop=how, overhead_prompt=bo.TINY_PROMPT + bo.WARMUP_STEPS,
-                     overhead_tokens=plan.overhead_tokens, bench_s=bench_s, notes=notes,
+                     overhead_tokens=plan.overhead_tokens, hf_overhead=hf_over, bench_s=bench_s, notes=notes,
                      others_cpu=load.others_share(cpu0, load.snapshot()))
     host = fingerprint(plan.threads, plan.device, plan.dtype)
     host["torch_threads"] = torch.get_num_threads()

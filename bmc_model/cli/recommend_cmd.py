@@ -92,6 +92,8 @@ def recommend_cmd(
     profile: Path | None = typer.Option(None, help="Profile JSON (default: calibrated, else embedded)."),
     max_mem: str | None = typer.Option(None, "--max-mem", help="Cap on peak KV bytes (e.g. 8G, 512MiB)."),
     tolerance: float = typer.Option(0.005, help="Pick the smallest r within this fraction of the best."),
+    runtime: str = typer.Option("bmc", help="What runs the model: bmc (bmc_model.runtime) or hf (transformers "
+                                            "generate(), with its calibrated overhead)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: Path | None = typer.Option(None, help="Also write a PNG chart (needs matplotlib)."),
 ) -> None:
@@ -104,7 +106,7 @@ def recommend_cmd(
             raise BMCError(f"--gamma must be a non-negative integer or 'auto', got {gamma!r}") from None
     rec = recommend(model=model, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile, layers=layers,
                     config=config, gamma=g, alpha=parse_alpha(alpha), draft=draft, draft_cost=draft_cost,
-                    max_mem=parse_bytes(max_mem), tolerance=tolerance)
+                    max_mem=parse_bytes(max_mem), tolerance=tolerance, runtime=runtime)
     prof = get_profile(profile)
     line, warn = profile_note(prof)
     if plot is not None:

@@ -45,6 +45,7 @@ def tuned_policy(model: Any, seq: int, prompt: int | None = None, profile: Any =
 
     spec = spec_for_model(model)
     recommend_kwargs.setdefault("dtype", spec.dtype)
+    recommend_kwargs.setdefault("runtime", "hf")  # generate()'s own overhead, where the profile measured it
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, profile=profile, **recommend_kwargs)
     pol = rec.policy
     cap = max_cache_len

@@ -126,6 +126,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
               "host": fingerprint(threads=threads), "transformers": transformers.__version__,
               "torch": torch.__version__, "threads": threads, "dtype": "float32", "new_tokens": new_tokens,
               "reps": reps, "prefill": prefill, "quick": quick, "profile": prof.describe(),
+              "hf_overhead_calibrated": prof.has_runtime("hf"),
               "workloads": workload_notes, "notes": notes, "rows": rows, "checks": _checks(rows)}
     return result, table(result)
 
@@ -139,8 +140,8 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
         pol, rec, _ = tuned_policy(model, seq=seq, prompt=prompt, profile=prof, batch=batch)
         rec_note = f"recommend(): r* closed form {rec.r_closed_form:.1f}"
     policies = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "bmc": pol}
-    preds = {k: predict(model=spec, seq=seq, prompt=prompt, policy=p, batch=batch, dtype="float32", profile=prof)
-             for k, p in policies.items()}
+    preds = {k: predict(model=spec, seq=seq, prompt=prompt, policy=p, batch=batch, dtype="float32", profile=prof,
+                        runtime="hf") for k, p in policies.items()}
     case = f"{loaded.name} N={seq} B={batch}"
     say(f"{case}: warm-up ({pol.label})")
     warm = min(64, prompt)
