@@ -78,6 +78,19 @@ def _check(x: np.ndarray, y: np.ndarray, need: int) -> None:
         raise ValueError("fit: times must be finite and positive")
 
 
+def _ci95_half_widths(a_mat: np.ndarray, r: np.ndarray) -> list[float]:
+    """95% half-widths of the scaled parameters of a linear relative-residual fit r = a_mat @ p - 1:
+    a robust sigma (MAD of the residuals, corrected for the parameters fitted) and Student's t."""
+    n, k = a_mat.shape
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - k, 1))
+    try:
+        cov = sigma**2 * np.linalg.inv(a_mat.T @ a_mat)
+    except np.linalg.LinAlgError:
+        cov = np.full((k, k), np.inf)
+    t = float(stats.t.ppf(0.975, max(n - k, 1)))
+    return [t * math.sqrt(max(cov[i, i], 0.0)) for i in range(k)]
+
+
 def fit_affine(x: np.ndarray | list[float], y: np.ndarray | list[float], *, nonneg: bool = True,
                free_c0: bool = False, f_scale: float = F_SCALE) -> SegmentFit:
     """Robust t = c0 + slope * x. With nonneg, slope >= 0 (costs do not shrink with size) and c0 >= 0
@@ -99,14 +112,7 @@ def fit_affine(x: np.ndarray | list[float], y: np.ndarray | list[float], *, nonn
     p = res.x
     r = a_mat @ p - 1.0
     n = x.size
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - 2, 1))
-    try:
-        cov = sigma**2 * np.linalg.inv(a_mat.T @ a_mat)
-    except np.linalg.LinAlgError:
-        cov = np.full((2, 2), np.inf)
-    t = float(stats.t.ppf(0.975, max(n - 2, 1)))
-    ha = t * math.sqrt(max(cov[0, 0], 0.0))
-    hb = t * math.sqrt(max(cov[1, 1], 0.0))
+    ha, hb = _ci95_half_widths(a_mat, r)
     c0, slope = ys * p[0], ys * p[1] / xs
     return SegmentFit(c0=float(c0), slope=float(slope),
                       c0_ci=(float(ys * (p[0] - ha)), float(ys * (p[0] + ha))),
@@ -239,14 +245,7 @@ def fit_plane(x: np.ndarray | list[float], z: np.ndarray | list[float], y: np.nd
                                  bounds=(np.zeros(3), np.full(3, np.inf)), method="trf")
     p = res.x
     r = a_mat @ p - 1.0
-    n = x.size
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) * math.sqrt(n / max(n - 3, 1))
-    try:
-        cov = sigma**2 * np.linalg.inv(a_mat.T @ a_mat)
-    except np.linalg.LinAlgError:
-        cov = np.full((3, 3), np.inf)
-    t = float(stats.t.ppf(0.975, max(n - 3, 1)))
-    h = [t * math.sqrt(max(cov[i, i], 0.0)) for i in range(3)]
+    h = _ci95_half_widths(a_mat, r)
     pred = ys * (a_mat @ p) * y / ys  # back to seconds
     return PlaneFit(c0=ys * p[0], slope=ys * p[1] / xs, per_z=ys * p[2] / zs,
                     slope_ci=(ys * (p[1] - h[1]) / xs, ys * (p[1] + h[1]) / xs),
