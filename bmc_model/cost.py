@@ -77,7 +77,7 @@ def weights_row_factor(prof: Profile, m: float, nbytes: float) -> float:
     sized = prof.sized_curves()
     if m == 1 or not sized:
         return row_factor(prof, "weights_rows", prof.weights_row_slope, m)
-    if nbytes <= sized[0][0] or len(sized) == 1:
+    if nbytes <= sized[0][0]:
         return _curve_at(sized[0][1], m)
     if nbytes >= sized[-1][0]:
         return _curve_at(sized[-1][1], m)

@@ -14,7 +14,7 @@ from bmc_model.calibrate.overhead import fit_overhead
 from bmc_model.calibrate.plan import Plan
 from bmc_model.calibrate.runner import Point, points_raw
 from bmc_model.errors import BMCError
-from bmc_model.profile import Profile, Term
+from bmc_model.profile import RUNTIMES, Profile, Term
 from bmc_model.specs import ModelSpec, scaled_shapes
 
 NOISY_SPREAD = 0.1  # a size whose repeats have MAD / median above this is noisy ...
@@ -172,22 +172,20 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
         curves["attn_q"] = (tuple(float(q) for q in qs), tuple(max(sq[q], 1e-12) / sq[1] for q in qs))
     raw["sd_iter"] = {"t": m.sd_iter.median, "mad": m.sd_iter.mad, "gamma": plan.sd_gamma, "vocab": plan.primary.vocab}
 
-    # framework overhead: the tiny decoder's steps, net of what the fitted terms charge for them
-    of = fit_overhead(m.overhead, terms, scalars, lambda L: tiny_spec(L, plan.dtype), m.overhead_prompt,
-                      m.overhead_tokens)
-    scalars["step_s"], scalars["layer_s"] = of.step_s, of.layer_s
-    raw["overhead"] = {"layers": [q[0] for q in m.overhead], "t": [q[1] for q in m.overhead],
-                       "loop": m.overhead_loop, **of.to_raw()}
-    if of.note:
-        notes.append(f"overhead: {of.note}")
-    if m.hf_overhead:  # transformers' generate() at the same tiny geometry (hf/overhead.py)
-        hf = fit_overhead(m.hf_overhead, terms, scalars, lambda L: tiny_spec(L, plan.dtype), m.overhead_prompt,
+    # framework overhead: the tiny decoder's steps, net of what the fitted terms charge for them; the
+    # runtime's own (bmc) and, when measured, transformers' generate() at the same geometry (hf)
+    runs = (("bmc", "overhead", m.overhead, m.overhead_loop),
+            ("hf", "hf_overhead", m.hf_overhead, "transformers generate(), DynamicCache"))
+    for runtime, key, pts, loop in runs:
+        if runtime == "hf" and not pts:  # transformers not installed: HF predictions fall back
+            continue
+        of = fit_overhead(pts, terms, scalars, lambda L: tiny_spec(L, plan.dtype), m.overhead_prompt,
                           m.overhead_tokens)
-        scalars["hf_step_s"], scalars["hf_layer_s"] = hf.step_s, hf.layer_s
-        raw["hf_overhead"] = {"layers": [q[0] for q in m.hf_overhead], "t": [q[1] for q in m.hf_overhead],
-                              "loop": "transformers generate(), DynamicCache", **hf.to_raw()}
-        if hf.note:
-            notes.append(f"hf overhead: {hf.note}")
+        step_name, layer_name = RUNTIMES[runtime]
+        scalars[step_name], scalars[layer_name] = of.step_s, of.layer_s
+        raw[key] = {"layers": [q[0] for q in pts], "t": [q[1] for q in pts], "loop": loop, **of.to_raw()}
+        if of.note:
+            notes.append(f"{key.replace('_', ' ')}: {of.note}")
 
     # cross-check: torch.cat of n rows + 1 against the model's alloc(n + 1 rows) + copy(n rows)
     p = plan.primary

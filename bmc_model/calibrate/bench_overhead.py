@@ -74,18 +74,32 @@ def step_times(layers: int, tokens: int, dtype_name: str, dtype: torch.dtype, de
     return _own_loop(dec, tokens, torch.cuda.synchronize), "runtime.Decoder.forward"
 
 
-def overhead_points(layer_counts: tuple[int, ...], repeats: int, tokens: int, dtype_name: str, dtype: torch.dtype,
-                    device: str, rng: np.random.Generator, step: Callable[[], None] = lambda: None
-                    ) -> tuple[list[tuple[int, float]], str]:
-    """(layers, median step seconds) per run; runs interleave layer counts in random order."""
-    pts, how = [], ""
+def interleaved_medians(layer_counts: tuple[int, ...], repeats: int, tokens: int,
+                        times_of: Callable[[int, int], list[float]], rng: np.random.Generator,
+                        step: Callable[[], None] = lambda: None) -> list[tuple[int, float]]:
+    """(layers, median step seconds) per run of times_of(layers, steps); runs interleave layer counts
+    in random order, and each run's first WARMUP_STEPS steps are dropped."""
+    pts = []
     for _ in range(repeats):
         for i in rng.permutation(len(layer_counts)):
             L = layer_counts[int(i)]
-            times, how = step_times(L, tokens + WARMUP_STEPS, dtype_name, dtype, device)
+            times = times_of(L, tokens + WARMUP_STEPS)
             pts.append((L, float(np.median(times[WARMUP_STEPS:]))))
             step()
-    return pts, how
+    return pts
+
+
+def overhead_points(layer_counts: tuple[int, ...], repeats: int, tokens: int, dtype_name: str, dtype: torch.dtype,
+                    device: str, rng: np.random.Generator, step: Callable[[], None] = lambda: None
+                    ) -> tuple[list[tuple[int, float]], str]:
+    """The runtime decoder's points (interleaved_medians) and which loop timed them."""
+    how = [""]
+
+    def times_of(layers: int, steps: int) -> list[float]:
+        times, how[0] = step_times(layers, steps, dtype_name, dtype, device)
+        return times
+
+    return interleaved_medians(layer_counts, repeats, tokens, times_of, rng, step), how[0]
 
 
 def sd_iter_case(vocab: int, gamma: int, device: str) -> Case:

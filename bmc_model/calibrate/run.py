@@ -124,14 +124,14 @@ def _hf_overhead(plan: Plan, reps: int, rng: np.random.Generator, rep: Reporter,
     if plan.device != "cpu" or plan.dtype != "float32":
         return []
     try:
-        from bmc_model.hf.overhead import hf_overhead_points
+        from bmc_model.hf.overhead import step_times
     except ImportError:
         notes.append("transformers not installed: no hf_step_s / hf_layer_s (HF predictions use step_s / layer_s)")
         return []
     rep.begin("hf_overhead", reps * len(plan.overhead_layers))
     t0 = time.perf_counter()
-    pts = hf_overhead_points(plan.overhead_layers, reps, plan.overhead_tokens, rng,
-                             step=lambda: rep.step("hf_overhead"))
+    pts = bo.interleaved_medians(plan.overhead_layers, reps, plan.overhead_tokens, step_times, rng,
+                                 step=lambda: rep.step("hf_overhead"))
     bench_s["hf_overhead"] = time.perf_counter() - t0
     rep.end("hf_overhead")
     return pts

@@ -4,23 +4,19 @@ generate() does more Python per step than bmc_model's runtime (logits processors
 mask construction, the streamer) and HF's decoder layer is more modules per layer. The model charges
 the same weights, attention and growth terms for both; only these two scalars differ. They are measured
 as calibrate.bench_overhead measures step_s and layer_s: greedy generate() at the tiny geometry
-(calibrate.assemble.TINY) with several layer counts, per-token timestamps from a streamer, then the same
-fit net of what the terms charge (calibrate.overhead.fit_overhead).
+(calibrate.assemble.TINY) with several layer counts, per-token timestamps from a streamer, interleaved by
+calibrate.bench_overhead.interleaved_medians, then the same fit net of what the terms charge
+(calibrate.overhead.fit_overhead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numpy as np
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from bmc_model.calibrate.assemble import TINY
+from bmc_model.calibrate.bench_overhead import TINY_PROMPT
 from bmc_model.hf.measure import TokenClock
-
-TINY_PROMPT = 32
-WARMUP_STEPS = 2  # as bench_overhead: the first steps pay one-off costs
 
 
 def tiny_model(layers: int, seed: int = 0) -> LlamaForCausalLM:
@@ -43,15 +39,3 @@ def step_times(layers: int, tokens: int) -> list[float]:
                        pad_token_id=0)
     return [float(b - a) for a, b in zip(clock.times, clock.times[1:])]
 
-
-def hf_overhead_points(layer_counts: tuple[int, ...], repeats: int, tokens: int, rng: np.random.Generator,
-                       step: Callable[[], None] = lambda: None) -> list[tuple[int, float]]:
-    """(layers, median seconds per step) per run; runs interleave layer counts in random order."""
-    pts = []
-    for _ in range(repeats):
-        for i in rng.permutation(len(layer_counts)):
-            L = layer_counts[int(i)]
-            times = step_times(L, tokens + WARMUP_STEPS)
-            pts.append((L, float(np.median(times[WARMUP_STEPS:]))))
-            step()
-    return pts
