@@ -20,7 +20,7 @@ import numpy as np
 
 from bmc_model.errors import BMCError
 from bmc_model.policy import Policy
-from bmc_model.profile import Profile, Term
+from bmc_model.profile import Curve, Profile, Term
 from bmc_model.specs import DTYPE_BYTES, ModelSpec
 
 Num = float | np.ndarray
@@ -63,7 +63,7 @@ def row_factor(prof: Profile, curve: str, slope: float, m: float) -> float:
     return _curve_at(pts, m)
 
 
-def _curve_at(pts: tuple[tuple[float, ...], tuple[float, ...]], m: float) -> float:
+def _curve_at(pts: Curve, m: float) -> float:
     xs, ys = pts
     i = 1
     while i < len(xs) - 1 and m > xs[i]:
@@ -71,10 +71,13 @@ def _curve_at(pts: tuple[tuple[float, ...], tuple[float, ...]], m: float) -> flo
     return ys[i - 1] + (ys[i] - ys[i - 1]) * (m - xs[i - 1]) / (xs[i] - xs[i - 1])
 
 
-def weights_row_factor(prof: Profile, m: float, nbytes: float) -> float:
-    """Cost of m token rows over one for a matmul group of nbytes: from the weights_rows@B curves
-    (linear in log B between the two around nbytes, the nearest outside them), else weights_rows."""
-    sized = prof.sized_curves()
+def weights_row_factor(prof: Profile, m: float, nbytes: float, family: str = "weights_rows") -> float:
+    """Cost of m token rows over one for a matmul group of nbytes: from the FAMILY@B curves (linear
+    in log B between the two around nbytes, the nearest outside them), else weights_rows. The LM
+    head asks family "head_rows", and falls back to the layers' curves where it has none."""
+    sized = prof.sized_curves(family)
+    if not sized and family != "weights_rows":
+        sized = prof.sized_curves()
     if m == 1 or not sized:
         return row_factor(prof, "weights_rows", prof.weights_row_slope, m)
     if nbytes <= sized[0][0]:
@@ -298,7 +301,7 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     g_row = prof.scalars.get("gemv_row_s", 0.0)
     head = term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows
     layer = term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows
-    weights = iters * (weights_row_factor(prof, rows, geo.head_weight_bytes) * head
+    weights = iters * (weights_row_factor(prof, rows, geo.head_weight_bytes, "head_rows") * head
                        + L * weights_row_factor(prof, rows, geo.layer_weight_bytes) * layer)
     masked = policy.width != "exact" or q > 1  # padded rows or a causal block need a mask
     att = prof.attn_masked if masked else prof.attn_exact

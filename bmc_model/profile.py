@@ -23,6 +23,8 @@ Optional curves ({"x": [...], "ratio": [...]}, cost relative to x = 1, linear in
   weights_rows  matmul time with x token rows over one row (one row is a GEMV, more a GEMM)
   weights_rows@B  the same measured on a whole layer of B bytes (several geometries: the ratio
                 depends on the matrix shapes; the model interpolates in log B, see cost.py)
+  head_rows@B   the same measured on an LM head of B bytes (one [vocab, hidden] matrix, whose
+                ratio differs from a layer's of equal bytes; absent: the layers' curves serve)
   attn_q        attention's per-byte cost with x query rows over one row
 Scalars:
   attn_q_slope     relative extra attention cost per extra query row (q rows: 1 + s*(q-1))
@@ -55,6 +57,8 @@ SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_it
 OPTIONAL_TERMS = ("cat",)
 OPTIONAL_SCALARS = {"gemv_row_s": 0.0}  # cost per output row of a GEMV (short rows stream slower)
 CURVE_NAMES = ("weights_rows", "attn_q")
+SIZED_FAMILIES = ("weights_rows", "head_rows")  # curves measured at several sizes B: "FAMILY@B"
+Curve = tuple[tuple[float, ...], tuple[float, ...]]  # (x, ratio)
 # Framework overhead differs by the code that runs the model; everything else is the same kernels.
 RUNTIMES = {"bmc": ("step_s", "layer_s"), "hf": ("hf_step_s", "hf_layer_s")}
 
@@ -108,7 +112,7 @@ class Profile:
     date: str = ""
     source: str = ""
     raw: dict = field(default_factory=dict)
-    curves: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
+    curves: dict[str, Curve] = field(default_factory=dict)
 
     def __getattr__(self, name: str):  # profile.alloc, profile.step_s, ...
         terms = self.__dict__.get("terms", {})
@@ -134,12 +138,13 @@ class Profile:
                                      source=f"{self.source} [{runtime} overhead]", raw=self.raw, curves=self.curves)
         return cache[runtime]
 
-    def sized_curves(self) -> list[tuple[float, tuple[tuple[float, ...], tuple[float, ...]]]]:
-        """The weights_rows@B curves as (B, curve), ascending B (cached: the cost model asks per call)."""
-        got = self.__dict__.get("_sized")
+    def sized_curves(self, family: str = "weights_rows") -> list[tuple[float, Curve]]:
+        """The FAMILY@B curves as (B, curve), ascending B (cached: the cost model asks per call)."""
+        cache = self.__dict__.setdefault("_sized", {})
+        got = cache.get(family)
         if got is None:
-            got = sorted((b, c) for k, c in self.curves.items() if (b := _sized(k)) is not None)
-            self.__dict__["_sized"] = got
+            got = sorted((b, c) for k, c in self.curves.items() if (b := _sized(k, family)) is not None)
+            cache[family] = got
         return got
 
     def has_runtime(self, runtime: str) -> bool:
@@ -182,16 +187,18 @@ class Profile:
                    source=source, raw=dict(d.get("raw", {})), curves=curves)
 
 
-def _sized(name: str) -> float | None:
-    """B of a 'weights_rows@B' curve name, else None."""
+def _sized(name: str, family: str | None = None) -> float | None:
+    """B of a 'FAMILY@B' curve name (any sized family when family is None), else None."""
     head, _, tail = name.partition("@")
+    if head != family if family else head not in SIZED_FAMILIES:
+        return None
     try:
-        return float(tail) if head == "weights_rows" and tail and float(tail) > 0 else None
+        return float(tail) if tail and float(tail) > 0 else None
     except ValueError:
         return None
 
 
-def _curve(d: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _curve(d: dict) -> Curve:
     x, y = tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["ratio"])
     if len(x) != len(y) or len(x) < 2 or list(x) != sorted(set(x)) or x[0] != 1.0 or min(y) <= 0:
         raise ValueError("a curve needs >= 2 ascending x from 1 and positive ratios")

@@ -73,7 +73,8 @@ def test_miniature_calibration_builds_a_complete_profile(tmp_path):
     assert set(prof.scalars) == set(SCALAR_NAMES) | {"gemv_row_s"} | hf
     if hf:
         assert prof.raw["hf_overhead"]["loop"].startswith("transformers") and prof.has_runtime("hf")
-    assert {"weights_rows", "attn_q", f"weights_rows@{prof.raw['weights_rows']['x']:.0f}"} == set(prof.curves)
+    heads = {f"head_rows@{x:.0f}" for x in (r["x"] for r in prof.raw["head_rows"].values())}  # those the pool held
+    assert {"weights_rows", "attn_q", f"weights_rows@{prof.raw['weights_rows']['x']:.0f}"} | heads == set(prof.curves)
     assert prof.curves["weights_rows"][1][0] == 1.0
     for name in TERM_NAMES:
         t = prof.terms[name]
@@ -157,6 +158,12 @@ def synthetic_measurements(plan, seed=0):
         wrows += [Point((s.name, m), x, float(TRUE["weights"](x)) * (1 + slope * (m - 1)), 0, 5, 5, 1)
                   for m in plan.row_counts]
     rows_x = float(plan.primary.layer_params() * plan.elem)
+    hrows = []
+    for j, s in enumerate(plan.specs):  # each LM head: twice its layer's extra cost per row
+        x = float(s.head_params() * plan.elem)
+        slope = 2 * TRUE_SCALARS["weights_row_slope"] * (1 + j)
+        hrows += [Point((s.name, m), x, float(TRUE["weights"](x)) * (1 + slope * (m - 1)), 0, 5, 5, 1)
+                  for m in plan.row_counts]
     true_terms = dict(TRUE)
     over, hf_over = [], []
     for L in plan.overhead_layers * 3:
@@ -169,7 +176,7 @@ def synthetic_measurements(plan, seed=0):
     return Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,
                         attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, sd_iter=sd, overhead=over,
                         overhead_loop="synthetic", overhead_prompt=34, overhead_tokens=plan.overhead_tokens,
-                        hf_overhead=hf_over)
+                        hf_overhead=hf_over, head_rows=hrows)
 
 
 @pytest.mark.parametrize("quick", [True, False])
@@ -201,6 +208,8 @@ def test_assembly_recovers_known_coefficients_from_synthetic_measurements(quick)
         assert xs == tuple(float(m) for m in plan.row_counts)
         want = [1 + TRUE_SCALARS["weights_row_slope"] * (1 + j) * (m - 1) for m in plan.row_counts]
         assert ratio == pytest.approx(want, rel=1e-9)
+        xs, ratio = prof.curves[f"head_rows@{s.head_params() * plan.elem}"]  # and one per LM head
+        assert ratio == pytest.approx([2 * w - 1 for w in want], rel=1e-9)
     hf = prof.for_runtime("hf")
     assert (hf.step_s, hf.layer_s) == (prof.hf_step_s, prof.hf_layer_s) and prof.for_runtime("bmc") is prof
     # torch.cat synthesised as one allocation of n + 1 rows: the model's alloc + copy over-predicts it

@@ -47,3 +47,22 @@ def test_validate_tiny_run_reports_every_field(prof):
         assert row["growth_events_measured"] == row["growth_events_predicted"]
     assert d["token_mismatch"] == []  # every policy decoded the same tokens as torch.cat
     assert d["regret_pct"] >= 0
+    assert d["interleave"] == "step"  # tiny caches fit side by side
+
+
+def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeypatch):
+    import bmc_model.runtime.validate as v
+    from bmc_model.runtime.memory import check_fits
+    from bmc_model.specs import get_spec
+
+    def tight(est, what="run", **kw):  # room for one configuration's run, not for all of them at once
+        if what == "run":
+            raise v.BMCError("does not fit")
+        check_fits(est, what=what, **kw)
+
+    monkeypatch.setattr(v, "check_fits", tight)
+    spec = get_spec("smollm2-135m").with_layers(1)
+    d = v.run_validate(spec, seq=40, prompt=32, batch=1, profile=_embedded(), names=["dynamic"], r_grid=[4],
+                       repeats=2)
+    assert d["interleave"] == "run" and d["token_mismatch"] == []
+    assert all(len(r["measured_runs_ms"]) == 2 for r in d["rows"])

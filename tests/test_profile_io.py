@@ -157,3 +157,28 @@ def test_sized_row_curves_interpolate_in_log_bytes_and_clamp(tmp_path):
     assert weights_row_factor(prof, 8, 1e7) == pytest.approx(2.5)  # halfway in log bytes
     assert weights_row_factor(prof, 4.5, 1e7) == pytest.approx(1.75)  # halfway in m too
     assert weights_row_factor(prof, 8, 1e3) == pytest.approx(1.5) and weights_row_factor(prof, 8, 1e12) == 3.5
+
+
+def test_the_lm_head_reads_its_own_row_curves_else_the_layers(tmp_path):
+    from bmc_model.cost import Geometry, weights_row_factor
+    from bmc_model.predict import predict
+    from bmc_model.specs import get_spec
+
+    d = embedded_profile().to_dict()
+    d["curves"] = {k: v for k, v in d["curves"].items() if "@" not in k}
+    d["curves"]["weights_rows@1000000"] = {"x": [1, 8], "ratio": [1.0, 2.0]}
+    no_head = Profile.from_dict(d, "x")
+    d["curves"]["head_rows@1000000"] = {"x": [1, 8], "ratio": [1.0, 4.0]}
+    prof = read_profile(write_profile(Profile.from_dict(d, "x"), tmp_path / "p.json"))
+    assert [b for b, _ in prof.sized_curves("head_rows")] == [1e6] and len(prof.sized_curves()) == 1
+    assert weights_row_factor(prof, 8, 1e6, "head_rows") == 4.0 and weights_row_factor(prof, 8, 1e6) == 2.0
+    assert weights_row_factor(no_head, 8, 1e6, "head_rows") == 2.0  # no head curve: the layers' serves
+    # in the model: an 8-row verify costs the head's extra (4 - 2) x its one-row time more, nothing else
+    spec = get_spec("smollm2-135m")
+    kw = dict(model=spec, seq=1024, prompt=960, policy="bmc:32", gamma=7, alpha=0.7)
+    a, b = predict(profile=no_head, **kw), predict(profile=prof, **kw)
+    geo = Geometry.of(spec, 1, prof.dtype)
+    head_1 = no_head.weights(geo.head_weight_bytes) + no_head.scalars["gemv_row_s"] * geo.head_out_rows
+    iters = (1024 - 960) / a.advance
+    assert b.breakdown["weights"] - a.breakdown["weights"] == pytest.approx(1e3 * iters * 2.0 * head_1 / 64, rel=1e-6)
+    assert {k for k in a.breakdown if a.breakdown[k] != b.breakdown[k]} == {"weights"}

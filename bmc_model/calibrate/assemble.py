@@ -48,6 +48,7 @@ class Measurements:
     overhead_prompt: int = 34
     overhead_tokens: int = 16
     hf_overhead: list[tuple[int, float]] = field(default_factory=list)  # the same, transformers generate()
+    head_rows: list[Point] = field(default_factory=list)  # keys (model, m rows): each geometry's LM head
     bench_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # from the measuring (benchmarks cut short)
     others_cpu: float | None = None  # share of all cores other processes used meanwhile (load.py)
@@ -96,8 +97,8 @@ def _row_slope(pts: list[Point], rows_x: float) -> tuple[float, dict]:
     return f.slope, {"m": ms, "t": [t[m] for m in ms], "x": rows_x, "ci95": list(f.ci95)}
 
 
-def _row_curves(pts: list[Point]) -> tuple[dict[str, tuple], dict]:
-    """weights_rows@B curves, one per geometry (B its layer bytes), and their raw data."""
+def _row_curves(pts: list[Point], family: str = "weights_rows") -> tuple[dict[str, tuple], dict]:
+    """FAMILY@B curves, one per geometry (B the bytes of its layer, or of its head), and their raw data."""
     curves, raw = {}, {}
     for name in sorted({str(p.key[0]) for p in pts}):  # type: ignore[index]
         sel = {int(p.key[1]): p for p in pts if p.key[0] == name}  # type: ignore[index]
@@ -105,7 +106,7 @@ def _row_curves(pts: list[Point]) -> tuple[dict[str, tuple], dict]:
             continue
         ms = sorted(sel)
         x = sel[1].x
-        curves[f"weights_rows@{x:.0f}"] = (tuple(float(m) for m in ms),
+        curves[f"{family}@{x:.0f}"] = (tuple(float(m) for m in ms),
                                            tuple(sel[m].median / sel[1].median for m in ms))
         raw[name] = {"x": x, "m": ms, "t": [sel[m].median for m in ms]}
     return curves, raw
@@ -162,6 +163,8 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
                     for p in m.weights_rows if p.key[0] == plan.primary.name]  # type: ignore[index]
     scalars["weights_row_slope"], raw["weights_rows"] = _row_slope(primary_rows, m.rows_x)
     sized, raw["weights_rows"]["by_model"] = _row_curves(m.weights_rows)
+    head_sized, raw["head_rows"] = _row_curves(m.head_rows, "head_rows")
+    sized.update(head_sized)
     scalars["sd_iter_s"] = m.sd_iter.median
     # the measured ratios themselves: one row is a GEMV, several a GEMM, a step no line fits
     wr = raw["weights_rows"]
@@ -197,7 +200,7 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
                   "median_abs_rel_residual": float(np.median(np.abs(resid))) if resid else None}
 
     spread = [q.mad / q.median for pts in (m.alloc, m.copy, m.cat, m.write, m.attn_exact, m.attn_masked, m.attn_q,
-                                           m.weights, m.weights_rows) for q in pts if q.kept > 1]
+                                           m.weights, m.weights_rows, m.head_rows) for q in pts if q.kept > 1]
     noisy = float(np.mean(np.asarray(spread) > NOISY_SPREAD)) if spread else 0.0
     if noisy > NOISY_FRACTION:
         notes.append(f"timings were noisy: {noisy:.0%} of the sizes varied by more than {NOISY_SPREAD:.0%} "

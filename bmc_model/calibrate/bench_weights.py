@@ -3,8 +3,8 @@
 The shapes are the runtime's fused ones (bmc_model/runtime/decoder.py): wqkv [(heads + 2 kv_heads)
 * head_dim, hidden], wo [hidden, heads * head_dim], w_in [(2 if gated) * ffn, hidden], w_down
 [hidden, ffn]: four calls per layer, so the fitted intercept is four calls' overhead. A size x
-other than the real layer scales every matrix's output rows by the same factor. Matrices are views
-into a Pool, cold as in decoding (see pool.py).
+other than the real layer scales every matrix's output rows by the same factor. The LM head is timed
+on its own as well (head_row_cases). Matrices are views into a Pool, cold as in decoding (see pool.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ def _case(pool: Pool, key: object, spec: ModelSpec, nbytes: float, rows: int, st
     while actual > pool.nbytes:  # rounding rows up can overshoot the pool: shrink a little
         nbytes *= 0.99
         shapes, actual = scaled_shapes(spec, nbytes, pool.elem)
+    return _linear_case(pool, key, list(shapes), rows, stream_bytes)
+
+
+def _linear_case(pool: Pool, key: object, shapes: list[tuple[int, int]], rows: int, stream_bytes: int) -> Case:
+    """F.linear of an [m, in] activation through each [out, in] matrix in turn."""
+    actual = sum(o * i for o, i in shapes) * pool.elem
     copies = pool.copies(actual // pool.elem, stream_bytes)
 
     @contextmanager
@@ -53,3 +59,10 @@ def row_cases(pool: Pool, specs: tuple[ModelSpec, ...], rows: tuple[int, ...], s
     more m rows cost than one depends on the matrix shapes, so each geometry gets its own curve."""
     return [_case(pool, (s.name, m), s, float(s.layer_params() * pool.elem), m, stream_bytes)
             for s in specs for m in rows]
+
+
+def head_row_cases(pool: Pool, specs: tuple[ModelSpec, ...], rows: tuple[int, ...], stream_bytes: int) -> list[Case]:
+    """m token rows through each geometry's LM head [vocab, hidden]: one wide matrix, whose m-row
+    ratio differs from a layer's of the same bytes. Heads larger than the pool are left out."""
+    return [_linear_case(pool, (s.name, m), [(s.vocab, s.hidden)], m, stream_bytes)
+            for s in specs if s.head_params() * pool.elem <= pool.nbytes for m in rows]

@@ -175,6 +175,7 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         weights = run("weights", bw.size_cases(pool, plan.specs, plan.weight_sizes, stream))
         wrows = run("weights_rows", bw.row_cases(pool, plan.specs, plan.row_counts, stream))
         rows_x = next(pt.x for pt in wrows if pt.key[0] == p.name)  # type: ignore[index]
+        hrows = run("head_rows", bw.head_row_cases(pool, plan.specs, plan.row_counts, stream))
     # framework overhead: the runtime's own decoder at a tiny geometry (times itself)
     reps = plan.rounds + 1
     rep.begin("overhead", reps * len(plan.overhead_layers))
@@ -188,7 +189,8 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
     rep.end("overhead")
     hf_over = _hf_overhead(plan, reps, rng, rep, bench_s, notes)
     m = Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,
-                     attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, sd_iter=sd, overhead=over,
+                     attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, head_rows=hrows, sd_iter=sd,
+                     overhead=over,
                      overhead_loop=how, overhead_prompt=bo.TINY_PROMPT + bo.WARMUP_STEPS,
                      overhead_tokens=plan.overhead_tokens, hf_overhead=hf_over, bench_s=bench_s, notes=notes,
                      others_cpu=load.others_share(cpu0, load.snapshot()))

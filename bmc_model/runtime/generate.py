@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +31,7 @@ class DecodeResult:
     tokens: torch.Tensor  # [batch, new_tokens]: x[P+1..N], the outputs of the timed steps
     first_token: torch.Tensor  # [batch]: x[P], from the prefill (random when synthetic)
     step_s: list[float]  # seconds per decode step (forward + argmax), len new_tokens
-    total_s: float  # wall time of the whole decode loop
+    total_s: float  # seconds of the timed steps, summed (other runs' steps between them excluded)
     prefill_s: float
     synthetic_prompt: bool  # True: the prompt's K/V rows were random, not computed by a prefill
     prompt_len: int
@@ -68,6 +70,84 @@ def write_synthetic_prompt(cache: KVCache, prompt: int, generator: torch.Generat
     cache.advance()
 
 
+class DecodeRun:
+    """One greedy decode, a timed step at a time: decode_run drives one alone, interleave.run_interleaved
+    several side by side. Set-up (validation, warm-up, cache, prefill) happens here, untimed."""
+
+    def __init__(self, decoder: Decoder, policy: Policy, *, prompt: int | torch.Tensor, new_tokens: int,
+                 batch: int = 1, synth_prompt: bool = False, seed: int = 0, warmup: int = 2,
+                 max_len: int | None = None, keep_logits: bool = False) -> None:
+        vocab = decoder.spec.vocab
+        gen = torch.Generator().manual_seed(seed)
+        if isinstance(prompt, torch.Tensor):
+            ids = prompt.reshape(1, -1).expand(batch, -1) if prompt.dim() == 1 else prompt
+            if ids.dim() != 2 or ids.shape[0] != batch or ids.shape[1] < 1:
+                raise BMCError(f"prompt tokens must be [P] or [batch={batch}, P], got {list(prompt.shape)}")
+            if synth_prompt:
+                raise BMCError("synth_prompt needs a prompt length, not token ids")
+            if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+                raise BMCError(f"prompt token ids must be in 0..{vocab - 1}")
+            plen = int(ids.shape[1])
+        else:
+            plen = int(prompt)
+            ids = None if synth_prompt else torch.randint(0, vocab, (batch, plen), generator=gen)
+        if plen < 1 or new_tokens < 1 or batch < 1:
+            raise BMCError(f"need prompt >= 1, new_tokens >= 1, batch >= 1 (got {plen}, {new_tokens}, {batch})")
+        max_len = plen + new_tokens if max_len is None else max_len
+        if max_len < plen + new_tokens:
+            raise BMCError(f"max_len {max_len} < prompt {plen} + new_tokens {new_tokens}")
+
+        self.decoder, self.new_tokens, self.batch, self.prompt_len = decoder, new_tokens, batch, plen
+        dev = decoder.device
+        self._sync = torch.cuda.synchronize if dev.type == "cuda" else _no_sync  # time finished work only
+        if ids is not None:
+            ids = ids.to(dev)
+        if warmup > 0:
+            _warm_up(decoder, policy, batch, warmup)
+        with torch.inference_mode():
+            self.cache = decoder.new_cache(policy, batch=batch, max_len=max_len)
+            t0 = time.perf_counter()
+            if ids is None:
+                write_synthetic_prompt(self.cache, plen, gen)
+                tok = torch.randint(0, vocab, (batch,), generator=gen).to(dev)
+            else:
+                tok = decoder.prefill(ids, self.cache, last_only=True)[:, -1].argmax(-1)  # [b]
+            self._sync()
+            self.prefill_s = time.perf_counter() - t0
+        self.synthetic_prompt = ids is None
+        self.first, self._tok = tok, tok
+        self.out = torch.empty((batch, new_tokens), dtype=torch.long)
+        self.logits = torch.empty((batch, new_tokens, vocab), dtype=torch.float32) if keep_logits else None
+        self.step_s: list[float] = []
+
+    @property
+    def progress(self) -> float:
+        """Share of the tokens produced so far."""
+        return len(self.step_s) / self.new_tokens
+
+    def step(self) -> bool:
+        """One timed decode step; False once every token is out."""
+        i = len(self.step_s)
+        if i >= self.new_tokens:
+            return False
+        with torch.inference_mode():
+            t = time.perf_counter()
+            logits = self.decoder.forward(self._tok[:, None], self.cache)[:, -1]  # [b, vocab]
+            self._tok = logits.argmax(-1)
+            self._sync()
+            self.step_s.append(time.perf_counter() - t)
+            self.out[:, i] = self._tok
+            if self.logits is not None:
+                self.logits[:, i] = logits.float()
+        return i + 1 < self.new_tokens
+
+    def result(self) -> DecodeResult:
+        return DecodeResult(tokens=self.out, first_token=self.first.cpu(), step_s=self.step_s,
+                            total_s=sum(self.step_s), prefill_s=self.prefill_s, synthetic_prompt=self.synthetic_prompt,
+                            prompt_len=self.prompt_len, batch=self.batch, cache_stats=self.cache.stats,
+                            final_capacity=self.cache.capacity, logits=self.logits)
+
+
 def decode_run(decoder: Decoder, policy: Policy, *, prompt: int | torch.Tensor, new_tokens: int, batch: int = 1,
                synth_prompt: bool = False, seed: int = 0, warmup: int = 2, max_len: int | None = None,
                keep_logits: bool = False) -> DecodeResult:
@@ -76,67 +156,25 @@ def decode_run(decoder: Decoder, policy: Policy, *, prompt: int | torch.Tensor, 
     prompt: a length (random tokens from `seed`) or token ids [P] / [batch, P].
     max_len: the cache's maximum length, default P + new_tokens (add gamma rows for SD).
     """
-    vocab = decoder.spec.vocab
-    gen = torch.Generator().manual_seed(seed)
-    if isinstance(prompt, torch.Tensor):
-        ids = prompt.reshape(1, -1).expand(batch, -1) if prompt.dim() == 1 else prompt
-        if ids.dim() != 2 or ids.shape[0] != batch or ids.shape[1] < 1:
-            raise BMCError(f"prompt tokens must be [P] or [batch={batch}, P], got {list(prompt.shape)}")
-        if synth_prompt:
-            raise BMCError("synth_prompt needs a prompt length, not token ids")
-        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-            raise BMCError(f"prompt token ids must be in 0..{vocab - 1}")
-        plen = int(ids.shape[1])
-    else:
-        plen = int(prompt)
-        ids = None if synth_prompt else torch.randint(0, vocab, (batch, plen), generator=gen)
-    if plen < 1 or new_tokens < 1 or batch < 1:
-        raise BMCError(f"need prompt >= 1, new_tokens >= 1, batch >= 1 (got {plen}, {new_tokens}, {batch})")
-    max_len = plen + new_tokens if max_len is None else max_len
-    if max_len < plen + new_tokens:
-        raise BMCError(f"max_len {max_len} < prompt {plen} + new_tokens {new_tokens}")
+    run = DecodeRun(decoder, policy, prompt=prompt, new_tokens=new_tokens, batch=batch, synth_prompt=synth_prompt,
+                    seed=seed, warmup=warmup, max_len=max_len, keep_logits=keep_logits)
+    with gc_paused():
+        while run.step():
+            pass
+    return run.result()
 
-    dev = decoder.device
-    sync = torch.cuda.synchronize if dev.type == "cuda" else _no_sync  # time finished work only
-    if ids is not None:
-        ids = ids.to(dev)
-    if warmup > 0:
-        _warm_up(decoder, policy, batch, warmup)
 
-    with torch.inference_mode():
-        cache = decoder.new_cache(policy, batch=batch, max_len=max_len)
-        t0 = time.perf_counter()
-        if ids is None:
-            write_synthetic_prompt(cache, plen, gen)
-            tok = torch.randint(0, vocab, (batch,), generator=gen).to(dev)
-        else:
-            tok = decoder.prefill(ids, cache, last_only=True)[:, -1].argmax(-1)  # [b]
-        sync()
-        prefill_s = time.perf_counter() - t0
-        first = tok
-        out = torch.empty((batch, new_tokens), dtype=torch.long)
-        logits_out = torch.empty((batch, new_tokens, vocab), dtype=torch.float32) if keep_logits else None
-        steps: list[float] = []
-        gc_was_on = gc.isenabled()
-        gc.disable()  # no collector pauses inside timed steps (tensors are freed by refcount anyway)
-        try:
-            t_start = time.perf_counter()
-            for i in range(new_tokens):
-                t = time.perf_counter()
-                logits = decoder.forward(tok[:, None], cache)[:, -1]  # [b, vocab]
-                tok = logits.argmax(-1)
-                sync()
-                steps.append(time.perf_counter() - t)
-                out[:, i] = tok
-                if logits_out is not None:
-                    logits_out[:, i] = logits.float()
-            total = time.perf_counter() - t_start
-        finally:
-            if gc_was_on:
-                gc.enable()
-    return DecodeResult(tokens=out, first_token=first.cpu(), step_s=steps, total_s=total, prefill_s=prefill_s,
-                        synthetic_prompt=ids is None, prompt_len=plen, batch=batch, cache_stats=cache.stats,
-                        final_capacity=cache.capacity, logits=logits_out)
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No collector pauses inside timed steps (tensors are freed by refcount anyway)."""
+    gc.collect()
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _no_sync() -> None:

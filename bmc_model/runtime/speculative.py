@@ -21,7 +21,6 @@ constant to the end (as the cost model assumes); tokens produced past new_tokens
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from bmc_model.policy import Policy
 from bmc_model.runtime.cache import CacheStats
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter
-from bmc_model.runtime.generate import write_synthetic_prompt
+from bmc_model.runtime.generate import gc_paused, write_synthetic_prompt
 
 ALPHA_MAX = 0.999  # the cost model needs acceptance < 1: measured 1.0 (every draft taken) is clipped to this
 
@@ -135,7 +134,7 @@ class SDResult:
     first_token: torch.Tensor  # [1]: x[P] from the prefill
     iter_s: list[float]  # seconds per iteration (draft + verify + accept + rollback)
     accepted_per_iter: list[int]  # k per iteration
-    total_s: float  # wall time of the decode loop
+    total_s: float  # seconds of the timed iterations, summed
     prefill_s: float
     gamma: int
     new_tokens: int
@@ -150,7 +149,7 @@ class SDResult:
 
     @property
     def ms_per_token(self) -> float:
-        """Wall ms of the decode loop per token delivered (overshoot tokens not counted)."""
+        """ms of the timed iterations per token delivered (overshoot tokens not counted)."""
         return 1e3 * self.total_s / self.new_tokens
 
     @property
@@ -172,98 +171,124 @@ class SDResult:
         return d
 
 
+class SDRun:
+    """One speculative decode, a timed iteration at a time (as generate.DecodeRun): speculative_decode
+    drives one alone, interleave.run_interleaved several side by side. Set-up here is untimed."""
+
+    def __init__(self, decoder: Decoder, policy: Policy, drafter: Drafter, *, gamma: int,
+                 prompt: int | torch.Tensor, new_tokens: int, synth_prompt: bool = False, seed: int = 0,
+                 warmup: int = 2, max_len: int | None = None, keep_logits: bool = False) -> None:
+        if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
+            raise BMCError(f"gamma must be a positive integer for speculative decoding, got {gamma!r}")
+        if new_tokens < 1:
+            raise BMCError(f"new_tokens must be >= 1, got {new_tokens}")
+        vocab = decoder.spec.vocab
+        check = getattr(drafter, "check_vocab", None)
+        if check is not None:
+            check(vocab)
+        gen = torch.Generator().manual_seed(seed)  # the same draws, in the same order, as decode_run
+        if isinstance(prompt, torch.Tensor):
+            ids = prompt.reshape(1, -1) if prompt.dim() == 1 else prompt
+            if ids.dim() != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
+                raise BMCError("speculative decoding takes one sequence: prompt ids [P] or [1, P], "
+                               f"got {list(prompt.shape)}")
+            if synth_prompt:
+                raise BMCError("synth_prompt needs a prompt length, not token ids")
+            plen = int(ids.shape[1])
+        else:
+            plen = int(prompt)
+            if plen < 1:
+                raise BMCError(f"prompt must be >= 1, got {plen}")
+            ids = None if synth_prompt else torch.randint(0, vocab, (1, plen), generator=gen)
+        if ids is None and drafter.needs_prompt_tokens:
+            raise BMCError(f"drafter {drafter.name} needs the prompt's token ids, not a synthetic prompt")
+        need = plen + new_tokens + gamma
+        max_len = need if max_len is None else max_len
+        if max_len < need:
+            raise BMCError(f"max_len {max_len} < prompt {plen} + new_tokens {new_tokens} + gamma {gamma}")
+
+        if warmup > 0:
+            _warm_up(decoder, policy, gamma + 1, warmup)
+            dw = getattr(drafter, "warmup", None)
+            if dw is not None:
+                dw(warmup)
+
+        self.decoder, self.drafter, self.gamma = decoder, drafter, gamma
+        self.new_tokens, self.prompt_len = new_tokens, plen
+        self.stats = SDStats(gamma)
+        with torch.inference_mode():
+            self.cache = decoder.new_cache(policy, batch=1, max_len=max_len)
+            t0 = time.perf_counter()
+            if ids is None:
+                write_synthetic_prompt(self.cache, plen, gen)
+                first = torch.randint(0, vocab, (1,), generator=gen)
+            else:
+                first = decoder.prefill(ids, self.cache, last_only=True)[:, -1].argmax(-1).cpu()  # [1]
+            self.prefill_s = time.perf_counter() - t0
+        self.synthetic_prompt = ids is None
+        self.first = first
+        self.history = ([] if ids is None else ids[0].tolist()) + [int(first)]
+        self.offset = plen + 1 - len(self.history)  # absolute position of history[0]
+        drafter.start(self.history, plen, max_len=max_len, policy=policy)
+        self.out: list[int] = []
+        self.kept_logits: list[torch.Tensor] | None = [] if keep_logits else None
+        self.iter_s: list[float] = []
+        self.ks: list[int] = []
+
+    @property
+    def progress(self) -> float:
+        """Share of the tokens produced so far."""
+        return min(1.0, len(self.out) / self.new_tokens)
+
+    def step(self) -> bool:
+        """One timed iteration (draft, verify, accept, roll back); False once every token is out."""
+        if len(self.out) >= self.new_tokens:
+            return False
+        cache, history = self.cache, self.history
+        with torch.inference_mode():
+            t = time.perf_counter()
+            n = cache.length  # == offset + len(history) - 1: history[-1] is x[n]
+            drafts = self.drafter.propose(history, n, self.gamma)[:self.gamma]
+            logits = self.decoder.forward(torch.tensor([[history[-1], *drafts]]), cache)  # [1, q, vocab]
+            y = logits[0].argmax(-1).tolist()  # [q]: the target's x[n+1 .. n+q]
+            k = 0
+            while k < len(drafts) and drafts[k] == y[k]:
+                k += 1
+            new = y[:k + 1]  # accepted drafts (equal to y) + the bonus token
+            cache.rollback(len(drafts) - k)
+            history.extend(new)
+            self.drafter.commit(cache.length)
+            self.iter_s.append(time.perf_counter() - t)
+        self.out.extend(new)
+        self.ks.append(k)
+        self.stats.record(len(drafts), k)
+        if self.kept_logits is not None:
+            self.kept_logits.append(logits[0, :k + 1].float())
+        assert cache.length == self.offset + len(history) - 1
+        return len(self.out) < self.new_tokens
+
+    def result(self) -> SDResult:
+        dstats = getattr(self.drafter, "cache_stats", None)
+        lg = torch.cat(self.kept_logits)[None, :self.new_tokens] if self.kept_logits is not None else None
+        return SDResult(tokens=torch.tensor([self.out[:self.new_tokens]]), first_token=self.first, iter_s=self.iter_s,
+                        accepted_per_iter=self.ks, total_s=sum(self.iter_s), prefill_s=self.prefill_s,
+                        gamma=self.gamma, new_tokens=self.new_tokens, prompt_len=self.prompt_len,
+                        synthetic_prompt=self.synthetic_prompt, stats=self.stats, cache_stats=self.cache.stats,
+                        final_capacity=self.cache.capacity, drafter=self.drafter.name, draft_cache_stats=dstats,
+                        logits=lg)
+
+
 def speculative_decode(decoder: Decoder, policy: Policy, drafter: Drafter, *, gamma: int,
                        prompt: int | torch.Tensor, new_tokens: int, synth_prompt: bool = False, seed: int = 0,
                        warmup: int = 2, max_len: int | None = None, keep_logits: bool = False) -> SDResult:
     """Greedy SD of new_tokens tokens after a prompt (a length: random tokens from `seed`, or ids
-    [P] / [1, P]); batch 1. Timed like decode_run: the loop only, gc off, prefill apart."""
-    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
-        raise BMCError(f"gamma must be a positive integer for speculative decoding, got {gamma!r}")
-    if new_tokens < 1:
-        raise BMCError(f"new_tokens must be >= 1, got {new_tokens}")
-    vocab = decoder.spec.vocab
-    check = getattr(drafter, "check_vocab", None)
-    if check is not None:
-        check(vocab)
-    gen = torch.Generator().manual_seed(seed)  # the same draws, in the same order, as decode_run
-    if isinstance(prompt, torch.Tensor):
-        ids = prompt.reshape(1, -1) if prompt.dim() == 1 else prompt
-        if ids.dim() != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
-            raise BMCError("speculative decoding takes one sequence: prompt ids [P] or [1, P], "
-                           f"got {list(prompt.shape)}")
-        if synth_prompt:
-            raise BMCError("synth_prompt needs a prompt length, not token ids")
-        plen = int(ids.shape[1])
-    else:
-        plen = int(prompt)
-        if plen < 1:
-            raise BMCError(f"prompt must be >= 1, got {plen}")
-        ids = None if synth_prompt else torch.randint(0, vocab, (1, plen), generator=gen)
-    if ids is None and drafter.needs_prompt_tokens:
-        raise BMCError(f"drafter {drafter.name} needs the prompt's token ids, not a synthetic prompt")
-    need = plen + new_tokens + gamma
-    max_len = need if max_len is None else max_len
-    if max_len < need:
-        raise BMCError(f"max_len {max_len} < prompt {plen} + new_tokens {new_tokens} + gamma {gamma}")
-
-    if warmup > 0:
-        _warm_up(decoder, policy, gamma + 1, warmup)
-        dw = getattr(drafter, "warmup", None)
-        if dw is not None:
-            dw(warmup)
-
-    stats = SDStats(gamma)
-    with torch.inference_mode():
-        cache = decoder.new_cache(policy, batch=1, max_len=max_len)
-        t0 = time.perf_counter()
-        if ids is None:
-            write_synthetic_prompt(cache, plen, gen)
-            first = torch.randint(0, vocab, (1,), generator=gen)
-        else:
-            first = decoder.prefill(ids, cache, last_only=True)[:, -1].argmax(-1).cpu()  # [1]
-        prefill_s = time.perf_counter() - t0
-        history = ([] if ids is None else ids[0].tolist()) + [int(first)]
-        offset = plen + 1 - len(history)  # absolute position of history[0]
-        drafter.start(history, plen, max_len=max_len, policy=policy)
-        out: list[int] = []
-        kept_logits: list[torch.Tensor] = []
-        iter_s: list[float] = []
-        ks: list[int] = []
-        gc.collect()
-        gc_was_on = gc.isenabled()
-        gc.disable()  # no collector pauses inside timed iterations
-        try:
-            t_start = time.perf_counter()
-            while len(out) < new_tokens:
-                t = time.perf_counter()
-                n = cache.length  # == offset + len(history) - 1: history[-1] is x[n]
-                drafts = drafter.propose(history, n, gamma)[:gamma]
-                logits = decoder.forward(torch.tensor([[history[-1], *drafts]]), cache)  # [1, q, vocab]
-                y = logits[0].argmax(-1).tolist()  # [q]: the target's x[n+1 .. n+q]
-                k = 0
-                while k < len(drafts) and drafts[k] == y[k]:
-                    k += 1
-                new = y[:k + 1]  # accepted drafts (equal to y) + the bonus token
-                cache.rollback(len(drafts) - k)
-                history.extend(new)
-                drafter.commit(cache.length)
-                iter_s.append(time.perf_counter() - t)
-                out.extend(new)
-                ks.append(k)
-                stats.record(len(drafts), k)
-                if keep_logits:
-                    kept_logits.append(logits[0, :k + 1].float())
-            total = time.perf_counter() - t_start
-        finally:
-            if gc_was_on:
-                gc.enable()
-        assert cache.length == offset + len(history) - 1
-    dstats = getattr(drafter, "cache_stats", None)
-    lg = torch.cat(kept_logits)[None, :new_tokens] if keep_logits else None
-    return SDResult(tokens=torch.tensor([out[:new_tokens]]), first_token=first, iter_s=iter_s, accepted_per_iter=ks,
-                    total_s=total, prefill_s=prefill_s, gamma=gamma, new_tokens=new_tokens, prompt_len=plen,
-                    synthetic_prompt=ids is None, stats=stats, cache_stats=cache.stats,
-                    final_capacity=cache.capacity, drafter=drafter.name, draft_cache_stats=dstats, logits=lg)
+    [P] / [1, P]); batch 1. Timed like decode_run: the iterations only, gc off, prefill apart."""
+    run = SDRun(decoder, policy, drafter, gamma=gamma, prompt=prompt, new_tokens=new_tokens,
+                synth_prompt=synth_prompt, seed=seed, warmup=warmup, max_len=max_len, keep_logits=keep_logits)
+    with gc_paused():
+        while run.step():
+            pass
+    return run.result()
 
 
 def _warm_up(decoder: Decoder, policy: Policy, q: int, steps: int) -> None:

@@ -1,15 +1,16 @@
 """`bmc-tune validate`: run the policies for real, side by side, and hold the model to them.
 
 Every configuration decodes the same tokens from the same cache length P to N with the same
-decoder, one run after another in an interleaved order (rotated each repeat) so slow drift of the
-machine hits all of them alike; each measurement is the mean ms per decode step of one run, and
+decoder. In a repeat, all configurations run side by side, taking turns step by step
+(interleave.py), so the machine's drift hits them alike; when their caches would not fit in RAM
+together, they take turns run by run instead (the order rotated each repeat), and the result says
+which ("interleave": "step" or "run"). Each measurement is the mean ms per decode step of one run;
 the table reports the median over repeats. The prediction for a row is predict() with the same
 profile, geometry, policy, P, N and batch.
 """
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from bmc_model.host import fingerprint
 from bmc_model.policy import NAMED, Policy
 from bmc_model.predict import predict, recommend
 from bmc_model.profile import Profile
-from bmc_model.runtime.memory import check_fits, estimate_memory
+from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory
 from bmc_model.specs import ModelSpec
 
 
@@ -58,11 +59,19 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
             for c in configs]
     check_fits(max(ests, key=lambda e: e.total_bytes), what=f"validate at seq {seq}")  # before allocating
+    together = MemoryEstimate(ests[0].weights_bytes, sum(e.kv_peak_bytes for e in ests),
+                              sum(e.activation_bytes for e in ests))
+    try:
+        check_fits(together)
+        lockstep = True
+    except BMCError:  # every cache at once would not fit: whole runs take turns
+        lockstep = False
 
     import torch
 
     from bmc_model.runtime.decoder import Decoder
-    from bmc_model.runtime.generate import decode_run, set_threads
+    from bmc_model.runtime.generate import DecodeResult, DecodeRun, decode_run, set_threads
+    from bmc_model.runtime.interleave import run_interleaved
 
     n_threads = set_threads(threads)
     decoder = Decoder.random(spec, seed=seed)
@@ -70,15 +79,25 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     events: dict[str, float] = {}
     tokens_ref = None
     mismatched: list[str] = []
-    t0 = time.perf_counter()
-    for rep in range(repeats):
-        order = configs[rep % len(configs):] + configs[:rep % len(configs)]
-        for c in order:
+    kw = {"prompt": prompt, "new_tokens": seq - prompt, "batch": batch, "synth_prompt": True, "seed": seed}
+
+    def repeat_results(rep: int) -> list[tuple[Config, DecodeResult]]:
+        if lockstep:
+            if progress:
+                progress(f"repeat {rep + 1}/{repeats}: {len(configs)} configurations side by side, step by step")
+            runs = [DecodeRun(decoder, c.policy, **kw) for c in configs]
+            run_interleaved(runs)
+            return [(c, r.result()) for c, r in zip(configs, runs)]
+        out = []
+        for c in configs[rep % len(configs):] + configs[:rep % len(configs)]:
             if progress:
                 progress(f"repeat {rep + 1}/{repeats}: {c.name} ({c.policy.label})")
-            gc.collect()
-            res = decode_run(decoder, c.policy, prompt=prompt, new_tokens=seq - prompt, batch=batch,
-                             synth_prompt=True, seed=seed)
+            out.append((c, decode_run(decoder, c.policy, **kw)))
+        return out
+
+    t0 = time.perf_counter()
+    for rep in range(repeats):
+        for c, res in repeat_results(rep):
             times[c.name].append(res.ms_per_token)
             events[c.name] = float(res.cache_stats.growth_events)
             if tokens_ref is None:
@@ -109,6 +128,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     return {
         "model": spec.name, "layers": spec.layers, "seq": seq, "prompt": prompt, "batch": batch, "dtype": dtype,
         "synthetic_prompt": True, "threads": n_threads, "repeats": repeats, "wall_s": wall,
+        "interleave": "step" if lockstep else "run",
         "rows": rows,
         "median_abs_error_pct": statistics.median(errs), "max_abs_error_pct": max(errs),
         "recommended": {"policy": rec.policy.label, "r": rec.r, "width": rec.width},

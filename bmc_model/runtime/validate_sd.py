@@ -1,8 +1,10 @@
 """`bmc-tune validate --sd`: speculative decoding on cat growth and on BMC's spare rows, measured
 against the model.
 
-One call measures, interleaved (the order rotates every repeat, so slow drift of the machine hits
-every configuration alike; each figure is the median over repeats of one run's ms per token):
+One call measures, side by side (in each repeat the four runs take turns step by step, the one
+furthest behind in tokens next: interleave.py; so the machine's drift hits every configuration
+alike; when their caches would not fit in RAM together, whole runs take turns, rotated each repeat;
+each figure is the median over repeats of one run's ms per token):
   plain-cat   target alone, torch.cat growth (HF DynamicCache)
   plain-bmc   target alone, the configuration recommend() picks for plain decoding
   sd-cat      speculative decoding, torch.cat growth (draft model, if any, on cat too)
@@ -27,7 +29,6 @@ Workloads:
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -49,9 +50,10 @@ from bmc_model.predict import get_profile, predict, recommend
 from bmc_model.profile import Profile
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter, DraftModel, Fallback, OracleDrafter, PromptLookup
-from bmc_model.runtime.generate import DecodeResult, decode_run, set_threads
-from bmc_model.runtime.memory import check_fits, estimate_memory
-from bmc_model.runtime.speculative import SDResult, SDStats, speculative_decode
+from bmc_model.runtime.generate import DecodeResult, DecodeRun, decode_run, set_threads
+from bmc_model.runtime.interleave import run_interleaved
+from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory
+from bmc_model.runtime.speculative import SDResult, SDRun, SDStats, speculative_decode
 from bmc_model.specs import ModelSpec, get_spec
 
 WORKLOADS = ("synthetic", "smollm2", "qwen")
@@ -220,21 +222,32 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     P = wl.prompt_len
     N = P + new_tokens
     g_max = max(probe_gamma, gamma if isinstance(gamma, int) else 16)
-    check_fits(estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
-                               synth_prompt=wl.synth_prompt), what=f"SD validation at length {N + g_max}")
+    one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
+                          synth_prompt=wl.synth_prompt)
+    check_fits(one, what=f"SD validation at length {N + g_max}")
+    try:  # the four runs' caches at once (cat's peak is the largest, so four of it bound them)
+        check_fits(MemoryEstimate(one.weights_bytes, 4 * one.kv_peak_bytes, 4 * one.activation_bytes))
+        lockstep = True
+    except BMCError:
+        lockstep = False
     n_threads = set_threads(threads)
     say = progress or (lambda _m: None)
     t_wall = time.perf_counter()
 
     def plain(policy: Policy, keep_logits: bool = False) -> DecodeResult:
-        gc.collect()
         return decode_run(dec, policy, prompt=wl.prompt, new_tokens=new_tokens, synth_prompt=wl.synth_prompt,
                           seed=seed, warmup=warmup, keep_logits=keep_logits)
 
     def sd(policy: Policy, g: int) -> SDResult:
-        gc.collect()
         return speculative_decode(dec, policy, wl.make_drafter(ref_tokens), gamma=g, prompt=wl.prompt,
                                   new_tokens=new_tokens, synth_prompt=wl.synth_prompt, seed=seed, warmup=warmup)
+
+    def stepper(c: _Config) -> DecodeRun | SDRun:
+        if c.gamma == 0:
+            return DecodeRun(dec, c.policy, prompt=wl.prompt, new_tokens=new_tokens, synth_prompt=wl.synth_prompt,
+                             seed=seed, warmup=warmup)
+        return SDRun(dec, c.policy, wl.make_drafter(ref_tokens), gamma=c.gamma, prompt=wl.prompt,
+                     new_tokens=new_tokens, synth_prompt=wl.synth_prompt, seed=seed, warmup=warmup)
 
     say("reference: plain decoding with torch.cat (untimed)")
     ref = plain(CAT, keep_logits=True)
@@ -256,11 +269,21 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     last: dict[str, DecodeResult | SDResult] = {}
     mismatch: dict[str, int | None] = {c.name: None for c in configs}  # first step differing from the reference
-    for rep in range(repeats):
+    def repeat_results(rep: int) -> list[tuple[_Config, DecodeResult | SDResult]]:
+        if lockstep:
+            say(f"repeat {rep + 1}/{repeats}: {', '.join(c.name for c in configs)} side by side, step by step")
+            runs = [stepper(c) for c in configs]
+            run_interleaved(runs)
+            return [(c, r.result()) for c, r in zip(configs, runs)]
+        out: list[tuple[_Config, DecodeResult | SDResult]] = []
         k = rep % len(configs)
         for c in configs[k:] + configs[:k]:
             say(f"repeat {rep + 1}/{repeats}: {c.name} ({c.policy.label}, gamma {c.gamma})")
-            res: DecodeResult | SDResult = plain(c.policy) if c.gamma == 0 else sd(c.policy, c.gamma)
+            out.append((c, plain(c.policy) if c.gamma == 0 else sd(c.policy, c.gamma)))
+        return out
+
+    for rep in range(repeats):
+        for c, res in repeat_results(rep):
             times[c.name].append(res.ms_per_token)
             last[c.name] = res
             diff = (res.tokens[0] != ref.tokens[0]).nonzero()
@@ -310,6 +333,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         "prompt": P, "seq": N, "new_tokens": new_tokens, "synthetic_prompt": wl.synth_prompt,
         "draft_model": wl.draft_spec.name if wl.draft_spec is not None else None,
         "gamma": g_run, "gamma_requested": gamma, "repeats": repeats, "threads": n_threads, "wall_s": wall,
+        "interleave": "step" if lockstep else "run",
         "rows": rows,
         "acceptance": acceptance,
         "speedup_sd_bmc_vs_sd_cat": ratio("sd-cat", "sd-bmc"),
