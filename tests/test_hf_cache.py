@@ -155,6 +155,18 @@ def test_pad_width_and_config_built_layers_match(model, prompt, assistant):
     assert torch.equal(generate(model, cache, inputs=prompt), ref)
 
 
+@pytest.mark.parametrize("mode", ["greedy", "assisted"])
+def test_trim_hands_back_the_heap_at_each_growth_and_changes_nothing_else(mode, model, prompt, assistant):
+    from bmc_model.hf import heap
+
+    ref = reference(mode, model, prompt, assistant)
+    cache = BMCCache(r=3, width="exact", config=model.config, trim=True)
+    assert torch.equal(generate(model, cache, **mode_kwargs(mode, prompt, assistant)), ref)
+    st = cache.stats()
+    assert st["grow_events"] > 2 and st["heap_trims"] == (st["grow_events"] if heap.release() else 0)
+    assert BMCCache(r=3).stats()["heap_trims"] == 0  # off unless asked
+
+
 @pytest.mark.parametrize("policy", ["geometric:exact", "geometric:1.5:padded", "mlx", "bmc:3"])
 def test_other_growth_policies_match(policy, model, prompt, assistant):
     ref = reference("greedy", model, prompt, assistant)

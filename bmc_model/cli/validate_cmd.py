@@ -128,10 +128,13 @@ def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "-" if x is None else f"{x:{spec}}{suffix}"
 
 
+_HOW = {"step": "configurations side by side step by step", "run": "runs interleaved (caches too big together)"}
+
+
 def render(res: dict, con: Console) -> None:
     con.print(f"[bold]{res['model']}[/] fp32, batch {res['batch']}, {res['threads']} threads, "
               f"decode {res['prompt']} -> {res['seq']} (prompt K/V synthesized), median of {res['repeats']} "
-              f"interleaved runs; host {res['host']['cpu']}")
+              f"runs, {_HOW.get(res.get('interleave', 'run'), 'interleaved')}; host {res['host']['cpu']}")
     t = Table(title="Measured vs predicted ms/token")
     for col in ("configuration", "policy", "measured", "predicted", "error", "events (meas/pred)"):
         t.add_column(col, justify="left" if col in ("configuration", "policy") else "right")

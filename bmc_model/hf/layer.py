@@ -9,6 +9,8 @@ view of the first `width` rows, where width = Policy.width_rows(n, q, capacity):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers.cache_utils import CacheLayerMixin
 
@@ -18,11 +20,13 @@ from bmc_model.policy import Policy
 UNBOUNDED = 1 << 62  # "no maximum length": Policy needs an integer cap
 
 
+
 class BMCLayer(CacheLayerMixin):
     is_sliding = False
     is_croppable = True  # crop only moves `length`: a rollback leaves no trace
 
-    def __init__(self, policy: Policy, max_cache_len: int | None = None, **kwargs) -> None:
+    def __init__(self, policy: Policy, max_cache_len: int | None = None,
+                 on_grow: Callable[[], None] | None = None, **kwargs) -> None:
         super().__init__()
         self.policy = policy
         self.max_cache_len = max_cache_len
@@ -34,6 +38,7 @@ class BMCLayer(CacheLayerMixin):
         self.capacity = 0  # rows allocated C (0: nothing allocated yet)
         self.grow_events = 0
         self.peak_bytes = 0  # largest K+V bytes held at once by this layer, transient double buffer included
+        self.on_grow = on_grow  # called after each growth event on the CPU (BMCCache's HeapGuard)
 
     def __repr__(self) -> str:
         return f"BMCLayer({self.policy.label}, length={self.length}, capacity={self.capacity})"
@@ -80,6 +85,8 @@ class BMCLayer(CacheLayerMixin):
             setattr(self, name, buf)
         self.capacity = capacity
         self.grow_events += 1
+        if self.on_grow is not None and self.device.type == "cpu":
+            self.on_grow()
 
     # -- the HF layer API ---------------------------------------------------------------------------------
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs

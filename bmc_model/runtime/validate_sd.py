@@ -397,7 +397,7 @@ def summary_text(out: dict) -> str:
     """The measure_sd result as a plain-text table (validate --sd and benchmarks/sd_bench.py)."""
     lines = [f"workload {out['workload']}: {out['workload_note']}",
              f"model {out['model']}  prompt {out['prompt']}  seq {out['seq']}  gamma {out['gamma']}  "
-             f"repeats {out['repeats']}  threads {out['threads']}",
+             f"repeats {out['repeats']} (interleaved by {out.get('interleave', 'run')})  threads {out['threads']}",
              f"{'config':<10} {'policy':<22} {'gamma':>5} {'measured ms':>12} {'predicted ms':>13} {'error %':>8} "
              f"{'growth':>7} {'advance':>8}"]
     for r in out["rows"]:
