@@ -71,7 +71,8 @@ def reset_peak_rss() -> bool:
 
 def run_generate(model: Any, kind: str, policy: Policy | None, seq: int, prompt: int, batch: int,
                  new_tokens: int, prefill: str = "synthetic", seed: int = 0,
-                 on_first_token: Callable[[], None] | None = None) -> tuple[TokenClock, Any, torch.Tensor]:
+                 on_first_token: Callable[[], None] | None = None, trim: bool = False
+                 ) -> tuple[TokenClock, Any, torch.Tensor]:
     """One generate() of `new_tokens` tokens after a `prompt`-token prefill, with a fresh cache of `kind`.
 
     Returns the clock, the cache (for its byte count) and the generated ids [batch, new_tokens]. Greedy, EOS
@@ -80,7 +81,7 @@ def run_generate(model: Any, kind: str, policy: Policy | None, seq: int, prompt:
     if prompt < 1 or prompt + new_tokens > seq:
         raise BMCError(f"prompt {prompt} + {new_tokens} new tokens must fit in seq {seq}")
     ids = make_inputs(model, prompt, batch, seed)  # [batch, prompt]
-    cache = make_cache(kind, model, seq, policy)
+    cache = make_cache(kind, model, seq, policy, trim)
     if prefill == "synthetic":
         # rows for all but the last prompt token: generate() then runs a one-token "prefill" over the cache
         prefill_synthetic(cache, model, prompt - 1, batch, seed)

@@ -34,7 +34,9 @@ def probe(req: dict) -> dict:
     pol = Policy(**req["policy"]) if req.get("policy") else None
     kind, batch = req["kind"], int(req["batch"])
     warm_prompt = min(64, int(req["prompt"]))
-    run_generate(loaded.model, kind, pol, warm_prompt + 4, warm_prompt, batch, 4, req.get("prefill", "synthetic"))
+    trim = bool(req.get("trim"))
+    run_generate(loaded.model, kind, pol, warm_prompt + 4, warm_prompt, batch, 4, req.get("prefill", "synthetic"),
+                 trim=trim)
     gc.collect()
     base = rss_bytes()
     resettable = reset_peak_rss()
@@ -47,7 +49,7 @@ def probe(req: dict) -> dict:
 
     _, cache, _ = run_generate(loaded.model, kind, pol, int(req["seq"]), int(req["prompt"]), batch,
                             int(req["new_tokens"]), req.get("prefill", "synthetic"), int(req.get("seed", 0)),
-                            on_first_token=at_first_token)
+                            on_first_token=at_first_token, trim=trim)
     decode_hwm = peak_rss_bytes()
     prefill_hwm = marks.get("prefill_hwm", decode_hwm)
     return {"baseline_rss": base, "peak_increase": max(prefill_hwm, decode_hwm) - base,

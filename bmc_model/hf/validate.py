@@ -68,7 +68,7 @@ def _resolve_workloads(workloads: Sequence[str] | None) -> tuple[list[str], list
 def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] | None = None,
                 batches: Sequence[int] | None = None, new_tokens: int | None = None, reps: int | None = None,
                 threads: int | None = 2, profile: Any = None, policy: Policy | str | None = None, memory: bool = True,
-                prefill: str = "synthetic", quick: bool = False, seed: int = 0,
+                prefill: str = "synthetic", quick: bool = False, seed: int = 0, trim: bool = False,
                 progress: Callable[[str], None] | None = None) -> tuple[dict, Table]:
     """Measure HF generate() with the three caches and put the cost model's predictions beside them.
 
@@ -79,7 +79,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     "fixed:128:exact"); default: recommend()'s for each case with `profile`. memory: also run the
     per-(case, cache) peak-RSS subprocesses. threads: torch threads (None: 2). prefill: "synthetic"
     (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
-    quick: tiny sizes for a smoke run.
+    quick: tiny sizes for a smoke run. trim: BMCCache(trim=True) (heap.py).
     Returns (JSON-able dict, rich Table).
     """
     say = progress or (lambda msg: None)
@@ -116,7 +116,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
             prompt = seq - new_tokens
             for batch in bats:
                 rows += _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy,
-                                  memory, prefill, quick, seed, say, predict)
+                                  memory, prefill, quick, seed, say, predict, trim)
         del loaded
         gc.collect()
 
@@ -125,14 +125,14 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     result = {"schema": 1, "kind": "hf-generate", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(),
               "host": fingerprint(threads=threads), "transformers": transformers.__version__,
               "torch": torch.__version__, "threads": threads, "dtype": "float32", "new_tokens": new_tokens,
-              "reps": reps, "prefill": prefill, "quick": quick, "profile": prof.describe(),
+              "reps": reps, "prefill": prefill, "quick": quick, "bmc_trim": trim, "profile": prof.describe(),
               "hf_overhead_calibrated": prof.has_runtime("hf"),
               "workloads": workload_notes, "notes": notes, "rows": rows, "checks": _checks(rows)}
     return result, table(result)
 
 
 def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy, memory, prefill, quick,
-              seed, say, predict) -> list[dict]:
+              seed, say, predict, trim=False) -> list[dict]:
     model, spec = loaded.model, loaded.spec
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
@@ -146,7 +146,7 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
     say(f"{case}: warm-up ({pol.label})")
     warm = min(64, prompt)
     for kind in CACHES:
-        run_generate(model, kind, pol, warm + 4, warm, batch, 4, prefill, seed)
+        run_generate(model, kind, pol, warm + 4, warm, batch, 4, prefill, seed, trim=trim)
     samples: dict[str, list[float]] = {k: [] for k in CACHES}
     info: dict[str, dict] = {}
     outs: dict[str, torch.Tensor] = {}
@@ -154,7 +154,7 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
         order = CACHES[rep % len(CACHES):] + CACHES[:rep % len(CACHES)]
         for kind in order:
             gc.collect()
-            clock, cache, out = run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed)
+            clock, cache, out = run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim=trim)
             samples[kind].append(clock.decode_ms_per_token())
             info[kind] = {"kv_bytes_final": kv_bytes(cache)}
             if kind == "bmc":
@@ -168,7 +168,8 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
             say(f"{case}: memory probe {kind}")
             mem[kind] = run_probe({"workload": loaded.name, "quick": quick, "seed": seed, "threads": threads,
                                    "kind": kind, "policy": asdict(pol) if kind == "bmc" else None, "seq": seq,
-                                   "prompt": prompt, "batch": batch, "new_tokens": new_tokens, "prefill": prefill})
+                                   "prompt": prompt, "batch": batch, "new_tokens": new_tokens, "prefill": prefill,
+                                   "trim": trim})
     med = {k: statistics.median(v) for k, v in samples.items()}
     rows = []
     for kind in CACHES:

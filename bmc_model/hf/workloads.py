@@ -63,7 +63,7 @@ def build(name: str, quick: bool = False, seed: int = 0) -> Loaded:
     raise BMCError(f"unknown workload {name!r} ({', '.join(WORKLOADS)})")
 
 
-def make_cache(kind: str, model: Any, seq: int, policy: Policy | None) -> Any:
+def make_cache(kind: str, model: Any, seq: int, policy: Policy | None, trim: bool = False) -> Any:
     """A fresh cache: DynamicCache, StaticCache (what cache_implementation='static' builds) or BMCCache."""
     if kind == "dynamic":
         return DynamicCache(config=model.config)
@@ -73,7 +73,7 @@ def make_cache(kind: str, model: Any, seq: int, policy: Policy | None) -> Any:
         if policy is None:
             raise BMCError("the bmc cache needs a policy")
         cap = seq if policy.growth == "static" else None
-        return BMCCache(policy=policy, max_cache_len=cap, config=model.config)
+        return BMCCache(policy=policy, max_cache_len=cap, config=model.config, trim=trim)
     raise BMCError(f"unknown cache {kind!r} ({', '.join(CACHES)})")
 
 
