@@ -1,9 +1,12 @@
-"""Host fingerprint, read without importing torch."""
+"""Host fingerprint, read without importing torch; and handing free heap memory back to the host."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import platform
+from collections.abc import Callable
 from importlib import metadata
 
 
@@ -35,6 +38,23 @@ def available_ram_bytes() -> int:
     except (OSError, ValueError):
         pass
     return ram_bytes()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_heap() -> bool:
+    """glibc malloc_trim(0): give every free heap page back to the kernel; False where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def torch_version() -> str:

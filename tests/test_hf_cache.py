@@ -157,13 +157,13 @@ def test_pad_width_and_config_built_layers_match(model, prompt, assistant):
 
 @pytest.mark.parametrize("mode", ["greedy", "assisted"])
 def test_trim_hands_back_the_heap_at_each_growth_and_changes_nothing_else(mode, model, prompt, assistant):
-    from bmc_model.hf import heap
+    from bmc_model.host import release_heap
 
     ref = reference(mode, model, prompt, assistant)
     cache = BMCCache(r=3, width="exact", config=model.config, trim=True)
     assert torch.equal(generate(model, cache, **mode_kwargs(mode, prompt, assistant)), ref)
     st = cache.stats()
-    assert st["grow_events"] > 2 and st["heap_trims"] == (st["grow_events"] if heap.release() else 0)
+    assert st["grow_events"] > 2 and st["heap_trims"] == (st["grow_events"] if release_heap() else 0)
     assert BMCCache(r=3).stats()["heap_trims"] == 0  # off unless asked
 
 

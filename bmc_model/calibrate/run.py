@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import glob
 import os
@@ -23,7 +22,7 @@ from bmc_model.calibrate.plan import Plan, check_options, make_plan
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import CpuTimer, NullReporter, Point, Reporter, Settings, Timer, run_cases
 from bmc_model.errors import BMCError
-from bmc_model.host import available_ram_bytes, fingerprint
+from bmc_model.host import available_ram_bytes, fingerprint, release_heap
 from bmc_model.profile import Profile
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -47,12 +46,9 @@ class CudaTimer:
 
 
 def release_free_memory() -> None:
-    """Hand the heap's free pages back to the kernel (glibc malloc_trim); a no-op elsewhere."""
+    """Collect garbage, then hand the heap's free pages back to the kernel (host.release_heap)."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_heap()
 
 
 def llc_bytes(device: str = "cpu") -> int:

@@ -20,7 +20,6 @@ from bmc_model.policy import Policy
 UNBOUNDED = 1 << 62  # "no maximum length": Policy needs an integer cap
 
 
-
 class BMCLayer(CacheLayerMixin):
     is_sliding = False
     is_croppable = True  # crop only moves `length`: a rollback leaves no trace
@@ -38,7 +37,7 @@ class BMCLayer(CacheLayerMixin):
         self.capacity = 0  # rows allocated C (0: nothing allocated yet)
         self.grow_events = 0
         self.peak_bytes = 0  # largest K+V bytes held at once by this layer, transient double buffer included
-        self.on_grow = on_grow  # called after each growth event on the CPU (BMCCache's HeapGuard)
+        self.on_grow = on_grow  # called after each growth event on the CPU (BMCCache's heap trim)
 
     def __repr__(self) -> str:
         return f"BMCLayer({self.policy.label}, length={self.length}, capacity={self.capacity})"

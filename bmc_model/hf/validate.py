@@ -79,7 +79,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     "fixed:128:exact"); default: recommend()'s for each case with `profile`. memory: also run the
     per-(case, cache) peak-RSS subprocesses. threads: torch threads (None: 2). prefill: "synthetic"
     (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
-    quick: tiny sizes for a smoke run. trim: BMCCache(trim=True) (heap.py).
+    quick: tiny sizes for a smoke run. trim: BMCCache(trim=True).
     Returns (JSON-able dict, rich Table).
     """
     say = progress or (lambda msg: None)
