@@ -190,7 +190,7 @@ class Profile:
 def _sized(name: str, family: str | None = None) -> float | None:
     """B of a 'FAMILY@B' curve name (any sized family when family is None), else None."""
     head, _, tail = name.partition("@")
-    if head != family if family else head not in SIZED_FAMILIES:
+    if head not in ((family,) if family else SIZED_FAMILIES):
         return None
     try:
         return float(tail) if tail and float(tail) > 0 else None

@@ -50,10 +50,10 @@ from bmc_model.predict import get_profile, predict, recommend
 from bmc_model.profile import Profile
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter, DraftModel, Fallback, OracleDrafter, PromptLookup
-from bmc_model.runtime.generate import DecodeResult, DecodeRun, decode_run, set_threads
+from bmc_model.runtime.generate import DecodeResult, DecodeRun, set_threads
 from bmc_model.runtime.interleave import run_interleaved
 from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory
-from bmc_model.runtime.speculative import SDResult, SDRun, SDStats, speculative_decode
+from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
 from bmc_model.specs import ModelSpec, get_spec
 
 WORKLOADS = ("synthetic", "smollm2", "qwen")
@@ -234,27 +234,26 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     say = progress or (lambda _m: None)
     t_wall = time.perf_counter()
 
-    def plain(policy: Policy, keep_logits: bool = False) -> DecodeResult:
-        return decode_run(dec, policy, prompt=wl.prompt, new_tokens=new_tokens, synth_prompt=wl.synth_prompt,
-                          seed=seed, warmup=warmup, keep_logits=keep_logits)
+    ref_tokens: list[int] = []  # x[P..N] of the reference run: the oracle drafter's source
 
-    def sd(policy: Policy, g: int) -> SDResult:
-        return speculative_decode(dec, policy, wl.make_drafter(ref_tokens), gamma=g, prompt=wl.prompt,
-                                  new_tokens=new_tokens, synth_prompt=wl.synth_prompt, seed=seed, warmup=warmup)
-
-    def stepper(c: _Config) -> DecodeRun | SDRun:
+    def stepper(c: _Config, keep_logits: bool = False) -> DecodeRun | SDRun:
+        kw = {"prompt": wl.prompt, "new_tokens": new_tokens, "synth_prompt": wl.synth_prompt, "seed": seed,
+              "warmup": warmup, "keep_logits": keep_logits}
         if c.gamma == 0:
-            return DecodeRun(dec, c.policy, prompt=wl.prompt, new_tokens=new_tokens, synth_prompt=wl.synth_prompt,
-                             seed=seed, warmup=warmup)
-        return SDRun(dec, c.policy, wl.make_drafter(ref_tokens), gamma=c.gamma, prompt=wl.prompt,
-                     new_tokens=new_tokens, synth_prompt=wl.synth_prompt, seed=seed, warmup=warmup)
+            return DecodeRun(dec, c.policy, **kw)
+        return SDRun(dec, c.policy, wl.make_drafter(ref_tokens), gamma=c.gamma, **kw)
+
+    def alone(c: _Config, keep_logits: bool = False) -> DecodeResult | SDResult:
+        run = stepper(c, keep_logits)
+        run_interleaved([run])
+        return run.result()
 
     say("reference: plain decoding with torch.cat (untimed)")
-    ref = plain(CAT, keep_logits=True)
-    ref_tokens = ref.all_tokens[0].tolist()  # x[P..N]
+    ref = alone(_Config("reference", CAT, 0), keep_logits=True)
+    ref_tokens.extend(ref.all_tokens[0].tolist())
     g_probe = gamma if isinstance(gamma, int) else probe_gamma
     say(f"acceptance probe: speculative decoding, gamma {g_probe} (untimed)")
-    probe = sd(CAT, g_probe)
+    probe = alone(_Config("probe", CAT, g_probe))
     alpha_probe = probe.stats.alpha_list(smooth=True)  # for the tuner only; predictions use each run's raw rates
 
     common = {"model": spec, "seq": N, "prompt": P, "batch": 1, "dtype": DTYPE, "profile": prof}
@@ -269,6 +268,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     last: dict[str, DecodeResult | SDResult] = {}
     mismatch: dict[str, int | None] = {c.name: None for c in configs}  # first step differing from the reference
+
     def repeat_results(rep: int) -> list[tuple[_Config, DecodeResult | SDResult]]:
         if lockstep:
             say(f"repeat {rep + 1}/{repeats}: {', '.join(c.name for c in configs)} side by side, step by step")
@@ -279,7 +279,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         k = rep % len(configs)
         for c in configs[k:] + configs[:k]:
             say(f"repeat {rep + 1}/{repeats}: {c.name} ({c.policy.label}, gamma {c.gamma})")
-            out.append((c, plain(c.policy) if c.gamma == 0 else sd(c.policy, c.gamma)))
+            out.append((c, alone(c)))
         return out
 
     for rep in range(repeats):
