@@ -6,10 +6,16 @@ on the recommended configuration, interleaved, median of repeats; prints a table
 Targets (issue 5), on a quiet machine, default synthetic workload (Llama-2-7b geometry cut to 2
 layers, 2048-row prompt, oracle acceptance 0.8 - SYNTHETIC acceptance, see validate_sd.py):
   prediction error <= 10% for the SD rows;  SD+BMC over SD+cat >= 1.39x.
+What SD+BMC gains over SD+cat is the growth cost cat pays per iteration against the rest of it, so
+it rises with the context: predicted 1.10x at a 2048-row prompt, 1.36x at 8192, 1.63x at 16384
+(--prompt 16384: about 13 minutes; results/sd_bench_synthetic_16k.json).
+Each run also times the decoder's own matmuls at 1 and gamma + 1 rows alongside the decode runs
+and predicts a second time with those ratios (the "probed" columns; runtime/matmul_probe.py).
 Real acceptance: --workload smollm2 (prompt lookup on real text), --workload qwen (draft model; heavy).
 
 Usage:
   python benchmarks/sd_bench.py                                  # the default synthetic workload
+  python benchmarks/sd_bench.py --prompt 16384 --out benchmarks/results/sd_bench_synthetic_16k.json
   python benchmarks/sd_bench.py --workload smollm2 --new-tokens 128
   python benchmarks/sd_bench.py --workload qwen --gamma 4        # needs the Qwen packages, ~10 GB RAM
   python benchmarks/sd_bench.py --quick                          # tiny smoke run (seconds)

@@ -56,12 +56,14 @@ class Sweep:
             return None
         return int(self.r[np.argmin(np.where(self.feasible, self.seconds, np.inf))])
 
-    def smallest_within(self, tol: float) -> int | None:
-        """Smallest r whose cost is within tol of the best: near-equal speed, less memory."""
+    def smallest_within(self, tol: float, ceiling: float = math.inf) -> int | None:
+        """Smallest r whose cost is within tol of the best and at most `ceiling` seconds (never below
+        the best itself): near-equal speed, less memory."""
         best = self.argmin
         if best is None:
             return None
-        limit = self.seconds[best - 1] * (1.0 + tol)
+        top = float(self.seconds[best - 1])
+        limit = min(top * (1.0 + tol), max(ceiling, top))
         ok = self.feasible & (self.seconds <= limit)
         return int(self.r[np.argmax(ok)])
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmc_model.cost import Geometry, Workload, breakdown, memory, policy_events
+from bmc_model.cost import Geometry, Workload, breakdown, memory, policy_events, total_seconds
 from bmc_model.errors import BMCError
 from bmc_model.optimize import Sweep, closed_form_r, sweep_r
 from bmc_model.policy import NAMED, Policy, parse_policy
@@ -269,7 +269,8 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
     """The fastest growth configuration (width mode, r, and gamma with SD) for one workload.
 
     Sweeps every integer r in [1, seq] for each width mode; within a mode it picks the smallest r
-    predicted within `tolerance` of that mode's argmin (same speed, less memory). `max_mem` caps
+    predicted within `tolerance` of that mode's argmin (same speed, less memory) and not slower than
+    the static and dynamic baselines (unless nothing in that mode is). `max_mem` caps
     the peak KV bytes. gamma: None/0 plain decoding, an int, or "auto" (0..16, 0 meaning no SD).
     """
     _check_int("seq", seq, 2)
@@ -302,6 +303,7 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
 
     best: tuple[float, int, str, int] | None = None  # (seconds, gamma, width, r)
     per_gamma: dict[int, dict[str, Sweep]] = {}
+    ceilings: dict[int, float] = {}  # gamma -> predicted seconds of the better of static and dynamic
     def workload(g: int, pol: Policy, r=None) -> Workload:
         return Workload(prompt, seq, batch, g, acc,
                         _draft_step_s(ctx, draft, draft_cost, pol, prompt, seq, batch, r) if g else 0.0)
@@ -313,14 +315,20 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
             w = workload(g, Policy("fixed", 1, width=wd, pad=pad), r_all)  # type: ignore[arg-type]
             sw = sweep_r(wd, w, ctx.geo, ctx.prof, max_mem=max_mem, pad=pad)
             sweeps[_label(wd, pad)] = sw
+        # The tolerance trades speed for memory, but never below what users run today: no pick is
+        # predicted slower than HF's StaticCache or DynamicCache at this gamma.
+        ceiling = min(float(total_seconds(NAMED[b], workload(g, NAMED[b]), ctx.geo, ctx.prof))
+                      for b in ("static", "dynamic"))
+        ceilings[g] = ceiling
         cands = [(float(sw.seconds[rr - 1]), g, lab, rr) for lab, sw in sweeps.items()
-                 if (rr := sw.smallest_within(tolerance)) is not None]
+                 if (rr := sw.smallest_within(tolerance, ceiling)) is not None]
         if cands:
             top = min(cands)
             floor = min(float(sw.seconds[sw.feasible].min()) for sw in sweeps.values() if sw.feasible.any())
             # a width mode ahead by less than the tolerance is not resolved by the model: prefer exact
             # (no mask, no padded rows read), the mode least exposed to error in the attention terms
-            exact = [c for c in cands if c[2] == "exact" and c[0] <= floor * (1.0 + tolerance)]
+            near = min(floor * (1.0 + tolerance), max(ceiling, floor))
+            exact = [c for c in cands if c[2] == "exact" and c[0] <= near]
             pick = exact[0] if exact else top
             if best is None or pick[0] < best[0] * (1.0 - 1e-12):
                 best = pick
@@ -336,8 +344,9 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
     baselines: dict[str, Prediction] = {}
     base_pols = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "geometric": NAMED["geometric"],
                  "mlx": NAMED["mlx"], "llamacpp": NAMED["llamacpp"]}
-    if w_best != "padded" and "padded" in sweeps and sweeps["padded"].smallest_within(tolerance) is not None:
-        base_pols["bmc-padded"] = sweeps["padded"].policy(sweeps["padded"].smallest_within(tolerance))
+    cap_s = ceilings[g_best]
+    if w_best != "padded" and "padded" in sweeps and sweeps["padded"].smallest_within(tolerance, cap_s) is not None:
+        base_pols["bmc-padded"] = sweeps["padded"].policy(sweeps["padded"].smallest_within(tolerance, cap_s))
     if w_best != "exact":
         base_pols["exact-same-r"] = Policy("fixed", r_best, width="exact")
     for name, pol in base_pols.items():
@@ -347,7 +356,7 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
         plain = Workload(prompt, seq, batch)
         baselines["dynamic-no-sd"] = _predict(ctx, NAMED["dynamic"], plain)
         if 0 in per_gamma:
-            cands = [(per_gamma[0][k], per_gamma[0][k].smallest_within(tolerance)) for k in per_gamma[0]]
+            cands = [(per_gamma[0][k], per_gamma[0][k].smallest_within(tolerance, ceilings[0])) for k in per_gamma[0]]
             sw0, r0 = min(((s, r) for s, r in cands if r is not None), key=lambda t: t[0].seconds[t[1] - 1])
             no_sd = _predict(ctx, sw0.policy(r0), plain)
         else:
@@ -357,5 +366,5 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
     if g_best == 0 and gammas != [0]:
         notes.append("no SD: speculative decoding does not pay at this acceptance and draft cost")
     return Recommendation(prediction=pred, sweeps=sweeps, argmin_r={k: s.argmin for k, s in sweeps.items()},
-                          chosen_r={k: s.smallest_within(tolerance) for k, s in sweeps.items()},
+                          chosen_r={k: s.smallest_within(tolerance, cap_s) for k, s in sweeps.items()},
                           closed_form_r=closed, baselines=baselines, no_sd=no_sd, tolerance=tolerance, notes=notes)

@@ -287,11 +287,23 @@ def test_tuned_uses_recommend(model, prompt, assistant):
     from bmc_model.hf.tune import spec_for_model
 
     cache = BMCCache.tuned(model, seq=256, batch=1)
-    rec = recommend(model=spec_for_model(model), seq=256, batch=1, dtype="float32", runtime="hf")
-    assert cache.policy == rec.policy
+    # a GQA model under transformers: masked widths only (hf/tune.py says why)
+    rec = recommend(model=spec_for_model(model), seq=256, batch=1, dtype="float32", runtime="hf",
+                    widths=("padded", "pad"))
+    assert cache.policy == rec.policy and cache.policy.width != "exact"
     assert cache.recommendation.policy == rec.policy
     assert len(cache) == model.config.num_hidden_layers
     assert torch.equal(generate(model, cache, inputs=prompt), reference("greedy", model, prompt, assistant))
+
+
+def test_tuned_leaves_every_width_to_recommend_without_gqa():
+    from bmc_model import recommend
+    from bmc_model.hf.tune import spec_for_model, tuned_policy
+
+    torch.manual_seed(0)
+    mha = LlamaForCausalLM(tiny_config(num_key_value_heads=4)).eval()
+    pol, _, _ = tuned_policy(mha, seq=256, batch=1)
+    assert pol == recommend(model=spec_for_model(mha), seq=256, batch=1, dtype="float32", runtime="hf").policy
 
 
 def test_spec_for_model_reads_the_config(model):

@@ -40,7 +40,10 @@ def test_quick_validate_reports_three_caches_per_case():
     bmc = [r for r in rows if r["cache"] == "bmc"]
     assert all(r["policy"] == "r=8 padded" for r in bmc)
     assert all(r["grow_events"] >= 2 for r in bmc)  # one allocation per layer at least
-    assert set(result["checks"]) >= {"bmc_never_slower", "bmc_peak_below_dynamic", "per_case"}
+    assert all(r["interleave"] == "step" for r in rows)  # tiny caches: always side by side
+    assert set(result["checks"]) >= {"bmc_never_slower", "bmc_never_slower_in_any_repetition", "bmc_peak_below_dynamic",
+                                     "per_case"}
+    assert all(len(v) == 1 for c in result["checks"]["per_case"] for v in c["paired_speedups"].values())
     assert table.row_count == len(rows)
 
 

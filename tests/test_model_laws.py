@@ -141,6 +141,16 @@ def test_tolerance_pick_is_within_tolerance(model, ps, prof, tol):
         seq - prompt) * (1 + tol) * (1 + 1e-9)
 
 
+@given(MODELS, workloads(), profiles(), st.floats(0.0, 0.2))
+def test_pick_never_predicted_slower_than_static_or_dynamic(model, ps, prof, tol):
+    # the tolerance buys memory only with time the caches users run today would spend anyway
+    prompt, seq = ps
+    rec = recommend(model, seq, prompt, profile=prof, tolerance=tol)
+    users = min(rec.baselines["static"].ms_per_token, rec.baselines["dynamic"].ms_per_token)
+    best = min(s.seconds.min() for s in rec.sweeps.values()) * 1000 / (seq - prompt)
+    assert rec.prediction.ms_per_token <= max(users, best) * (1 + 1e-9)
+
+
 def simulate(policy: Policy, prompt: int, seq: int, geo: Geometry, prof: Profile):
     """Step-by-step walk of the policy rules: the ground truth the closed forms must match."""
     cap = seq

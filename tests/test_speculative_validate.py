@@ -37,6 +37,15 @@ def check_report(out: dict, gamma: int) -> None:
     assert out["speedup_sd_bmc_vs_sd_cat"] == pytest.approx(sd_cat / sd_bmc)
     assert out["verdict"] in ("SD", "no SD") and (out["verdict"] == "no SD") == (out["tuner"]["best_gamma"] == 0)
     assert out["tokens_match_reference"]
+    # the verify matmuls timed alongside, and the second prediction made with their ratios
+    mm = out["verify_matmuls"]
+    assert mm["rows"] == gamma + 1 and mm["steps"] > 0
+    assert set(mm["measured_ratio"]) == set(mm["profile_ratio"]) == {"layers", "head"}
+    for r in rows.values():
+        assert r["error_pct_probed"] == pytest.approx(
+            100 * (r["predicted_ms_probed"] - r["measured_ms"]) / r["measured_ms"])
+    # plain rows are one-row steps: the probed ratios cannot change their prediction
+    assert rows["plain-cat"]["predicted_ms_probed"] == pytest.approx(rows["plain-cat"]["predicted_ms"])
 
 
 def test_measure_sd_synthetic_tiny(tmp_path):

@@ -25,6 +25,10 @@ QUICK_BUDGET = {"sd_iter": 0.3, "copy": 2.2, "cat": 0.8, "alloc": 2.6, "write": 
                 "attn_masked": 2.2, "attn_q": 1.5, "weights": 2.6, "weights_rows": 2.0, "head_rows": 1.0,
                 "overhead": 1.5}
 FULL_SCALE = 5.0
+# m token rows for the weights_rows / head_rows curves: every verify pass of gamma 0..16 (q = gamma + 1),
+# since the m-row cost is not smooth in m (SmolLM2's head: 2.5x one row at 8 rows, 3.8x at 11, 2.9x at 12:
+# BLAS picks its kernel by shape), then 32 for batches. --quick keeps the powers of two.
+ROW_COUNTS = (*range(1, 18), 32)
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list
         weight_sizes=weight_sizes,
         stream_bytes=int(stream),
         copy_contiguous=not quick,
-        row_counts=(1, 2, 4, 8, 16),
+        row_counts=(1, 2, 4, 8, 16) if quick else ROW_COUNTS,
         overhead_layers=(1, 2, 4) if quick else (1, 2, 4, 6, 8),
         overhead_tokens=16 if quick else 32,
         notes=tuple(notes),

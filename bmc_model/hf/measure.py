@@ -71,12 +71,13 @@ def reset_peak_rss() -> bool:
 
 def run_generate(model: Any, kind: str, policy: Policy | None, seq: int, prompt: int, batch: int,
                  new_tokens: int, prefill: str = "synthetic", seed: int = 0,
-                 on_first_token: Callable[[], None] | None = None, trim: bool = False
-                 ) -> tuple[TokenClock, Any, torch.Tensor]:
+                 on_first_token: Callable[[], None] | None = None, trim: bool = False,
+                 streamer: Any = None) -> tuple[Any, Any, torch.Tensor]:
     """One generate() of `new_tokens` tokens after a `prompt`-token prefill, with a fresh cache of `kind`.
 
-    Returns the clock, the cache (for its byte count) and the generated ids [batch, new_tokens]. Greedy, EOS
-    suppressed (min_new_tokens), so every cache runs exactly the same number of steps.
+    Returns the clock (a TokenClock, or `streamer` when given: lockstep.StepClock), the cache (for its byte
+    count) and the generated ids [batch, new_tokens]. Greedy, EOS suppressed (min_new_tokens), so every cache
+    runs exactly the same number of steps.
     """
     if prompt < 1 or prompt + new_tokens > seq:
         raise BMCError(f"prompt {prompt} + {new_tokens} new tokens must fit in seq {seq}")
@@ -85,7 +86,7 @@ def run_generate(model: Any, kind: str, policy: Policy | None, seq: int, prompt:
     if prefill == "synthetic":
         # rows for all but the last prompt token: generate() then runs a one-token "prefill" over the cache
         prefill_synthetic(cache, model, prompt - 1, batch, seed)
-    clock = TokenClock(on_first_token)
+    clock = streamer if streamer is not None else TokenClock(on_first_token)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, max_new_tokens=new_tokens,
                          min_new_tokens=new_tokens, do_sample=False, streamer=clock,
                          pad_token_id=model.config.pad_token_id or 0)

@@ -3,8 +3,10 @@ another cache's run (freed-but-kept heap, arenas) can hide or inflate its growth
 
     python -m bmc_model.hf.memprobe '{"workload": "kv", "kind": "bmc", "seq": 2048, ...}'
 
-The process builds the model, warms up with a short run, then measures from the resident size just
-before the measured run (baseline): `peak_increase` is the high-water mark over the whole run (prefill
+The process builds the model, warms up with a short run, hands freed heap back to the kernel
+(malloc_trim: otherwise small cache tensors reuse what loading the model freed and do not show, while
+large ones are fresh mappings and do), then measures from the resident size just before the measured
+run (baseline): `peak_increase` is the high-water mark over the whole run (prefill
 included) minus the baseline, `decode_peak_increase` the high-water mark from the first generated token
 on (VmHWM reset there through /proc/self/clear_refs) minus the same baseline. It prints one line,
 PREFIX + JSON.
@@ -27,10 +29,11 @@ def probe(req: dict) -> dict:
 
     from bmc_model.hf.measure import peak_rss_bytes, reset_peak_rss, rss_bytes, run_generate
     from bmc_model.hf.workloads import build, kv_bytes
+    from bmc_model.host import release_heap
     from bmc_model.policy import Policy
 
     torch.set_num_threads(int(req.get("threads", 2)))
-    loaded = build(req["workload"], bool(req.get("quick")), int(req.get("seed", 0)))
+    loaded = build(req["workload"], bool(req.get("quick")), int(req.get("seed", 0)), req.get("kv_ffn"))
     pol = Policy(**req["policy"]) if req.get("policy") else None
     kind, batch = req["kind"], int(req["batch"])
     warm_prompt = min(64, int(req["prompt"]))
@@ -38,6 +41,7 @@ def probe(req: dict) -> dict:
     run_generate(loaded.model, kind, pol, warm_prompt + 4, warm_prompt, batch, 4, req.get("prefill", "synthetic"),
                  trim=trim)
     gc.collect()
+    release_heap()  # freed heap from loading and warm-up goes back: every cache starts from the same floor
     base = rss_bytes()
     resettable = reset_peak_rss()
     marks: dict[str, int] = {}

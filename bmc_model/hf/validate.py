@@ -1,9 +1,11 @@
 """`bmc-tune validate --hf`: HF generate() with DynamicCache, StaticCache and BMCCache, measured and predicted.
 
 For every (workload, context N, batch B): the prompt is P = N - new_tokens, the three caches run
-interleaved in this one process (order rotated each repetition), fp32, `threads` threads, greedy with EOS
-suppressed so all three decode the same number of steps. Decode ms/token comes from per-token streamer
-timestamps (prefill excluded); the median over repetitions is reported. Peak memory comes from a fresh
+interleaved in this one process, fp32, `threads` threads, greedy with EOS suppressed so all three decode
+the same number of steps. Each repetition runs the three generate() calls side by side, one decode step
+at a time (lockstep.py; turn order rotated each repetition), or, when their caches would not fit in RAM
+together, as whole runs in turn. Decode ms/token comes from the streamer's per-step times (prefill
+excluded); the median over repetitions is reported. Peak memory comes from a fresh
 subprocess per (case, cache) (bmc_model.hf.memprobe): resident high-water mark minus the resident size
 just before the run, so no allocator state left by another cache's run skews it. The cost model's
 predict() figures for the same (P, N, B, policy) sit beside the measured ones.
@@ -12,6 +14,7 @@ predict() figures for the same (P, N, B, policy) sit beside the measured ones.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import gc
 import math
 import statistics
@@ -25,10 +28,12 @@ from rich.table import Table
 from bmc_model.errors import BMCError
 from bmc_model.hf import smollm2
 from bmc_model.hf.cache import make_policy
+from bmc_model.hf.lockstep import run_lockstep
 from bmc_model.hf.measure import run_generate
 from bmc_model.hf.memprobe import run_probe
 from bmc_model.hf.tune import tuned_policy
 from bmc_model.hf.workloads import CACHES, WORKLOADS, build, kv_bytes
+from bmc_model.host import available_ram_bytes
 from bmc_model.policy import NAMED, Policy
 
 CONTEXTS = {"kv": (2048, 4096), "smollm2": (1024, 4096, 8192)}
@@ -69,7 +74,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
                 batches: Sequence[int] | None = None, new_tokens: int | None = None, reps: int | None = None,
                 threads: int | None = 2, profile: Any = None, policy: Policy | str | None = None, memory: bool = True,
                 prefill: str = "synthetic", quick: bool = False, seed: int = 0, trim: bool = False,
-                progress: Callable[[str], None] | None = None) -> tuple[dict, Table]:
+                kv_ffn: int | None = None, progress: Callable[[str], None] | None = None) -> tuple[dict, Table]:
     """Measure HF generate() with the three caches and put the cost model's predictions beside them.
 
     workloads: "kv" (random weights, Llama-2-7b attention geometry, 2 layers) and/or "smollm2" (real
@@ -79,7 +84,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     "fixed:128:exact"); default: recommend()'s for each case with `profile`. memory: also run the
     per-(case, cache) peak-RSS subprocesses. threads: torch threads (None: 2). prefill: "synthetic"
     (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
-    quick: tiny sizes for a smoke run. trim: BMCCache(trim=True).
+    quick: tiny sizes for a smoke run. trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width
+    (default 4096; 11008 is Llama-2-7b's whole layer).
     Returns (JSON-able dict, rich Table).
     """
     say = progress or (lambda msg: None)
@@ -105,7 +111,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     workload_notes: dict[str, str] = {}
     for name in names:
         say(f"building workload {name}")
-        loaded = build(name, quick=quick, seed=seed)
+        loaded = build(name, quick=quick, seed=seed, kv_ffn=kv_ffn if name == "kv" else None)
         workload_notes[name] = loaded.note
         ctxs = tuple(contexts) if contexts else (QUICK_CONTEXTS if quick else CONTEXTS)[name]
         bats = tuple(batches) if batches else (QUICK_BATCHES if quick else BATCHES)[name]
@@ -116,7 +122,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
             prompt = seq - new_tokens
             for batch in bats:
                 rows += _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy,
-                                  memory, prefill, quick, seed, say, predict, trim)
+                                  memory, prefill, quick, seed, say, predict, trim, kv_ffn)
         del loaded
         gc.collect()
 
@@ -132,7 +138,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
 
 
 def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy, memory, prefill, quick,
-              seed, say, predict, trim=False) -> list[dict]:
+              seed, say, predict, trim=False, kv_ffn=None) -> list[dict]:
     model, spec = loaded.model, loaded.spec
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
@@ -150,17 +156,31 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
     samples: dict[str, list[float]] = {k: [] for k in CACHES}
     info: dict[str, dict] = {}
     outs: dict[str, torch.Tensor] = {}
+    # step by step (lockstep.py) when the three caches fit in RAM at once, else whole runs in turn
+    together = sum(p.peak_memory_bytes for p in preds.values())
+    step_wise = together * 1.25 + 2**30 < available_ram_bytes()
+
+    def record(rep: int, kind: str, clock: Any, cache: Any, out: torch.Tensor) -> None:
+        samples[kind].append(clock.decode_ms_per_token())
+        info[kind] = {"kv_bytes_final": kv_bytes(cache)}
+        if kind == "bmc":
+            info[kind]["grow_events"] = cache.stats()["grow_events"]
+        outs[kind] = out
+        say(f"{case}: rep {rep + 1}/{reps} {kind}: {samples[kind][-1]:.2f} ms/token")
+
     for rep in range(reps):
         order = CACHES[rep % len(CACHES):] + CACHES[:rep % len(CACHES)]
+        gc.collect()
+        if step_wise:
+            jobs = [functools.partial(_job, model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim)
+                    for kind in order]
+            for kind, (clock, (_, cache, out)) in zip(order, run_lockstep(jobs)):
+                record(rep, kind, clock, cache, out)
+            continue
         for kind in order:
             gc.collect()
             clock, cache, out = run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim=trim)
-            samples[kind].append(clock.decode_ms_per_token())
-            info[kind] = {"kv_bytes_final": kv_bytes(cache)}
-            if kind == "bmc":
-                info[kind]["grow_events"] = cache.stats()["grow_events"]
-            outs[kind] = out
-            say(f"{case}: rep {rep + 1}/{reps} {kind}: {samples[kind][-1]:.2f} ms/token")
+            record(rep, kind, clock, cache, out)
             del cache, clock
     mem: dict[str, dict] = {}
     if memory:
@@ -169,7 +189,7 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
             mem[kind] = run_probe({"workload": loaded.name, "quick": quick, "seed": seed, "threads": threads,
                                    "kind": kind, "policy": asdict(pol) if kind == "bmc" else None, "seq": seq,
                                    "prompt": prompt, "batch": batch, "new_tokens": new_tokens, "prefill": prefill,
-                                   "trim": trim})
+                                   "trim": trim, "kv_ffn": kv_ffn if loaded.name == "kv" else None})
     med = {k: statistics.median(v) for k, v in samples.items()}
     rows = []
     for kind in CACHES:
@@ -186,17 +206,27 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
             "predicted_breakdown_ms": p.breakdown, "predicted_peak_kv_bytes": p.peak_memory_bytes,
             "predicted_kv_bytes": p.memory_bytes,
             "tokens_match_dynamic": bool(torch.equal(outs[kind], outs["dynamic"])),
-            **info.get(kind, {}), "memory": mem.get(kind),
+            **info.get(kind, {}), "memory": mem.get(kind), "interleave": "step" if step_wise else "run",
         })
     return rows
 
 
+def _job(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim, clock):
+    return run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim=trim, streamer=clock)
+
+
 def _checks(rows: list[dict]) -> dict:
-    """The issue's targets, evaluated on the measured numbers (reported, never asserted)."""
+    """The issue's targets, evaluated on the measured numbers (reported, never asserted).
+
+    bmc_never_slower compares medians. bmc_never_slower_in_any_repetition is False only where BMC was
+    slower than a baseline in every repetition (the three caches run side by side in each, so the
+    per-repetition ratios are paired): medians a fraction of a percent apart at a tie otherwise count as
+    slower half the time."""
     by = {(r["workload"], r["seq"], r["batch"], r["cache"]): r for r in rows}
     cases = sorted({(r["workload"], r["seq"], r["batch"]) for r in rows})
     out: dict[str, Any] = {"bmc_2x_over_dynamic_at_kv_4096": None, "bmc_never_slower": True,
-                           "bmc_peak_below_dynamic": None, "per_case": []}
+                           "bmc_never_slower_in_any_repetition": True, "bmc_peak_below_dynamic": None,
+                           "per_case": []}
     two_x = []
     peaks = []
     for c in cases:
@@ -205,8 +235,15 @@ def _checks(rows: list[dict]) -> dict:
             continue
         sp_d = d["measured_ms_per_token"] / b["measured_ms_per_token"]
         sp_s = s["measured_ms_per_token"] / b["measured_ms_per_token"]
-        item = {"case": f"{c[0]} N={c[1]} B={c[2]}", "bmc_speedup_vs_dynamic": sp_d, "bmc_speedup_vs_static": sp_s}
+        # repetition by repetition (the three ran side by side in each): the other's time over BMC's
+        paired = {k: [o / m for o, m in zip(r["samples_ms_per_token"], b["samples_ms_per_token"])]
+                  for k, r in (("dynamic", d), ("static", s))}
+        item = {"case": f"{c[0]} N={c[1]} B={c[2]}", "bmc_speedup_vs_dynamic": sp_d, "bmc_speedup_vs_static": sp_s,
+                "paired_speedups": paired}
         out["bmc_never_slower"] = bool(out["bmc_never_slower"] and sp_d >= 1.0 and sp_s >= 1.0)
+        # slower in every repetition: a difference larger than the repetitions' own scatter
+        out["bmc_never_slower_in_any_repetition"] = bool(
+            out["bmc_never_slower_in_any_repetition"] and all(max(v) >= 1.0 for v in paired.values()))
         if c[0] == "kv" and c[1] == 4096:
             two_x.append(sp_d >= 2.0)
         md, mb = d.get("memory") or {}, b.get("memory") or {}

@@ -13,6 +13,10 @@ and compares each with predict() for the same policy, profile, geometry, P, N, g
 per-position acceptance measured in that very run (the drafter: draft=None for prompt lookup
 and the oracle, the draft's ModelSpec for a draft model).
 
+A fifth run in each repeat times the decoder's own matmuls at 1 and gamma + 1 rows (matmul_probe.py):
+every row is also predicted with the profile's m-row ratios replaced by the ones measured in those
+same seconds ("probed"), which separates host drift since calibration from the model's own error.
+
 Before the timed runs: one untimed plain cat run (the reference tokens every run is checked
 against, and the oracle's source) and one untimed SD probe at `probe_gamma` (or the given
 gamma) that measures the acceptance recommend() needs to choose gamma and the policy.
@@ -42,7 +46,7 @@ from typing import Any
 
 import torch
 
-from bmc_model.cost import Geometry
+from bmc_model.cost import Geometry, weights_row_factor
 from bmc_model.errors import BMCError
 from bmc_model.host import fingerprint
 from bmc_model.policy import NAMED, Policy
@@ -52,11 +56,13 @@ from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter, DraftModel, Fallback, OracleDrafter, PromptLookup
 from bmc_model.runtime.generate import DecodeResult, DecodeRun, set_threads
 from bmc_model.runtime.interleave import run_interleaved
+from bmc_model.runtime.matmul_probe import MatmulProbe, with_row_ratios
 from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory
 from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
 from bmc_model.specs import ModelSpec, get_spec
 
 WORKLOADS = ("synthetic", "smollm2", "qwen")
+PROBE_STEPS = 12  # matmul probe steps per repeat (each times 1 and gamma + 1 rows)
 CAT = NAMED["dynamic"]
 DTYPE = "float32"
 
@@ -266,6 +272,8 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
                _Config("sd-cat", CAT, g_run), _Config("sd-bmc", rec_sd.policy, g_run)]
 
     times: dict[str, list[float]] = {c.name: [] for c in configs}
+    # the m-row matmuls of verification, timed alongside the runs (matmul_probe.py): one sample set for all repeats
+    mprobe = MatmulProbe(dec, (1, g_run + 1), steps=PROBE_STEPS)
     last: dict[str, DecodeResult | SDResult] = {}
     mismatch: dict[str, int | None] = {c.name: None for c in configs}  # first step differing from the reference
 
@@ -273,9 +281,12 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         if lockstep:
             say(f"repeat {rep + 1}/{repeats}: {', '.join(c.name for c in configs)} side by side, step by step")
             runs = [stepper(c) for c in configs]
-            run_interleaved(runs)
+            mprobe.restart()
+            run_interleaved([*runs, mprobe])
             return [(c, r.result()) for c, r in zip(configs, runs)]
         out: list[tuple[_Config, DecodeResult | SDResult]] = []
+        mprobe.restart()
+        run_interleaved([mprobe])
         k = rep % len(configs)
         for c in configs[k:] + configs[:k]:
             say(f"repeat {rep + 1}/{repeats}: {c.name} ({c.policy.label}, gamma {c.gamma})")
@@ -291,19 +302,24 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
                 mismatch[c.name] = int(diff[0])
     wall = time.perf_counter() - t_wall
 
+    ratios = mprobe.ratios()
+    prof_probed = with_row_ratios(prof, ratios)
     rows = []
     for c in configs:
         res = last[c.name]
         meas = statistics.median(times[c.name])
         acc = res.stats.alpha_list() if isinstance(res, SDResult) else None
-        pred = predict(**common, policy=c.policy, gamma=c.gamma, alpha=acc,
-                       **(draft_kw if c.gamma else {}))
+        kw = {**common, "policy": c.policy, "gamma": c.gamma, "alpha": acc, **(draft_kw if c.gamma else {})}
+        pred = predict(**kw)
+        pred_probed = predict(**{**kw, "profile": prof_probed})
         row = {"name": c.name, "policy": c.policy.label, "growth": c.policy.growth,
                "r": c.policy.r if c.policy.growth == "fixed" else None, "width": c.policy.width_label,
                "gamma": c.gamma, "measured_ms": meas, "measured_runs_ms": times[c.name],
                "predicted_ms": pred.ms_per_token, "error_pct": 100.0 * (pred.ms_per_token - meas) / meas,
                "growth_events_measured": res.cache_stats.growth_events, "growth_events_predicted": pred.growth_events,
-               "predicted_breakdown_ms": pred.breakdown, "first_token_mismatch": mismatch[c.name]}
+               "predicted_breakdown_ms": pred.breakdown, "first_token_mismatch": mismatch[c.name],
+               "predicted_ms_probed": pred_probed.ms_per_token,
+               "error_pct_probed": 100.0 * (pred_probed.ms_per_token - meas) / meas}
         if isinstance(res, SDResult):
             row.update({"iterations": len(res.iter_s), "iteration_ms_median": 1e3 * statistics.median(res.iter_s),
                         "advance_measured": res.stats.advance, "advance_predicted": pred.advance,
@@ -327,6 +343,13 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         return by[a][key] / by[b][key]
 
     sd_errs = [abs(by[n]["error_pct"]) for n in ("sd-cat", "sd-bmc")]
+    sd_errs_probed = [abs(by[n]["error_pct_probed"]) for n in ("sd-cat", "sd-bmc")]
+    geo = Geometry.of(spec, 1, DTYPE)
+    m = g_run + 1
+    matmuls = {"rows": m, "steps": len(mprobe.samples[("layers", 1)]), "measured_ms": mprobe.medians_ms(),
+               "measured_ratio": {p: ratios[p][m] for p in ratios},
+               "profile_ratio": {"layers": weights_row_factor(prof, m, geo.layer_weight_bytes),
+                                 "head": weights_row_factor(prof, m, geo.head_weight_bytes, "head_rows")}}
     verdict = "SD" if rec_auto.gamma > 0 else "no SD"
     return {
         "workload": wl.name, "workload_note": wl.note, "model": spec.name, "layers": spec.layers,
@@ -344,6 +367,9 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         "predicted_speedup_sd_bmc_vs_plain_cat": ratio("plain-cat", "sd-bmc", "predicted_ms"),
         "prediction_errors_pct": {r["name"]: r["error_pct"] for r in rows},
         "max_abs_error_pct_sd": max(sd_errs), "max_abs_error_pct": max(abs(r["error_pct"]) for r in rows),
+        "prediction_errors_pct_probed": {r["name"]: r["error_pct_probed"] for r in rows},
+        "max_abs_error_pct_sd_probed": max(sd_errs_probed),
+        "verify_matmuls": matmuls,
         "sd_pays_measured": by["sd-bmc"]["measured_ms"] < by["plain-bmc"]["measured_ms"],
         "tuner": {"best_gamma": rec_auto.gamma, "verdict": verdict, "notes": rec_auto.notes,
                   "best_policy": rec_auto.policy.label, "predicted_ms": rec_auto.prediction.ms_per_token,
@@ -399,11 +425,13 @@ def summary_text(out: dict) -> str:
              f"model {out['model']}  prompt {out['prompt']}  seq {out['seq']}  gamma {out['gamma']}  "
              f"repeats {out['repeats']} (interleaved by {out.get('interleave', 'run')})  threads {out['threads']}",
              f"{'config':<10} {'policy':<22} {'gamma':>5} {'measured ms':>12} {'predicted ms':>13} {'error %':>8} "
-             f"{'growth':>7} {'advance':>8}"]
+             f"{'growth':>7} {'advance':>8} {'probed ms':>10} {'error %':>8}"]
     for r in out["rows"]:
         adv = f"{r['advance_measured']:.2f}" if "advance_measured" in r else "1"
         lines.append(f"{r['name']:<10} {r['policy']:<22} {r['gamma']:>5} {r['measured_ms']:>12.2f} "
-                     f"{r['predicted_ms']:>13.2f} {r['error_pct']:>+8.1f} {r['growth_events_measured']:>7} {adv:>8}")
+                     f"{r['predicted_ms']:>13.2f} {r['error_pct']:>+8.1f} {r['growth_events_measured']:>7} {adv:>8} "
+                     f"{r['predicted_ms_probed']:>10.2f} {r['error_pct_probed']:>+8.1f}")
+    mm = out["verify_matmuls"]
     acc = out["acceptance"]
     per = ", ".join(f"{a:.2f}" for a in acc["per_position"])
     synth = " SYNTHETIC" if acc["synthetic"] else ""
@@ -415,6 +443,10 @@ def summary_text(out: dict) -> str:
               f"(predicted {out['predicted_speedup_sd_bmc_vs_plain_cat']:.2f}x)",
               f"max |error| SD rows {out['max_abs_error_pct_sd']:.1f}% (target <= 10%), all rows "
               f"{out['max_abs_error_pct']:.1f}%",
+              f"verify matmuls at {mm['rows']} rows, timed alongside: layers {mm['measured_ratio']['layers']:.2f}x, "
+              f"head {mm['measured_ratio']['head']:.2f}x one row (profile: {mm['profile_ratio']['layers']:.2f}x, "
+              f"{mm['profile_ratio']['head']:.2f}x); with these ratios, max |error| SD rows "
+              f"{out['max_abs_error_pct_sd_probed']:.1f}% (the 'probed' columns)",
               f"tuner: best gamma {out['tuner']['best_gamma']} -> {out['verdict']}; measured: SD "
               f"{'pays' if out['sd_pays_measured'] else 'does not pay'} over plain BMC",
               f"tokens identical to the plain cat reference: {out['tokens_match_reference']}"]

@@ -1,0 +1,123 @@
+"""Several HF generate() calls advanced side by side, one decode step at a time.
+
+runtime/interleave.py steps our own decode runs in turn so the host's drift hits every configuration
+alike; generate() owns its loop, so here each call runs in its own thread and a streamer passes a
+baton after every token: only the thread holding it runs, the others wait. A step is timed from the
+moment its thread gets the baton back to its next token, so time spent waiting for the others is not
+counted. Every call advances one token per turn, so they stay level; each round of turns starts one
+place further along (Baton), as runtime/interleave.py rotates its ties.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from transformers.generation.streamers import BaseStreamer
+
+from bmc_model.runtime.generate import gc_paused
+
+
+class Baton:
+    """Whose turn it is among n threads. Every live thread gets one turn per round; each round starts
+    one place further along the ring (0 1 2, 1 2 0, 2 0 1, ...), so no thread always follows the same
+    neighbour: a step that leaves work behind for the next ones (torch.cat freeing and faulting in
+    hundreds of MB) does not always land on the same cache. A finished thread leaves the rotation."""
+
+    def __init__(self, n: int) -> None:
+        self._cv = threading.Condition()
+        self._alive = list(range(n))
+        self._pending = list(range(n))  # this round's turns still to come, the current one first
+        self._round = 0
+        self._turn = 0 if n else -1
+
+    def wait(self, i: int) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._turn == i)
+
+    def pass_on(self, i: int) -> None:
+        with self._cv:
+            self._advance(i)
+
+    def leave(self, i: int) -> None:
+        with self._cv:
+            self._alive.remove(i)
+            self._advance(i)
+
+    def _advance(self, i: int) -> None:
+        if i in self._pending:
+            self._pending.remove(i)
+        if not self._pending and self._alive:
+            self._round += 1
+            k = self._round % len(self._alive)
+            self._pending = self._alive[k:] + self._alive[:k]
+        self._turn = self._pending[0] if self._pending else -1
+        self._cv.notify_all()
+
+
+class StepClock(BaseStreamer):
+    """A streamer that times each decode step of its generate() and hands the baton on after each token.
+
+    generate() first puts the prompt (ignored); the first generated token comes out of the prefill, so
+    steps are counted from it: prefill is excluded, as TokenClock does."""
+
+    def __init__(self, baton: Baton, index: int, on_first_token: Callable[[], None] | None = None) -> None:
+        self.baton, self.index = baton, index
+        self.steps_s: list[float] = []
+        self.tokens = 0
+        self.seen_prompt = False
+        self.on_first_token = on_first_token
+        self._resumed = 0.0
+
+    def put(self, value: Any) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        now = time.perf_counter()
+        self.tokens += 1
+        if self.tokens > 1:
+            self.steps_s.append(now - self._resumed)
+        elif self.on_first_token is not None:
+            self.on_first_token()
+        self.baton.pass_on(self.index)
+        self.baton.wait(self.index)
+        self._resumed = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+    def decode_ms_per_token(self) -> float:
+        """Mean ms per decode step (the whole batch advances one token per step)."""
+        return float("nan") if not self.steps_s else 1000.0 * sum(self.steps_s) / len(self.steps_s)
+
+
+def run_lockstep(jobs: Sequence[Callable[[StepClock], Any]]) -> list[tuple[StepClock, Any]]:
+    """Run each job (a callable that calls generate(..., streamer=clock)) in its own thread, one decode
+    step at a time in turn; returns (clock, the job's return value) per job. A job's exception is raised
+    here once every thread has finished."""
+    n = len(jobs)
+    baton = Baton(n)
+    clocks = [StepClock(baton, i) for i in range(n)]
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        baton.wait(i)  # set-up and prefill take turns too
+        try:
+            results[i] = jobs[i](clocks[i])
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors.append(e)
+        finally:
+            baton.leave(i)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
+    with gc_paused():
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return list(zip(clocks, results))

@@ -1,0 +1,91 @@
+"""The decoder's own matmuls at one and at m token rows, timed side by side with validate --sd's runs.
+
+Why: an m-row matmul (speculative verification) is compute-bound where a one-row GEMV is bandwidth-bound,
+and on a shared host their ratio moves between two levels within minutes: the same 30 SmolLM2 layers at
+11 rows cost 2.1x one row, then 1.3x a minute later in the same process (a 7B layer at 8 rows: 2.8x to
+3.4x between calibrations). A profile calibrated an hour earlier carries one of those levels. This probe
+is one more run for run_interleaved, so its matmuls share the seconds of the decode runs; validate --sd
+then predicts twice: with the stored profile, and with the m-row ratios the probe measured (the
+weights_rows@B / head_rows@B curves replaced by the probe's points). The gap between the two is host
+drift since calibration; what remains is the model's own error.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bmc_model.errors import BMCError
+from bmc_model.profile import Profile
+from bmc_model.runtime.decoder import Decoder
+
+PARTS = ("layers", "head")
+
+
+@dataclass
+class MatmulProbe:
+    dec: Decoder
+    rows: tuple[int, ...]  # token rows per matmul, 1 first (the ratios' denominator)
+    steps: int  # probe steps, each timing every row count once
+    done: int = 0
+    samples: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (part, m) -> seconds
+
+    def __post_init__(self) -> None:
+        if not self.rows or self.rows[0] != 1 or any(m < 1 for m in self.rows):
+            raise BMCError(f"probe rows must start at 1 and be positive, got {self.rows}")
+        if self.steps < 1:
+            raise BMCError(f"probe steps must be positive, got {self.steps}")
+        s = self.dec.spec
+        # one activation per inner width: [m, hidden], [m, heads * head_dim], [m, ffn]
+        self._x = {m: {w: torch.full((m, w), 0.5, dtype=self.dec.dtype, device=self.dec.device)
+                       for w in {s.hidden, s.heads * s.head_dim, s.ffn}} for m in self.rows}
+        self.samples = {(p, m): [] for p in PARTS for m in self.rows}
+
+    def restart(self) -> None:
+        """Another `steps` steps (the next repeat); the samples accumulate."""
+        self.done = 0
+
+    @property
+    def progress(self) -> float:
+        return self.done / self.steps
+
+    @torch.inference_mode()
+    def step(self) -> bool:
+        """Time the layers' matmuls and the head's once at every row count (the order rotates)."""
+        k = self.done % len(self.rows)
+        for m in self.rows[k:] + self.rows[:k]:
+            x = self._x[m]
+            t0 = time.perf_counter()
+            for lw in self.dec.w.layers:  # the weights the runs stream, in their order: cold as in decoding
+                for w in (lw.wqkv, lw.wo, lw.w_in, lw.w_down):
+                    F.linear(x[w.shape[1]], w)  # [m, out]
+            t1 = time.perf_counter()
+            F.linear(x[self.dec.spec.hidden], self.dec.w.lm_head)  # [m, vocab]
+            t2 = time.perf_counter()
+            self.samples[("layers", m)].append(t1 - t0)
+            self.samples[("head", m)].append(t2 - t1)
+        self.done += 1
+        return self.done < self.steps
+
+    def medians_ms(self) -> dict[str, dict[int, float]]:
+        return {p: {m: 1e3 * statistics.median(self.samples[(p, m)]) for m in self.rows} for p in PARTS}
+
+    def ratios(self) -> dict[str, dict[int, float]]:
+        """m rows over one row, per part, from the medians."""
+        med = self.medians_ms()
+        return {p: {m: med[p][m] / med[p][1] for m in self.rows} for p in PARTS}
+
+
+def with_row_ratios(prof: Profile, ratios: dict[str, dict[int, float]]) -> Profile:
+    """prof with its weights_rows@B and head_rows@B curves replaced by one curve each: the probe's points.
+    One curve per family is what every matrix size then reads, the probe having timed this model's own."""
+    keep = {k: c for k, c in prof.curves.items() if not k.startswith(("weights_rows@", "head_rows@"))}
+    for family, part in (("weights_rows", "layers"), ("head_rows", "head")):
+        ms = sorted(ratios[part])
+        keep[f"{family}@1"] = (tuple(float(m) for m in ms), tuple(float(ratios[part][m]) for m in ms))
+    return Profile(terms=prof.terms, scalars=prof.scalars, host=prof.host, date=prof.date,
+                   source=f"{prof.source} [m-row ratios probed alongside the runs]", raw=prof.raw, curves=keep)

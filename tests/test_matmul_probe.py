@@ -1,0 +1,52 @@
+"""MatmulProbe (validate --sd's verify matmuls timed alongside the runs) and with_row_ratios."""
+
+import dataclasses
+
+import pytest
+
+from bmc_model.cost import weights_row_factor
+from bmc_model.errors import BMCError
+from bmc_model.predict import get_profile
+from bmc_model.runtime.decoder import Decoder
+from bmc_model.runtime.interleave import run_interleaved
+from bmc_model.runtime.matmul_probe import MatmulProbe, with_row_ratios
+from bmc_model.specs import get_spec
+
+TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, heads=4, kv_heads=2, head_dim=16,
+                           ffn=96, vocab=128, layers=2)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_probe_steps_and_samples():
+    probe = MatmulProbe(Decoder.random(TINY), (1, 5), steps=3)
+    assert probe.progress == 0
+    order = run_interleaved([probe])
+    assert len(order) == 3 and probe.progress == 1
+    assert all(len(v) == 3 for v in probe.samples.values())
+    probe.restart()  # a second repeat adds to the same samples
+    run_interleaved([probe])
+    assert all(len(v) == 6 for v in probe.samples.values())
+    ratios = probe.ratios()
+    assert set(ratios) == {"layers", "head"}
+    assert ratios["layers"][1] == ratios["head"][1] == 1.0
+    assert ratios["layers"][5] > 0 and ratios["head"][5] > 0
+
+
+@pytest.mark.parametrize("rows, steps", [((), 2), ((2, 4), 2), ((1, 0), 2), ((1, 4), 0)])
+def test_probe_bad_arguments(rows, steps):
+    with pytest.raises(BMCError):
+        MatmulProbe(Decoder.random(TINY), rows, steps=steps)
+
+
+def test_with_row_ratios_replaces_every_sized_curve():
+    prof = get_profile(None)
+    ratios = {"layers": {1: 1.0, 8: 2.5}, "head": {1: 1.0, 8: 3.75}}
+    probed = with_row_ratios(prof, ratios)
+    for nbytes in (1e6, 2e8, 5e9):  # every matrix size reads the probe's point
+        assert weights_row_factor(probed, 8, nbytes) == pytest.approx(2.5)
+        assert weights_row_factor(probed, 8, nbytes, "head_rows") == pytest.approx(3.75)
+        assert weights_row_factor(probed, 1, nbytes) == 1.0
+    assert weights_row_factor(prof, 8, 2e8) != pytest.approx(2.5)  # the stored profile is left as it was
+    kept = {k for k in prof.curves if not k.startswith(("weights_rows@", "head_rows@"))}
+    assert kept <= set(probed.curves) and probed.terms is prof.terms
