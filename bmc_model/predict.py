@@ -345,8 +345,9 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
     base_pols = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "geometric": NAMED["geometric"],
                  "mlx": NAMED["mlx"], "llamacpp": NAMED["llamacpp"]}
     cap_s = ceilings[g_best]
-    if w_best != "padded" and "padded" in sweeps and sweeps["padded"].smallest_within(tolerance, cap_s) is not None:
-        base_pols["bmc-padded"] = sweeps["padded"].policy(sweeps["padded"].smallest_within(tolerance, cap_s))
+    rp = sweeps["padded"].smallest_within(tolerance, cap_s) if "padded" in sweeps else None
+    if w_best != "padded" and rp is not None:
+        base_pols["bmc-padded"] = sweeps["padded"].policy(rp)
     if w_best != "exact":
         base_pols["exact-same-r"] = Policy("fixed", r_best, width="exact")
     for name, pol in base_pols.items():

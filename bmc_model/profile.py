@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -134,8 +134,7 @@ class Profile:
         if runtime not in cache:
             step, layer = RUNTIMES[runtime]
             sc = {**self.scalars, "step_s": self.scalars[step], "layer_s": self.scalars[layer]}
-            cache[runtime] = Profile(terms=self.terms, scalars=sc, host=self.host, date=self.date,
-                                     source=f"{self.source} [{runtime} overhead]", raw=self.raw, curves=self.curves)
+            cache[runtime] = replace(self, scalars=sc, source=f"{self.source} [{runtime} overhead]")
         return cache[runtime]
 
     def sized_curves(self, family: str = "weights_rows") -> list[tuple[float, Curve]]:

@@ -63,12 +63,11 @@ class StepClock(BaseStreamer):
     generate() first puts the prompt (ignored); the first generated token comes out of the prefill, so
     steps are counted from it: prefill is excluded, as TokenClock does."""
 
-    def __init__(self, baton: Baton, index: int, on_first_token: Callable[[], None] | None = None) -> None:
+    def __init__(self, baton: Baton, index: int) -> None:
         self.baton, self.index = baton, index
         self.steps_s: list[float] = []
         self.tokens = 0
         self.seen_prompt = False
-        self.on_first_token = on_first_token
         self._resumed = 0.0
 
     def put(self, value: Any) -> None:
@@ -79,8 +78,6 @@ class StepClock(BaseStreamer):
         self.tokens += 1
         if self.tokens > 1:
             self.steps_s.append(now - self._resumed)
-        elif self.on_first_token is not None:
-            self.on_first_token()
         self.baton.pass_on(self.index)
         self.baton.wait(self.index)
         self._resumed = time.perf_counter()

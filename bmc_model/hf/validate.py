@@ -33,8 +33,8 @@ from bmc_model.hf.measure import run_generate
 from bmc_model.hf.memprobe import run_probe
 from bmc_model.hf.tune import tuned_policy
 from bmc_model.hf.workloads import CACHES, WORKLOADS, build, kv_bytes
-from bmc_model.host import available_ram_bytes
 from bmc_model.policy import NAMED, Policy
+from bmc_model.runtime.memory import MemoryEstimate, fits
 
 CONTEXTS = {"kv": (2048, 4096), "smollm2": (1024, 4096, 8192)}
 BATCHES = {"kv": (1, 4), "smollm2": (1,)}
@@ -157,8 +157,9 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
     info: dict[str, dict] = {}
     outs: dict[str, torch.Tensor] = {}
     # step by step (lockstep.py) when the three caches fit in RAM at once, else whole runs in turn
+    # (weights already loaded; 25% allocator slack on the KV peaks, 1 GiB for activations and logits)
     together = sum(p.peak_memory_bytes for p in preds.values())
-    step_wise = together * 1.25 + 2**30 < available_ram_bytes()
+    step_wise = fits(MemoryEstimate(0, int(1.25 * together), 2**30), headroom=1.0)
 
     def record(rep: int, kind: str, clock: Any, cache: Any, out: torch.Tensor) -> None:
         samples[kind].append(clock.decode_ms_per_token())

@@ -12,6 +12,7 @@ drift since calibration; what remains is the model's own error.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -87,5 +88,4 @@ def with_row_ratios(prof: Profile, ratios: dict[str, dict[int, float]]) -> Profi
     for family, part in (("weights_rows", "layers"), ("head_rows", "head")):
         ms = sorted(ratios[part])
         keep[f"{family}@1"] = (tuple(float(m) for m in ms), tuple(float(ratios[part][m]) for m in ms))
-    return Profile(terms=prof.terms, scalars=prof.scalars, host=prof.host, date=prof.date,
-                   source=f"{prof.source} [m-row ratios probed alongside the runs]", raw=prof.raw, curves=keep)
+    return dataclasses.replace(prof, source=f"{prof.source} [m-row ratios probed alongside the runs]", curves=keep)

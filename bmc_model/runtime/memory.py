@@ -82,12 +82,16 @@ def available_bytes() -> int | None:
     return available_ram_bytes() or None
 
 
+def fits(est: MemoryEstimate, *, available: int | None = None, headroom: float = 0.9) -> bool:
+    """Whether the estimate stays within `headroom` of the available memory (True when unknown)."""
+    avail = available_bytes() if available is None else available
+    return avail is None or est.total_bytes <= headroom * avail
+
+
 def check_fits(est: MemoryEstimate, *, available: int | None = None, headroom: float = 0.9, what: str = "run") -> None:
     """Raise BMCError when the estimate exceeds `headroom` of the available memory."""
     avail = available_bytes() if available is None else available
-    if avail is None:
-        return
-    if est.total_bytes > headroom * avail:
+    if avail is not None and not fits(est, available=avail, headroom=headroom):
         gib = 1024 ** 3
         raise BMCError(f"{what} needs about {est.total_bytes / gib:.1f} GiB (weights {est.weights_bytes / gib:.1f}, "
                        f"KV peak {est.kv_peak_bytes / gib:.1f}) but only {avail / gib:.1f} GiB is available; "

@@ -22,7 +22,7 @@ from bmc_model.host import fingerprint
 from bmc_model.policy import NAMED, Policy
 from bmc_model.predict import predict, recommend
 from bmc_model.profile import Profile
-from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory
+from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits
 from bmc_model.specs import ModelSpec
 
 
@@ -59,13 +59,9 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
             for c in configs]
     check_fits(max(ests, key=lambda e: e.total_bytes), what=f"validate at seq {seq}")  # before allocating
-    together = MemoryEstimate(ests[0].weights_bytes, sum(e.kv_peak_bytes for e in ests),
-                              sum(e.activation_bytes for e in ests))
-    try:
-        check_fits(together)
-        lockstep = True
-    except BMCError:  # every cache at once would not fit: whole runs take turns
-        lockstep = False
+    # every cache at once, else whole runs take turns
+    lockstep = fits(MemoryEstimate(ests[0].weights_bytes, sum(e.kv_peak_bytes for e in ests),
+                                   sum(e.activation_bytes for e in ests)))
 
     import torch
 

@@ -57,7 +57,7 @@ from bmc_model.runtime.drafters import Drafter, DraftModel, Fallback, OracleDraf
 from bmc_model.runtime.generate import DecodeResult, DecodeRun, set_threads
 from bmc_model.runtime.interleave import run_interleaved
 from bmc_model.runtime.matmul_probe import MatmulProbe, with_row_ratios
-from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory
+from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits
 from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
 from bmc_model.specs import ModelSpec, get_spec
 
@@ -231,11 +231,8 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
                           synth_prompt=wl.synth_prompt)
     check_fits(one, what=f"SD validation at length {N + g_max}")
-    try:  # the four runs' caches at once (cat's peak is the largest, so four of it bound them)
-        check_fits(MemoryEstimate(one.weights_bytes, 4 * one.kv_peak_bytes, 4 * one.activation_bytes))
-        lockstep = True
-    except BMCError:
-        lockstep = False
+    # the four runs' caches at once (cat's peak is the largest, so four of it bound them)
+    lockstep = fits(MemoryEstimate(one.weights_bytes, 4 * one.kv_peak_bytes, 4 * one.activation_bytes))
     n_threads = set_threads(threads)
     say = progress or (lambda _m: None)
     t_wall = time.perf_counter()
@@ -380,7 +377,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         "tokens_match_reference": all(v is None for v in mismatch.values()),
         "host": fingerprint(threads=n_threads, dtype=DTYPE),
         "profile": {"source": prof.source, "host": prof.host, "date": prof.date},
-        "geometry_rho_bytes": Geometry.of(spec, 1, DTYPE).rho,
+        "geometry_rho_bytes": geo.rho,
     }
 
 
