@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="profile JSON (default: calibrated, else embedded)")
     ap.add_argument("--prefill", choices=["synthetic", "model"], default="synthetic")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--mem-reps", type=int, help="peak-RSS subprocesses per cache, median reported (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trim", action="store_true", help="BMCCache(trim=True): malloc_trim after growth events")
     ap.add_argument("--kv-ffn", type=int, help="the kv workload's FFN width (default 4096; 11008: Llama-2-7b's)")
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                                     new_tokens=args.new_tokens, reps=args.reps, threads=args.threads,
                                     profile=args.profile, policy=args.policy, memory=not args.no_memory,
                                     prefill=args.prefill, quick=args.quick, seed=args.seed, trim=args.trim,
-                                    kv_ffn=args.kv_ffn, progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+                                    kv_ffn=args.kv_ffn, memory_reps=args.mem_reps,
+                                    progress=lambda m: err.print(f"[dim]{m}[/dim]"))
     except BMCError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,12 +24,27 @@ def prof(tmp_path):
     (["--model", "llama-70"], "did you mean"),
     (["--model", "llama-70b", "--layers", "80", "--seq", "100000"], "GiB"),
     (["--batch", "0"], "batch"),
+    (["--device", "tpu"], "cpu or cuda"),
+    (["--device", "cuda", "--sd"], "plain decoding only"),
 ])
 def test_validate_bad_input(prof, args, needle):
     res = runner.invoke(app, ["validate", "--profile", prof, *args])
     assert res.exit_code == 2, res.output
     err = res.stderr.strip()
     assert err.startswith("error:") and "\n" not in err and needle in err
+
+
+def test_validate_cuda_needs_its_own_profile():
+    res = runner.invoke(app, ["validate", "--device", "cuda"])
+    assert res.exit_code == 2 and "--profile" in res.stderr and "\n" not in res.stderr.strip()
+
+
+def test_validate_cuda_without_a_gpu_is_one_line(prof):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    res = runner.invoke(app, ["validate", "--device", "cuda", "--profile", prof, "--seq", "64", "--layers", "1"])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.stderr and "\n" not in res.stderr.strip()
 
 
 def test_validate_tiny_run_reports_every_field(prof):

@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 
 from bmc_model.errors import BMCError  # noqa: E402
 from bmc_model.hf import measure  # noqa: E402
-from bmc_model.hf.validate import validate_hf  # noqa: E402
+from bmc_model.hf.validate import median_probe, validate_hf  # noqa: E402
 
 
 def test_token_clock_excludes_prompt_and_prefill(monkeypatch):
@@ -51,12 +51,25 @@ def test_quick_validate_reports_three_caches_per_case():
     (dict(workloads=["nope"]), "unknown workload"),
     (dict(contexts=[10], new_tokens=16), "context"),
     (dict(reps=0), "reps"),
+    (dict(memory_reps=0), "memory_reps"),
     (dict(prefill="maybe"), "prefill"),
     (dict(policy="bmc:x"), "unknown policy"),
 ])
 def test_bad_input_is_a_bmc_error(kwargs, match):
     with pytest.raises(BMCError, match=match):
         validate_hf(memory=False, quick=True, **kwargs)
+
+
+def test_median_probe_takes_each_fields_median():
+    probes = [{"decode_peak_increase": 30, "peak_increase": 40, "hwm_reset": True},
+              {"decode_peak_increase": 10, "peak_increase": 50, "hwm_reset": True},
+              {"decode_peak_increase": 20, "peak_increase": 45, "hwm_reset": False}]
+    out = median_probe(probes)
+    assert out["decode_peak_increase"] == 20 and out["peak_increase"] == 45
+    assert out["hwm_reset"] is True and out["probes"] == probes  # non-numbers from the first; all kept
+    assert median_probe(probes[:1]) == probes[0]
+    failed = median_probe([probes[0], {"error": "boom"}])
+    assert failed["error"] == "boom"
 
 
 @pytest.mark.heavy

@@ -4,12 +4,12 @@ import dataclasses
 
 import pytest
 
-from bmc_model.cost import weights_row_factor
+from bmc_model.cost import Geometry, term_at, weights_row_factor
 from bmc_model.errors import BMCError
 from bmc_model.predict import get_profile
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.interleave import run_interleaved
-from bmc_model.runtime.matmul_probe import MatmulProbe, with_row_ratios
+from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile, weights_drift, with_row_ratios
 from bmc_model.specs import get_spec
 
 TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, heads=4, kv_heads=2, head_dim=16,
@@ -50,3 +50,29 @@ def test_with_row_ratios_replaces_every_sized_curve():
     assert weights_row_factor(prof, 8, 2e8) != pytest.approx(2.5)  # the stored profile is left as it was
     kept = {k for k in prof.curves if not k.startswith(("weights_rows@", "head_rows@"))}
     assert kept <= set(probed.curves) and probed.terms is prof.terms
+
+
+def test_weights_drift_is_measured_over_charged():
+    prof = get_profile(None)
+    geo = Geometry.of(TINY, 1, "float32")
+    g_row = prof.scalars.get("gemv_row_s", 0.0)
+    charged = 1e3 * (geo.layers * (term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows)
+                     + term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows)
+    assert weights_drift(prof, geo, {"layers": 0.75 * charged, "head": 0.75 * charged}) == pytest.approx(1.5)
+
+
+def test_probed_profile_scales_the_weights_term_by_the_drift():
+    probe = MatmulProbe(Decoder.random(TINY), (1, 3), steps=2)
+    run_interleaved([probe])
+    prof = get_profile(None)
+    geo = Geometry.of(TINY, 1, "float32")
+    probed, f = probed_profile(prof, probe, geo)
+    med = probe.medians_ms()
+    assert f == pytest.approx(weights_drift(prof, geo, {"layers": med["layers"][1], "head": med["head"][1]}))
+    for nbytes in (1e5, 3e7, 2e9):  # every size moves by the same factor
+        assert term_at(probed.weights, nbytes) == pytest.approx(f * term_at(prof.weights, nbytes))
+    assert probed.gemv_row_s == pytest.approx(f * prof.gemv_row_s)
+    # the probed profile now charges this model's one-row weights what the probe measured
+    assert weights_drift(probed, geo, {"layers": med["layers"][1], "head": med["head"][1]}) == pytest.approx(1.0)
+    assert weights_row_factor(probed, 3, geo.layer_weight_bytes) == pytest.approx(probe.ratios()["layers"][3])
+    assert prof.weights is get_profile(None).weights  # the stored profile is left as it was

@@ -44,8 +44,13 @@ def check_report(out: dict, gamma: int) -> None:
     for r in rows.values():
         assert r["error_pct_probed"] == pytest.approx(
             100 * (r["predicted_ms_probed"] - r["measured_ms"]) / r["measured_ms"])
-    # plain rows are one-row steps: the probed ratios cannot change their prediction
-    assert rows["plain-cat"]["predicted_ms_probed"] == pytest.approx(rows["plain-cat"]["predicted_ms"])
+    # plain rows are one-row steps: only the probe's one-row factor moves them, and only their weights
+    f = mm["one_row_over_profile"]
+    assert f > 0
+    for name in ("plain-cat", "plain-bmc"):
+        r = rows[name]
+        assert r["predicted_ms_probed"] - r["predicted_ms"] == pytest.approx(
+            (f - 1) * r["predicted_breakdown_ms"]["weights"], rel=1e-6, abs=1e-9)
 
 
 def test_measure_sd_synthetic_tiny(tmp_path):

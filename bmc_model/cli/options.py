@@ -55,9 +55,11 @@ def parse_alpha(text: str | None) -> float | list[float] | None:
     return vals[0] if len(vals) == 1 else vals
 
 
-def profile_note(prof: Profile) -> tuple[str, str | None]:
-    """A line naming the profile, and a warning when it was measured on another host."""
-    diff = host_mismatch(prof, fingerprint(dtype=prof.dtype, threads=prof.host.get("threads")))
+def profile_note(prof: Profile, device: str | None = None) -> tuple[str, str | None]:
+    """A line naming the profile, and a warning when it was measured on another host. device: where the
+    predictions are for (validate's --device); None: the profile's own (a GPU profile read on its host)."""
+    dev = device or prof.host.get("device", "cpu")
+    diff = host_mismatch(prof, fingerprint(dtype=prof.dtype, threads=prof.host.get("threads"), device=dev))
     warn = None
     if diff and prof.source != "embedded default":
         warn = f"profile was measured on another host ({', '.join(diff)} differ): run `bmc-tune calibrate`"

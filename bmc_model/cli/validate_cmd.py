@@ -56,6 +56,7 @@ def validate_cmd(
     r_grid: str | None = typer.Option(None, "--r-grid", help="Comma list of r, each run padded and exact."),
     repeats: int | None = typer.Option(None, help="Runs per configuration (median); default 3, 2 with --quick."),
     threads: int | None = typer.Option(None, help="torch threads (default: torch's)."),
+    device: str = typer.Option("cpu", help="cpu or cuda (plain validate only; use a profile calibrated there)."),
     profile: Path | None = typer.Option(None, help="Profile JSON (default: calibrated; else a quick calibration)."),
     quick: bool = typer.Option(False, help="A smaller grid and fewer tokens: about 3 minutes here."),
     sd: bool = typer.Option(False, "--sd", help="Speculative decoding: plain vs SD, cat vs BMC."),
@@ -85,8 +86,15 @@ def validate_cmd(
     prompt = prompt if prompt is not None else max(1, seq - (64 if quick else 128))
     if not 1 <= prompt < seq:
         raise BMCError(f"--prompt must be in [1, seq), got {prompt} with seq {seq}")
+    if device not in ("cpu", "cuda"):
+        raise BMCError(f"--device must be cpu or cuda, got {device!r}")
+    if device != "cpu" and (sd or hf):
+        raise BMCError("--device cuda measures plain decoding only; --sd and --hf run on the CPU")
+    if device != "cpu" and profile is None:
+        raise BMCError("--device cuda needs --profile: a profile calibrated on that GPU "
+                       "(bmc-tune calibrate --device cuda --out FILE)")
     prof = _profile(profile, quick, threads, con)
-    line, warn = profile_note(prof)
+    line, warn = profile_note(prof, device)
     con.print(f"[dim]{line}[/]")
     if warn:
         con.print(f"[yellow]warning: {warn}[/]")
@@ -110,7 +118,7 @@ def validate_cmd(
 
         with con.status("measuring") as status:
             result = run_validate(spec, seq=seq, prompt=prompt, batch=batch, profile=prof, names=names, r_grid=grid,
-                                  repeats=reps, threads=threads, progress=lambda m: status.update(m))
+                                  repeats=reps, threads=threads, device=device, progress=lambda m: status.update(m))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str))
@@ -132,7 +140,8 @@ _HOW = {"step": "configurations side by side step by step", "run": "runs interle
 
 
 def render(res: dict, con: Console) -> None:
-    con.print(f"[bold]{res['model']}[/] fp32, batch {res['batch']}, {res['threads']} threads, "
+    con.print(f"[bold]{res['model']}[/] on {res.get('device', 'cpu')}, fp32, batch {res['batch']}, "
+              f"{res['threads']} threads, "
               f"decode {res['prompt']} -> {res['seq']} (prompt K/V synthesized), median of {res['repeats']} "
               f"runs, {_HOW.get(res.get('interleave', 'run'), 'interleaved')}; host {res['host']['cpu']}")
     t = Table(title="Measured vs predicted ms/token")

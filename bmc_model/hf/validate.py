@@ -42,6 +42,7 @@ QUICK_CONTEXTS = {"kv": (192,), "smollm2": (192,)}
 QUICK_BATCHES = {"kv": (1, 2), "smollm2": (1,)}
 NEW_TOKENS, QUICK_NEW_TOKENS = 256, 16
 REPS, QUICK_REPS = 3, 1
+MEM_REPS, QUICK_MEM_REPS = 3, 1  # fresh-process memory probes per cache: RSS at small caches moves by MBs
 
 
 def _check(name: str, v: Any, low: int) -> int:
@@ -74,7 +75,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
                 batches: Sequence[int] | None = None, new_tokens: int | None = None, reps: int | None = None,
                 threads: int | None = 2, profile: Any = None, policy: Policy | str | None = None, memory: bool = True,
                 prefill: str = "synthetic", quick: bool = False, seed: int = 0, trim: bool = False,
-                kv_ffn: int | None = None, progress: Callable[[str], None] | None = None) -> tuple[dict, Table]:
+                kv_ffn: int | None = None, memory_reps: int | None = None,
+                progress: Callable[[str], None] | None = None) -> tuple[dict, Table]:
     """Measure HF generate() with the three caches and put the cost model's predictions beside them.
 
     workloads: "kv" (random weights, Llama-2-7b attention geometry, 2 layers) and/or "smollm2" (real
@@ -82,7 +84,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     4096; smollm2 1024, 4096, 8192); batches: default kv 1, 4; smollm2 1. new_tokens: tokens decoded per
     run (P = N - new_tokens). policy: BMCCache policy (Policy, or text such as "bmc:64" or
     "fixed:128:exact"); default: recommend()'s for each case with `profile`. memory: also run the
-    per-(case, cache) peak-RSS subprocesses. threads: torch threads (None: 2). prefill: "synthetic"
+    per-(case, cache) peak-RSS subprocesses, memory_reps of each (default 3, quick 1; the caches take
+    turns, and each figure is the median over the probes). threads: torch threads (None: 2). prefill: "synthetic"
     (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
     quick: tiny sizes for a smoke run. trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width
     (default 4096; 11008 is Llama-2-7b's whole layer).
@@ -93,6 +96,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
                         (QUICK_NEW_TOKENS if quick else NEW_TOKENS), 2)
     reps = _check("reps", reps if reps is not None else (QUICK_REPS if quick else REPS), 1)
     threads = _check("threads", 2 if threads is None else threads, 1)
+    mem_reps = _check("memory_reps", memory_reps if memory_reps is not None else
+                      (QUICK_MEM_REPS if quick else MEM_REPS), 1)
     if prefill not in ("synthetic", "model"):
         raise BMCError(f"prefill must be 'synthetic' or 'model', got {prefill!r}")
     fixed_policy = make_policy(None, None, policy) if policy is not None else None
@@ -122,7 +127,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
             prompt = seq - new_tokens
             for batch in bats:
                 rows += _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy,
-                                  memory, prefill, quick, seed, say, predict, trim, kv_ffn)
+                                  memory, prefill, quick, seed, say, predict, trim, kv_ffn, mem_reps)
         del loaded
         gc.collect()
 
@@ -131,14 +136,15 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     result = {"schema": 1, "kind": "hf-generate", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(),
               "host": fingerprint(threads=threads), "transformers": transformers.__version__,
               "torch": torch.__version__, "threads": threads, "dtype": "float32", "new_tokens": new_tokens,
-              "reps": reps, "prefill": prefill, "quick": quick, "bmc_trim": trim, "profile": prof.describe(),
+              "reps": reps, "memory_reps": mem_reps if memory else 0, "prefill": prefill, "quick": quick,
+              "bmc_trim": trim, "profile": prof.describe(),
               "hf_overhead_calibrated": prof.has_runtime("hf"),
               "workloads": workload_notes, "notes": notes, "rows": rows, "checks": _checks(rows)}
     return result, table(result)
 
 
 def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy, memory, prefill, quick,
-              seed, say, predict, trim=False, kv_ffn=None) -> list[dict]:
+              seed, say, predict, trim=False, kv_ffn=None, mem_reps=1) -> list[dict]:
     model, spec = loaded.model, loaded.spec
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
@@ -185,12 +191,16 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
             del cache, clock
     mem: dict[str, dict] = {}
     if memory:
-        for kind in CACHES:
-            say(f"{case}: memory probe {kind}")
-            mem[kind] = run_probe({"workload": loaded.name, "quick": quick, "seed": seed, "threads": threads,
-                                   "kind": kind, "policy": asdict(pol) if kind == "bmc" else None, "seq": seq,
-                                   "prompt": prompt, "batch": batch, "new_tokens": new_tokens, "prefill": prefill,
-                                   "trim": trim, "kv_ffn": kv_ffn if loaded.name == "kv" else None})
+        probes: dict[str, list[dict]] = {k: [] for k in CACHES}
+        for i in range(mem_reps):
+            for kind in CACHES:
+                say(f"{case}: memory probe {i + 1}/{mem_reps} {kind}")
+                probes[kind].append(run_probe({
+                    "workload": loaded.name, "quick": quick, "seed": seed, "threads": threads, "kind": kind,
+                    "policy": asdict(pol) if kind == "bmc" else None, "seq": seq, "prompt": prompt, "batch": batch,
+                    "new_tokens": new_tokens, "prefill": prefill, "trim": trim,
+                    "kv_ffn": kv_ffn if loaded.name == "kv" else None}))
+        mem = {kind: median_probe(ps) for kind, ps in probes.items()}
     med = {k: statistics.median(v) for k, v in samples.items()}
     rows = []
     for kind in CACHES:
@@ -210,6 +220,21 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
             **info.get(kind, {}), "memory": mem.get(kind), "interleave": "step" if step_wise else "run",
         })
     return rows
+
+
+def median_probe(probes: list[dict]) -> dict:
+    """One cache's memory probes as one: the median of each numeric field, and every probe under "probes";
+    the first error, if any probe failed."""
+    failed = [p for p in probes if "error" in p]
+    if failed:
+        return {**failed[0], "probes": probes}
+    out: dict[str, Any] = {}
+    for k, v in probes[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(p[k] for p in probes)
+        else:
+            out[k] = v
+    return {**out, "probes": probes} if len(probes) > 1 else out
 
 
 def _job(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim, clock):

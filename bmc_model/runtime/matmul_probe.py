@@ -6,7 +6,8 @@ and on a shared host their ratio moves between two levels within minutes: the sa
 3.4x between calibrations). A profile calibrated an hour earlier carries one of those levels. This probe
 is one more run for run_interleaved, so its matmuls share the seconds of the decode runs; validate --sd
 then predicts twice: with the stored profile, and with the m-row ratios the probe measured (the
-weights_rows@B / head_rows@B curves replaced by the probe's points). The gap between the two is host
+weights_rows@B / head_rows@B curves replaced by the probe's points, and the weights term scaled by the
+one-row time the probe measured over what the profile charges for it). The gap between the two is host
 drift since calibration; what remains is the model's own error.
 """
 
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from bmc_model.cost import Geometry, term_at
 from bmc_model.errors import BMCError
-from bmc_model.profile import Profile
+from bmc_model.profile import Profile, Term
 from bmc_model.runtime.decoder import Decoder
 
 PARTS = ("layers", "head")
@@ -89,3 +91,30 @@ def with_row_ratios(prof: Profile, ratios: dict[str, dict[int, float]]) -> Profi
         ms = sorted(ratios[part])
         keep[f"{family}@1"] = (tuple(float(m) for m in ms), tuple(float(ratios[part][m]) for m in ms))
     return dataclasses.replace(prof, source=f"{prof.source} [m-row ratios probed alongside the runs]", curves=keep)
+
+
+def weights_drift(prof: Profile, geo: Geometry, one_row_ms: dict[str, float]) -> float:
+    """The probe's one-row time of all layers and the head over what the profile charges for them:
+    how much faster (< 1) or slower (> 1) the host streams weights now than at calibration."""
+    g_row = prof.scalars.get("gemv_row_s", 0.0)
+    layer = term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows
+    head = term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows
+    charged_ms = 1e3 * (geo.layers * layer + head)
+    if charged_ms <= 0:
+        raise BMCError("the profile charges nothing for this model's weights: cannot scale it")
+    return (one_row_ms["layers"] + one_row_ms["head"]) / charged_ms
+
+
+def probed_profile(prof: Profile, probe: MatmulProbe, geo: Geometry) -> tuple[Profile, float]:
+    """prof as the probe saw the host: its m-row ratios (with_row_ratios), and the weights term and
+    gemv_row_s scaled by weights_drift. One factor for every matrix size: a draft model's weights,
+    which the probe does not time, move with the host as the target's do. Returns (profile, factor)."""
+    med = probe.medians_ms()
+    f = weights_drift(prof, geo, {p: med[p][1] for p in PARTS})
+    w = prof.weights
+    scaled = Term(c0=tuple(f * c for c in w.c0), slope=tuple(f * s for s in w.slope), knots=w.knots)
+    out = with_row_ratios(prof, probe.ratios())
+    scalars = {**out.scalars, "gemv_row_s": f * prof.scalars.get("gemv_row_s", 0.0)}
+    return dataclasses.replace(out, terms={**out.terms, "weights": scaled}, scalars=scalars,
+                               source=f"{prof.source} [weights probed alongside the runs: one row x{f:.3f}, "
+                                      f"m-row ratios measured]"), f

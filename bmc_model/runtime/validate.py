@@ -48,20 +48,26 @@ def plan_configs(rec_policy: Policy, names: list[str], r_grid: list[int], widths
 
 def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile: Profile,
                  names: list[str], r_grid: list[int], widths: tuple[str, ...] = ("padded", "exact"),
-                 repeats: int = 3, threads: int | None = None, seed: int = 0,
+                 repeats: int = 3, threads: int | None = None, seed: int = 0, device: str = "cpu",
                  progress: Callable[[str], None] | None = None) -> dict:
-    """Measure each configuration `repeats` times, interleaved; compare with predictions."""
+    """Measure each configuration `repeats` times, interleaved; compare with predictions.
+
+    device "cuda": the decoder and caches live on the GPU (weights drawn on the CPU, then moved), steps
+    are timed after a synchronize, and the memory checks read the GPU's free memory."""
     if repeats < 1:
         raise BMCError(f"repeats must be >= 1, got {repeats}")
+    if device not in ("cpu", "cuda"):
+        raise BMCError(f"device must be cpu or cuda, got {device!r}")
     dtype = "float32"
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
     configs = plan_configs(rec.policy, names, r_grid, widths)
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
             for c in configs]
-    check_fits(max(ests, key=lambda e: e.total_bytes), what=f"validate at seq {seq}")  # before allocating
+    avail = _gpu_free_bytes() if device == "cuda" else None  # None: host RAM
+    check_fits(max(ests, key=lambda e: e.total_bytes), available=avail, what=f"validate at seq {seq}")
     # every cache at once, else whole runs take turns
     lockstep = fits(MemoryEstimate(ests[0].weights_bytes, sum(e.kv_peak_bytes for e in ests),
-                                   sum(e.activation_bytes for e in ests)))
+                                   sum(e.activation_bytes for e in ests)), available=avail)
 
     import torch
 
@@ -71,6 +77,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
     n_threads = set_threads(threads)
     decoder = Decoder.random(spec, seed=seed)
+    if device == "cuda":
+        decoder = decoder.to(device)
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     events: dict[str, float] = {}
     tokens_ref = None
@@ -123,6 +131,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
     return {
         "model": spec.name, "layers": spec.layers, "seq": seq, "prompt": prompt, "batch": batch, "dtype": dtype,
+        "device": device if device == "cpu" else f"cuda ({torch.cuda.get_device_name()})",
         "synthetic_prompt": True, "threads": n_threads, "repeats": repeats, "wall_s": wall,
         "interleave": "step" if lockstep else "run",
         "rows": rows,
@@ -140,3 +149,11 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         "profile": {"source": profile.source, "host": profile.host, "date": profile.date},
         "geometry_rho_bytes": Geometry.of(spec, batch, dtype).rho,
     }
+
+
+def _gpu_free_bytes() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BMCError("--device cuda: no CUDA GPU is available to torch here; use --device cpu")
+    return int(torch.cuda.mem_get_info()[0])

@@ -14,8 +14,9 @@ per-position acceptance measured in that very run (the drafter: draft=None for p
 and the oracle, the draft's ModelSpec for a draft model).
 
 A fifth run in each repeat times the decoder's own matmuls at 1 and gamma + 1 rows (matmul_probe.py):
-every row is also predicted with the profile's m-row ratios replaced by the ones measured in those
-same seconds ("probed"), which separates host drift since calibration from the model's own error.
+every row is also predicted with the profile's weights cost rescaled to what the probe measured in those
+same seconds (one-row time and m-row ratios, "probed"), which separates host drift since calibration
+from the model's own error.
 
 Before the timed runs: one untimed plain cat run (the reference tokens every run is checked
 against, and the oracle's source) and one untimed SD probe at `probe_gamma` (or the given
@@ -56,7 +57,7 @@ from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter, DraftModel, Fallback, OracleDrafter, PromptLookup
 from bmc_model.runtime.generate import DecodeResult, DecodeRun, set_threads
 from bmc_model.runtime.interleave import run_interleaved
-from bmc_model.runtime.matmul_probe import MatmulProbe, with_row_ratios
+from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile
 from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits
 from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
 from bmc_model.specs import ModelSpec, get_spec
@@ -300,7 +301,8 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     wall = time.perf_counter() - t_wall
 
     ratios = mprobe.ratios()
-    prof_probed = with_row_ratios(prof, ratios)
+    geo = Geometry.of(spec, 1, DTYPE)
+    prof_probed, drift = probed_profile(prof, mprobe, geo)
     rows = []
     for c in configs:
         res = last[c.name]
@@ -341,9 +343,9 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
 
     sd_errs = [abs(by[n]["error_pct"]) for n in ("sd-cat", "sd-bmc")]
     sd_errs_probed = [abs(by[n]["error_pct_probed"]) for n in ("sd-cat", "sd-bmc")]
-    geo = Geometry.of(spec, 1, DTYPE)
     m = g_run + 1
     matmuls = {"rows": m, "steps": len(mprobe.samples[("layers", 1)]), "measured_ms": mprobe.medians_ms(),
+               "one_row_over_profile": drift,
                "measured_ratio": {p: ratios[p][m] for p in ratios},
                "profile_ratio": {"layers": weights_row_factor(prof, m, geo.layer_weight_bytes),
                                  "head": weights_row_factor(prof, m, geo.head_weight_bytes, "head_rows")}}
@@ -442,7 +444,8 @@ def summary_text(out: dict) -> str:
               f"{out['max_abs_error_pct']:.1f}%",
               f"verify matmuls at {mm['rows']} rows, timed alongside: layers {mm['measured_ratio']['layers']:.2f}x, "
               f"head {mm['measured_ratio']['head']:.2f}x one row (profile: {mm['profile_ratio']['layers']:.2f}x, "
-              f"{mm['profile_ratio']['head']:.2f}x); with these ratios, max |error| SD rows "
+              f"{mm['profile_ratio']['head']:.2f}x), one row {mm['one_row_over_profile']:.2f}x the profile's "
+              f"charge; with these, max |error| SD rows "
               f"{out['max_abs_error_pct_sd_probed']:.1f}% (the 'probed' columns)",
               f"tuner: best gamma {out['tuner']['best_gamma']} -> {out['verdict']}; measured: SD "
               f"{'pays' if out['sd_pays_measured'] else 'does not pay'} over plain BMC",
