@@ -291,6 +291,29 @@ def policy_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: 
     return stepped_events(policy, w, geo, prof)
 
 
+def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool) -> float:
+    """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row)."""
+    a0, a1 = (prof.attn_masked if masked else prof.attn_exact).segment(2 * rho * width)
+    return a0 + a1 * 2 * rho * row_factor(prof, "attn_q", prof.attn_q_slope, q) * width
+
+
+def write_s(prof: Profile, rho: float, q: int) -> float:
+    """One layer's in-place write of q new K rows and q new V rows."""
+    return 2 * term_at(prof.write, rho * q)
+
+
+def layer_overhead_s(prof: Profile, geo: Geometry, rows: int) -> float:
+    """One layer's cost beyond its matmuls, attention and writes, at `rows` token rows (batch * q): measured
+    in place at real geometries (layer_fixed + (rows - 1) layer_row) when calibrated, else the tiny
+    decoder's layer_s."""
+    fixed = prof.terms.get("layer_fixed")
+    if fixed is None:
+        return prof.layer_s
+    per_row = prof.terms.get("layer_row")
+    x = geo.layer_weight_bytes
+    return term_at(fixed, x) + (rows - 1) * (term_at(per_row, x) if per_row is not None else 0.0)
+
+
 def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None,
               ev: Events | None = None) -> dict[str, Num]:
     """Seconds spent over the whole generation, by term; their sum is the total."""
@@ -313,10 +336,10 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
         "weights": weights,
         "attention_useful": useful,
         "attention_redundant": redundant,
-        "kv_write": iters * L * 2 * term_at(prof.write, rho * q),
+        "kv_write": iters * L * write_s(prof, rho, q),
         "growth_alloc": 2 * L * ev.alloc_rows_sum_s,
         "growth_copy": 2 * L * ev.copy_rows_sum_s,
-        "overhead": iters * (prof.step_s + L * prof.layer_s),
+        "overhead": iters * (prof.step_s + L * layer_overhead_s(prof, geo, rows)),
         "sd_iteration": iters * (prof.sd_iter_s if g > 0 else 0.0),
         "draft": iters * g * w.draft_step_s,
     }

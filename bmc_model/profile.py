@@ -19,6 +19,9 @@ Terms (x is the bytes that one call touches, per tensor, per layer):
 Optional terms:
   cat          torch.cat of a tensor of x bytes with one row: a fresh buffer whose pages are
                first touched by the copy itself (exact-width growth; else alloc + copy is used)
+  layer_fixed  one decoder layer's cost beyond its matmuls, attention and writes, measured in place
+               (after its weights stream: cold caches), x = the layer's weight bytes; replaces layer_s
+  layer_row    the same per extra token row (verification passes, batches), x = the layer's weight bytes
 Optional curves ({"x": [...], "ratio": [...]}, cost relative to x = 1, linear in between):
   weights_rows  matmul time with x token rows over one row (one row is a GEMV, more a GEMM)
   weights_rows@B  the same measured on a whole layer of B bytes (several geometries: the ratio
@@ -54,7 +57,7 @@ from bmc_model.errors import BMCError
 SCHEMA_VERSION = 1
 TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
 SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_iter_s")
-OPTIONAL_TERMS = ("cat",)
+OPTIONAL_TERMS = ("cat", "layer_fixed", "layer_row")
 OPTIONAL_SCALARS = {"gemv_row_s": 0.0}  # cost per output row of a GEMV (short rows stream slower)
 CURVE_NAMES = ("weights_rows", "attn_q")
 SIZED_FAMILIES = ("weights_rows", "head_rows")  # curves measured at several sizes B: "FAMILY@B"
@@ -134,7 +137,9 @@ class Profile:
         if runtime not in cache:
             step, layer = RUNTIMES[runtime]
             sc = {**self.scalars, "step_s": self.scalars[step], "layer_s": self.scalars[layer]}
-            cache[runtime] = replace(self, scalars=sc, source=f"{self.source} [{runtime} overhead]")
+            # layer_fixed / layer_row were measured in bmc-tune's own decoder: another runtime keeps its layer_s
+            terms = {k: t for k, t in self.terms.items() if k not in ("layer_fixed", "layer_row")}
+            cache[runtime] = replace(self, terms=terms, scalars=sc, source=f"{self.source} [{runtime} overhead]")
         return cache[runtime]
 
     def sized_curves(self, family: str = "weights_rows") -> list[tuple[float, Curve]]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bmc_model.calibrate import bench_attention as ba
+from bmc_model.calibrate import bench_layers as bl
 from bmc_model.calibrate import bench_memory as bm
 from bmc_model.calibrate import bench_weights as bw
 from bmc_model.calibrate.assemble import tiny_spec
@@ -178,3 +179,30 @@ def test_sd_iteration_bookkeeping_runs():
     case = sd_iter_case(vocab=300, gamma=4, device="cpu")
     run_once(case)
     assert tiny_spec(3, "float32").layers == 3
+
+
+def test_layer_points_time_the_rest_of_the_forward_per_geometry_and_q():
+    import numpy as np
+
+    specs = (dataclasses.replace(tiny_spec(1, "float32"), name="a"),
+             dataclasses.replace(tiny_spec(1, "float32"), name="b", hidden=128, ffn=256))
+    pts = bl.layer_points(specs, 1, F32, 4, 2**20, 2**30, np.random.default_rng(0))
+    assert [(p.model, p.q) for p in pts] == [(s.name, q) for s in specs for q in bl.Q_ROWS]
+    assert all(p.rest_s > 0 and p.layers == bl.layers_for(specs[0] if p.model == "a" else specs[1], 4, 2**20)
+               for p in pts)
+    assert bl.layer_points(specs, 1, F32, 4, 2**20, 1, np.random.default_rng(0)) == []  # nothing fits: skipped
+
+
+def test_matmul_timed_decoder_gives_the_same_logits():
+    from bmc_model.policy import NAMED
+    from bmc_model.runtime.decoder import Decoder, random_weights
+
+    spec = tiny_spec(2, "float32")
+    w = random_weights(spec, seed=3)
+    plain, timed = Decoder(spec, w), bl._timed_decoder_class()(spec, w)
+    toks = torch.tensor([[1, 2, 3, 4]])
+    outs = []
+    for d in (plain, timed):
+        cache = d.new_cache(NAMED["floor"], batch=1, max_len=8)
+        outs.append(d.forward(toks, cache))
+    assert torch.equal(outs[0], outs[1]) and timed.mm_s > 0

@@ -8,10 +8,12 @@ import importlib.util
 import numpy as np
 import pytest
 
+from bmc_model.calibrate import bench_layers as bl
 from bmc_model.calibrate.assemble import Measurements, build_profile, tiny_spec
 from bmc_model.calibrate.overhead import fit_overhead, model_charge
 from bmc_model.calibrate.plan import make_plan
 from bmc_model.calibrate.runner import NullReporter, Point
+from bmc_model.cost import attention_s, write_s
 from bmc_model.profile import SCALAR_NAMES, TERM_NAMES, Profile, Term, embedded_profile, read_profile, write_profile
 from bmc_model.specs import scaled_shapes
 
@@ -69,7 +71,9 @@ def test_miniature_calibration_builds_a_complete_profile(tmp_path):
     hf = {"hf_step_s", "hf_layer_s"} if importlib.util.find_spec("transformers") else set()
     # three tiny cat sizes on a shared machine may fit poorly: then the term is left out, and said so
     cat_noted = any("torch.cat fit too poor" in n for n in prof.raw["meta"]["notes"])
-    assert set(prof.terms) == set(TERM_NAMES) | ({"cat"} - ({"cat"} if cat_noted else set()))
+    layers = {"layer_fixed", "layer_row"}  # the runtime decoder's layers in place (bench_layers.py)
+    assert set(prof.terms) == set(TERM_NAMES) | layers | ({"cat"} - ({"cat"} if cat_noted else set()))
+    assert set(prof.raw["layers"]) == {"smollm2-135m"} and prof.raw["layers"]["smollm2-135m"]["q"] == [1, 4, 8, 16]
     assert set(prof.scalars) == set(SCALAR_NAMES) | {"gemv_row_s"} | hf
     if hf:
         assert prof.raw["hf_overhead"]["loop"].startswith("transformers") and prof.has_runtime("hf")
@@ -116,6 +120,7 @@ TRUE = {
 TRUE_SCALARS = {"attn_q_slope": 0.3, "weights_row_slope": 0.2, "step_s": 4e-5, "layer_s": 9e-5, "sd_iter_s": 1.5e-4,
                 "gemv_row_s": 1e-7}
 TRUE_HF = {"hf_step_s": 9e-4, "hf_layer_s": 3.5e-4}  # generate() costs more per step and per layer
+TRUE_LAYERS = {"fixed": (1.5e-4, 9e-4), "row": (8e-6, 4e-5)}  # in place: at the smallest and largest geometry
 
 
 def _out_rows(spec, x, elem):
@@ -173,10 +178,22 @@ def synthetic_measurements(plan, seed=0):
         hf_over.append((L, (charge + TRUE_HF["hf_step_s"] + L * TRUE_HF["hf_layer_s"])
                         * (1 + 0.01 * rng.standard_normal())))
     sd = Point("sd", 4.0, TRUE_SCALARS["sd_iter_s"], 0.0, 5, 5, 100)
+    true_prof = Profile(terms=true_terms, scalars=TRUE_SCALARS)
+    by_bytes = sorted(plan.specs, key=lambda s: s.layer_params())
+    layer_pts = []
+    for j, s in enumerate(by_bytes):  # fixed and row cost rising with the layer's size, linearly in index
+        f = j / max(1, len(by_bytes) - 1)
+        fixed, per_row = (lo + f * (hi - lo) for lo, hi in TRUE_LAYERS.values())
+        rho = float(s.kv_heads * s.head_dim * plan.elem)
+        for q in bl.Q_ROWS:
+            per_layer = (attention_s(true_prof, rho, bl.PROMPT + q, q, masked=q > 1) + write_s(true_prof, rho, q)
+                         + fixed + (q - 1) * per_row)
+            rest = (TRUE_SCALARS["step_s"] + 2 * per_layer) * (1 + 0.005 * rng.standard_normal())
+            layer_pts.append(bl.LayerPoint(s.name, 2, q, rest))
     return Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,
                         attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, sd_iter=sd, overhead=over,
                         overhead_loop="synthetic", overhead_prompt=34, overhead_tokens=plan.overhead_tokens,
-                        hf_overhead=hf_over, head_rows=hrows)
+                        hf_overhead=hf_over, head_rows=hrows, layers=layer_pts, layers_prompt=bl.PROMPT)
 
 
 @pytest.mark.parametrize("quick", [True, False])
@@ -212,6 +229,14 @@ def test_assembly_recovers_known_coefficients_from_synthetic_measurements(quick)
         assert ratio == pytest.approx([2 * w - 1 for w in want], rel=1e-9)
     hf = prof.for_runtime("hf")
     assert (hf.step_s, hf.layer_s) == (prof.hf_step_s, prof.hf_layer_s) and prof.for_runtime("bmc") is prof
+    assert "layer_fixed" not in hf.terms and "layer_row" not in hf.terms  # measured in bmc-tune's decoder only
+    by_bytes = sorted(plan.specs, key=lambda s: s.layer_params())
+    for j, s in enumerate(by_bytes):  # the in-place layer cost, each geometry's value recovered
+        f = j / max(1, len(by_bytes) - 1)
+        fixed, per_row = (lo + f * (hi - lo) for lo, hi in TRUE_LAYERS.values())
+        x = s.layer_params() * plan.elem
+        assert prof.layer_fixed(x) == pytest.approx(fixed, rel=0.05), s.name
+        assert prof.layer_row(x) == pytest.approx(per_row, rel=0.1), s.name
     # torch.cat synthesised as one allocation of n + 1 rows: the model's alloc + copy over-predicts it
     assert all(r < 0 for r in prof.raw["cat"]["rel_residual"])
     assert prof.raw["meta"]["noisy_fraction"] == 0.0 and prof.raw["overhead"]["loop"] == "synthetic"

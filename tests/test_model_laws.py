@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bmc_model import Policy, predict, recommend
+from bmc_model.calibrate.layers import through
 from bmc_model.cost import Geometry, Workload, breakdown, policy_events
 from bmc_model.optimize import closed_form_r
 from bmc_model.predict import _embedded
@@ -37,6 +38,11 @@ def profiles(draw) -> Profile:
     scalars = {"attn_q_slope": draw(st.floats(0, 1)), "weights_row_slope": draw(st.floats(0, 0.2)),
                "step_s": draw(st.floats(0, 1e-3)), "layer_s": draw(st.floats(0, 1e-4)),
                "sd_iter_s": draw(st.floats(0, 1e-3))}
+    if draw(st.booleans()):  # the runtime's layers measured in place: rising with the layer's bytes
+        xs = sorted(draw(st.lists(st.floats(1e6, 2e9), min_size=2, max_size=3, unique=True)))
+        fixed = sorted(draw(st.lists(st.floats(0, 2e-3), min_size=len(xs), max_size=len(xs))))
+        rows = sorted(draw(st.lists(st.floats(0, 1e-4), min_size=len(xs), max_size=len(xs))))
+        terms["layer_fixed"], terms["layer_row"] = through(xs, fixed), through(xs, rows)
     curves = {}
     if draw(st.booleans()):  # measured ratio curves, non-decreasing as on real hosts
         ratios = sorted(draw(st.lists(st.floats(1.0, 4.0), min_size=4, max_size=4)))
@@ -230,3 +236,27 @@ def test_closed_form_sits_at_the_sweep_minimum_of_the_continuous_model():
     assert sw.seconds[round(r_star) - 1] <= sw.seconds.min() * 1.002
     assert np.isfinite(closed_form_r(Workload(1024, 32768), Geometry.of(
         __import__("bmc_model").get_spec("llama-7b"), 1, "float32"), PROF))
+
+
+@given(MODELS, workloads(), st.integers(1, 8), st.integers(0, 15), profiles())
+def test_layer_overhead_is_fixed_plus_per_extra_row(model, ps, batch, gamma, prof):
+    from bmc_model.specs import get_spec
+
+    prompt, seq = ps
+    if gamma >= seq - prompt:
+        return
+    w = Workload(prompt, seq, batch, gamma, (0.5,) if gamma else ())
+    spec = get_spec(model)
+    geo = Geometry.of(spec, batch)
+    got = breakdown(Policy("fixed", 64), w, geo, prof)["overhead"]
+    per_layer = prof.layer_s
+    if "layer_fixed" in prof.terms:
+        x = geo.layer_weight_bytes
+        per_layer = prof.layer_fixed(x) + (batch * (gamma + 1) - 1) * prof.layer_row(x)
+    assert close(got, w.tokens / w.advance * (prof.step_s + spec.layers * per_layer), 1e-6)
+
+
+def test_through_interpolates_and_holds_flat_past_the_ends():
+    t = through([10.0, 30.0, 20.0], [1.0, 5.0, 2.0])  # any order
+    assert [t(x) for x in (0.0, 10.0, 15.0, 20.0, 25.0, 30.0, 99.0)] == [1.0, 1.0, 1.5, 2.0, 3.5, 5.0, 5.0]
+    assert through([7.0], [3.0])(1e9) == 3.0

@@ -13,6 +13,7 @@ import bmc_model.profile as profile_mod
 from bmc_model.calibrate.fit import fit_piecewise
 from bmc_model.cli import app
 from bmc_model.profile import Profile, Term, embedded_profile, read_profile, write_profile
+from bmc_model.specs import get_spec
 
 runner = CliRunner()
 
@@ -132,11 +133,15 @@ def test_hf_runtime_swaps_only_the_overhead_scalars(tmp_path):
     prof = read_profile(path)
     assert prof.has_runtime("hf")
     hf = prof.for_runtime("hf")
-    assert hf.terms == prof.terms and hf.scalars["step_s"] == prof.hf_step_s and hf.layer_s == prof.hf_layer_s
+    # the in-place layer terms describe bmc-tune's decoder: transformers' layers keep hf_layer_s
+    assert {"layer_fixed", "layer_row"} <= set(prof.terms)
+    assert hf.terms == {k: t for k, t in prof.terms.items() if k not in ("layer_fixed", "layer_row")}
+    assert hf.scalars["step_s"] == prof.hf_step_s and hf.layer_s == prof.hf_layer_s
     kw = dict(model="smollm2-135m", seq=1024, prompt=960, policy="bmc:32", profile=prof)
     a, b = predict(**kw), predict(runtime="hf", **kw)
-    # one decode step per token: the difference is exactly 2 ms per step + 0.5 ms per layer
-    assert b.ms_per_token - a.ms_per_token == pytest.approx(2.0 + 30 * 0.5, rel=1e-9)
+    # one decode step per token: the difference is 2 ms per step + per layer hf_layer_s against layer_fixed
+    per_layer = prof.layer_s + 5e-4 - prof.layer_fixed(get_spec("smollm2-135m").layer_params() * 4)
+    assert b.ms_per_token - a.ms_per_token == pytest.approx(2.0 + 30 * 1e3 * per_layer, rel=1e-9)
     assert {k for k in a.breakdown if a.breakdown[k] != b.breakdown[k]} == {"overhead"}
     with pytest.raises(BMCError, match="unknown runtime"):
         prof.for_runtime("vllm")

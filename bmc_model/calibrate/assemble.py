@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bmc_model.calibrate.fit import PiecewiseFit, fit_affine, fit_piecewise, fit_plane, fit_ratio_slope
+from bmc_model.calibrate.layers import fit_layers
 from bmc_model.calibrate.overhead import fit_overhead
 from bmc_model.calibrate.plan import Plan
 from bmc_model.calibrate.runner import Point, points_raw
@@ -48,6 +49,8 @@ class Measurements:
     overhead_prompt: int = 34
     overhead_tokens: int = 16
     hf_overhead: list[tuple[int, float]] = field(default_factory=list)  # the same, transformers generate()
+    layers: list = field(default_factory=list)  # bench_layers.LayerPoint: non-matmul work per forward in place
+    layers_prompt: int = 64
     head_rows: list[Point] = field(default_factory=list)  # keys (model, m rows): each geometry's LM head
     bench_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # from the measuring (benchmarks cut short)
@@ -189,6 +192,13 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
         raw[key] = {"layers": [q[0] for q in pts], "t": [q[1] for q in pts], "loop": loop, **of.to_raw()}
         if of.note:
             notes.append(f"{key.replace('_', ' ')}: {of.note}")
+
+    # the runtime decoder's layers in place, beyond what the terms and step_s charge (layers.py)
+    if m.layers:
+        by_name = {s.name: s for s in plan.specs}
+        so_far = Profile(terms=terms, scalars=scalars, curves=curves, source="calibration (layer charge)")
+        terms["layer_fixed"], terms["layer_row"], raw["layers"] = fit_layers(
+            m.layers, so_far, by_name.__getitem__, m.layers_prompt, plan.dtype)
 
     # cross-check: torch.cat of n rows + 1 against the model's alloc(n + 1 rows) + copy(n rows)
     p = plan.primary

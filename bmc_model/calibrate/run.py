@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from bmc_model.calibrate import bench_attention as ba
+from bmc_model.calibrate import bench_layers as bl
 from bmc_model.calibrate import bench_memory as bm
 from bmc_model.calibrate import bench_overhead as bo
 from bmc_model.calibrate import bench_weights as bw
@@ -133,6 +134,23 @@ def _hf_overhead(plan: Plan, reps: int, rng: np.random.Generator, rep: Reporter,
     return pts
 
 
+def _layers_in_place(plan: Plan, rng: np.random.Generator, rep: Reporter, bench_s: dict[str, float],
+                     notes: list[str]) -> list:
+    """The runtime decoder's non-matmul work per layer at the calibration geometries (bench_layers.py)."""
+    if plan.device != "cpu":
+        notes.append("in-place layer cost not measured on CUDA (each matmul would need a synchronize): "
+                     "predictions use the tiny decoder's layer_s")
+        return []
+    rounds = plan.rounds
+    rep.begin("layers", rounds * len(plan.specs) * len(bl.Q_ROWS))
+    t0 = time.perf_counter()
+    pts = bl.layer_points(plan.specs, rounds, TORCH_DTYPES[plan.dtype], plan.elem, llc_bytes(plan.device),
+                          available_ram_bytes() // 4, rng, step=lambda: rep.step("layers"))
+    bench_s["layers"] = time.perf_counter() - t0
+    rep.end("layers")
+    return pts
+
+
 def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
     dev, dt, e = plan.device, TORCH_DTYPES[plan.dtype], plan.elem
     timer: Timer = CudaTimer() if dev == "cuda" else CpuTimer()
@@ -184,11 +202,13 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
     bench_s["overhead"] = time.perf_counter() - t0
     rep.end("overhead")
     hf_over = _hf_overhead(plan, reps, rng, rep, bench_s, notes)
+    layer_pts = _layers_in_place(plan, rng, rep, bench_s, notes)
     m = Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,
                      attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, head_rows=hrows, sd_iter=sd,
                      overhead=over,
                      overhead_loop=how, overhead_prompt=bo.TINY_PROMPT + bo.WARMUP_STEPS,
-                     overhead_tokens=plan.overhead_tokens, hf_overhead=hf_over, bench_s=bench_s, notes=notes,
+                     overhead_tokens=plan.overhead_tokens, hf_overhead=hf_over, layers=layer_pts,
+                     layers_prompt=bl.PROMPT, bench_s=bench_s, notes=notes,
                      others_cpu=load.others_share(cpu0, load.snapshot()))
     host = fingerprint(plan.threads, plan.device, plan.dtype)
     host["torch_threads"] = torch.get_num_threads()

@@ -87,6 +87,10 @@ def random_weights(spec: ModelSpec, *, seed: int = 0, dtype: torch.dtype = torch
 
 
 class Decoder:
+    # Every weight matmul goes through here (a builtin: no self); calibration times them where they run
+    # (calibrate/bench_layers.py) to learn what the rest of a layer costs.
+    _linear = staticmethod(F.linear)
+
     def __init__(self, spec: ModelSpec, weights: Weights | None = None, *, seed: int = 0,
                  dtype: torch.dtype = torch.float32, rope_theta: float = 10000.0, norm_eps: float = 1e-5) -> None:
         if spec.head_dim % 2:
@@ -167,14 +171,14 @@ class Decoder:
         self._mask_src = self._mask_fold = None
         if last_only:
             x = x[:, -1:]
-        return F.linear(self._norm(x, self.w.norm), self.w.lm_head)  # [b, q, vocab]
+        return self._linear(self._norm(x, self.w.norm), self.w.lm_head)  # [b, q, vocab]
 
     def _attention(self, layer: int, h: torch.Tensor, lw: LayerWeights, cache: KVCache,
                    cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         s = self.spec
         b, q, _ = h.shape
         d, nh, nkv, g = s.head_dim, s.heads, s.kv_heads, self.group
-        qkv = F.linear(h, lw.wqkv)  # [b, q, (heads + 2 kv_heads) * head_dim]
+        qkv = self._linear(h, lw.wqkv)  # [b, q, (heads + 2 kv_heads) * head_dim]
         xq, xk, xv = qkv.split([nh * d, nkv * d, nkv * d], dim=-1)
         xq = _rotate(xq.view(b, q, nh, d), cos, sin)  # [b, q, heads, head_dim]
         xk = _rotate(xk.view(b, q, nkv, d), cos, sin)
@@ -188,7 +192,7 @@ class Decoder:
         else:
             o = F.scaled_dot_product_attention(xq.transpose(1, 2), K, V, attn_mask=mask, enable_gqa=g > 1)
             o = o.transpose(1, 2).reshape(b, q, nh * d)
-        return F.linear(o, lw.wo)
+        return self._linear(o, lw.wo)
 
     def _fold(self, mask: torch.Tensor | None, g: int, q: int) -> torch.Tensor | None:
         """The [q, W] mask for folded rows [g * q, W] (row j * q + i uses mask row i); once per forward."""
@@ -199,13 +203,13 @@ class Decoder:
         return self._mask_fold
 
     def _mlp(self, h: torch.Tensor, lw: LayerWeights) -> torch.Tensor:
-        u = F.linear(h, lw.w_in)
+        u = self._linear(h, lw.w_in)
         if self.spec.gated_mlp:
             gate, up = u.chunk(2, dim=-1)
             u = F.silu(gate) * up  # SwiGLU
         else:
             u = F.gelu(u)
-        return F.linear(u, lw.w_down)
+        return self._linear(u, lw.w_down)
 
     def _norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         xf = x.float()

@@ -137,7 +137,7 @@ class BiasedDecoder(Decoder):
         s = self.spec
         b, q, _ = h.shape
         d, nh, nkv, g = s.head_dim, s.heads, s.kv_heads, self.group
-        qkv = F.linear(h, lw.wqkv, self.bqkv[layer])  # [b, q, (heads + 2 kv_heads) * head_dim]
+        qkv = self._linear(h, lw.wqkv, self.bqkv[layer])  # [b, q, (heads + 2 kv_heads) * head_dim]
         xq, xk, xv = qkv.split([nh * d, nkv * d, nkv * d], dim=-1)
         xq = _rotate(xq.view(b, q, nh, d), cos, sin)
         xk = _rotate(xk.view(b, q, nkv, d), cos, sin)
@@ -150,7 +150,7 @@ class BiasedDecoder(Decoder):
         else:
             o = F.scaled_dot_product_attention(xq.transpose(1, 2), K, V, attn_mask=mask, enable_gqa=g > 1)
             o = o.transpose(1, 2).reshape(b, q, nh * d)
-        return F.linear(o, lw.wo)
+        return self._linear(o, lw.wo)
 
 
 @dataclass
