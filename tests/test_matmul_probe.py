@@ -66,7 +66,10 @@ def test_probed_profile_scales_the_weights_term_by_the_drift():
     run_interleaved([probe])
     prof = get_profile(None)
     geo = Geometry.of(TINY, 1, "float32")
-    probed, f = probed_profile(prof, probe, geo)
+    probed, factors = probed_profile(prof, probe, geo)
+    f = factors["weights"]
+    assert set(factors) == {"weights"}  # no cat_rows: the cat term stays
+    assert probed.terms["cat"] is prof.terms["cat"]
     med = probe.medians_ms()
     assert f == pytest.approx(weights_drift(prof, geo, {"layers": med["layers"][1], "head": med["head"][1]}))
     for nbytes in (1e5, 3e7, 2e9):  # every size moves by the same factor
@@ -76,3 +79,18 @@ def test_probed_profile_scales_the_weights_term_by_the_drift():
     assert weights_drift(probed, geo, {"layers": med["layers"][1], "head": med["head"][1]}) == pytest.approx(1.0)
     assert weights_row_factor(probed, 3, geo.layer_weight_bytes) == pytest.approx(probe.ratios()["layers"][3])
     assert prof.weights is get_profile(None).weights  # the stored profile is left as it was
+
+
+def test_probe_times_cat_as_calibration_does_and_rescales_the_cat_term():
+    probe = MatmulProbe(Decoder.random(TINY), (1, 3), steps=3, cat_rows=40, stream_bytes=2**20)
+    run_interleaved([probe])
+    assert len(probe.samples[("cat", 40)]) == 3 and probe.cat_ms() > 0
+    row = TINY.kv_heads * TINY.head_dim * 4
+    assert 40 * row <= probe.cat_x < 60 * row  # the case's mean size: rows .. rows + CAT_SPAN
+    prof = get_profile(None)
+    probed, factors = probed_profile(prof, probe, Geometry.of(TINY, 1, "float32"))
+    assert factors["cat"] == pytest.approx(probe.cat_ms() / (1e3 * term_at(prof.cat, probe.cat_x)))
+    for x in (1e4, 1e6, 1e8):
+        assert term_at(probed.cat, x) == pytest.approx(factors["cat"] * term_at(prof.cat, x))
+    probe.close()
+    assert probe._cat_op is None

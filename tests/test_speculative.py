@@ -242,6 +242,10 @@ def test_bad_input():
     with pytest.raises(BMCError, match="one sequence"):
         speculative_decode(dec, CAT, PromptLookup(), gamma=2, prompt=torch.zeros((2, 4), dtype=torch.long),
                            new_tokens=4)
+    with pytest.raises(BMCError, match="token ids must be in"):  # as decode_run: an error, not an IndexError
+        speculative_decode(dec, CAT, PromptLookup(), gamma=2, prompt=torch.tensor([1, 2, 64]), new_tokens=4)
+    with pytest.raises(BMCError, match="prompt must be"):
+        speculative_decode(dec, CAT, PromptLookup(), gamma=2, prompt=0, new_tokens=4)
     with pytest.raises(BMCError):
         PromptLookup(max_ngram=0)
     with pytest.raises(BMCError):

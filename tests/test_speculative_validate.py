@@ -44,13 +44,16 @@ def check_report(out: dict, gamma: int) -> None:
     for r in rows.values():
         assert r["error_pct_probed"] == pytest.approx(
             100 * (r["predicted_ms_probed"] - r["measured_ms"]) / r["measured_ms"])
-    # plain rows are one-row steps: only the probe's one-row factor moves them, and only their weights
-    f = mm["one_row_over_profile"]
-    assert f > 0
+    # plain rows are one-row steps: only the probe's one-row factor moves their weights, and its cat factor
+    # their exact-width growth copies (torch.cat's cost: cost.fixed_events)
+    f, f_cat = mm["one_row_over_profile"], mm["cat"]["over_profile"]
+    assert f > 0 and f_cat > 0 and mm["cat"]["rows"] == (out["prompt"] + out["seq"]) // 2
     for name in ("plain-cat", "plain-bmc"):
         r = rows[name]
+        b = r["predicted_breakdown_ms"]
+        cat_part = (f_cat - 1) * b["growth_copy"] if r["width"] == "exact" else 0.0
         assert r["predicted_ms_probed"] - r["predicted_ms"] == pytest.approx(
-            (f - 1) * r["predicted_breakdown_ms"]["weights"], rel=1e-6, abs=1e-9)
+            (f - 1) * b["weights"] + cat_part, rel=1e-6, abs=1e-9)
 
 
 def test_measure_sd_synthetic_tiny(tmp_path):

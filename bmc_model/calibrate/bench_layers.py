@@ -48,9 +48,10 @@ def _timed_decoder_class():
 
         mm_s = 0.0
 
-        def _linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        def _linear(self, x: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
+                    b: torch.Tensor | None = None) -> torch.Tensor:
             t0 = time.perf_counter()
-            y = F.linear(x, w)
+            y = F.linear(x, w, b)
             self.mm_s += time.perf_counter() - t0
             return y
 

@@ -60,6 +60,25 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
+def prompt_ids(prompt: int | torch.Tensor, *, batch: int, vocab: int, synth_prompt: bool,
+               gen: torch.Generator) -> tuple[torch.Tensor | None, int]:
+    """(token ids [batch, P], or None when the prompt's K/V rows are synthesized; P) from a length P or
+    ids [P] (every sequence the same) / [batch, P]. A length draws random ids from gen."""
+    if isinstance(prompt, torch.Tensor):
+        ids = prompt.reshape(1, -1).expand(batch, -1) if prompt.dim() == 1 else prompt
+        if ids.dim() != 2 or ids.shape[0] != batch or ids.shape[1] < 1:
+            raise BMCError(f"prompt tokens must be [P] or [batch={batch}, P], got {list(prompt.shape)}")
+        if synth_prompt:
+            raise BMCError("synth_prompt needs a prompt length, not token ids")
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            raise BMCError(f"prompt token ids must be in 0..{vocab - 1}")
+        return ids, int(ids.shape[1])
+    plen = int(prompt)
+    if plen < 1:
+        raise BMCError(f"prompt must be >= 1, got {plen}")
+    return (None if synth_prompt else torch.randint(0, vocab, (batch, plen), generator=gen)), plen
+
+
 def write_synthetic_prompt(cache: KVCache, prompt: int, generator: torch.Generator) -> None:
     """Write `prompt` random K/V rows [batch, kv_heads, prompt, head_dim] into every layer (timing only)."""
     shape = (cache.batch, cache.kv_heads, prompt, cache.head_dim)
@@ -79,20 +98,9 @@ class DecodeRun:
                  max_len: int | None = None, keep_logits: bool = False) -> None:
         vocab = decoder.spec.vocab
         gen = torch.Generator().manual_seed(seed)
-        if isinstance(prompt, torch.Tensor):
-            ids = prompt.reshape(1, -1).expand(batch, -1) if prompt.dim() == 1 else prompt
-            if ids.dim() != 2 or ids.shape[0] != batch or ids.shape[1] < 1:
-                raise BMCError(f"prompt tokens must be [P] or [batch={batch}, P], got {list(prompt.shape)}")
-            if synth_prompt:
-                raise BMCError("synth_prompt needs a prompt length, not token ids")
-            if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-                raise BMCError(f"prompt token ids must be in 0..{vocab - 1}")
-            plen = int(ids.shape[1])
-        else:
-            plen = int(prompt)
-            ids = None if synth_prompt else torch.randint(0, vocab, (batch, plen), generator=gen)
-        if plen < 1 or new_tokens < 1 or batch < 1:
-            raise BMCError(f"need prompt >= 1, new_tokens >= 1, batch >= 1 (got {plen}, {new_tokens}, {batch})")
+        if new_tokens < 1 or batch < 1:
+            raise BMCError(f"need new_tokens >= 1 and batch >= 1 (got {new_tokens}, {batch})")
+        ids, plen = prompt_ids(prompt, batch=batch, vocab=vocab, synth_prompt=synth_prompt, gen=gen)
         max_len = plen + new_tokens if max_len is None else max_len
         if max_len < plen + new_tokens:
             raise BMCError(f"max_len {max_len} < prompt {plen} + new_tokens {new_tokens}")

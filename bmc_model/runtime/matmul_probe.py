@@ -9,6 +9,11 @@ then predicts twice: with the stored profile, and with the m-row ratios the prob
 weights_rows@B / head_rows@B curves replaced by the probe's points, and the weights term scaled by the
 one-row time the probe measured over what the profile charges for it). The gap between the two is host
 drift since calibration; what remains is the model's own error.
+
+With cat_rows it also times torch.cat as DynamicCache calls it, at that many rows of the decoder's K
+geometry, exactly as calibration does (calibrate/bench_memory.cat_cases: fresh buffers, cold sources):
+torch.cat's page faults move with the host too (its per-byte cost differed by 20% between two
+calibrations an hour apart), and every torch.cat row of validate --sd pays them every token.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +40,8 @@ class MatmulProbe:
     dec: Decoder
     rows: tuple[int, ...]  # token rows per matmul, 1 first (the ratios' denominator)
     steps: int  # probe steps, each timing every row count once
+    cat_rows: int = 0  # also time torch.cat of a [1, kv_heads, cat_rows, head_dim] tensor with a row (0: no)
+    stream_bytes: int = 0  # cat sources cycle through this many bytes: cold, as in decoding
     done: int = 0
     samples: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (part, m) -> seconds
 
@@ -47,6 +55,25 @@ class MatmulProbe:
         self._x = {m: {w: torch.full((m, w), 0.5, dtype=self.dec.dtype, device=self.dec.device)
                        for w in {s.hidden, s.heads * s.head_dim, s.ffn}} for m in self.rows}
         self.samples = {(p, m): [] for p in PARTS for m in self.rows}
+        self._stack = ExitStack()
+        self._cat_op = None
+        if self.cat_rows:
+            from bmc_model.calibrate.bench_memory import cat_cases
+
+            self._cat_case = cat_cases(s, (self.cat_rows,), self.dec.dtype, self.dec.device.type,
+                                       self.stream_bytes)[0]
+            self._cat_op = self._stack.enter_context(self._cat_case.make())
+            self.samples[("cat", self.cat_rows)] = []
+
+    def close(self) -> None:
+        """Free the cat buffers."""
+        self._stack.close()
+        self._cat_op = None
+
+    @property
+    def cat_x(self) -> float:
+        """Bytes per cat call, as the profile's cat term is a function of (the case's mean size)."""
+        return self._cat_case.x if self.cat_rows else 0.0
 
     def restart(self) -> None:
         """Another `steps` steps (the next repeat); the samples accumulate."""
@@ -71,11 +98,20 @@ class MatmulProbe:
             t2 = time.perf_counter()
             self.samples[("layers", m)].append(t1 - t0)
             self.samples[("head", m)].append(t2 - t1)
+        if self._cat_op is not None:
+            t0 = time.perf_counter()
+            self._cat_op()
+            self.samples[("cat", self.cat_rows)].append((time.perf_counter() - t0) / self._cat_case.per_call)
         self.done += 1
         return self.done < self.steps
 
     def medians_ms(self) -> dict[str, dict[int, float]]:
         return {p: {m: 1e3 * statistics.median(self.samples[(p, m)]) for m in self.rows} for p in PARTS}
+
+    def cat_ms(self) -> float | None:
+        """Median ms of one torch.cat at cat_rows (None without cat_rows or samples)."""
+        got = self.samples.get(("cat", self.cat_rows))
+        return 1e3 * statistics.median(got) if got else None
 
     def ratios(self) -> dict[str, dict[int, float]]:
         """m rows over one row, per part, from the medians."""
@@ -105,16 +141,24 @@ def weights_drift(prof: Profile, geo: Geometry, one_row_ms: dict[str, float]) ->
     return (one_row_ms["layers"] + one_row_ms["head"]) / charged_ms
 
 
-def probed_profile(prof: Profile, probe: MatmulProbe, geo: Geometry) -> tuple[Profile, float]:
-    """prof as the probe saw the host: its m-row ratios (with_row_ratios), and the weights term and
-    gemv_row_s scaled by weights_drift. One factor for every matrix size: a draft model's weights,
-    which the probe does not time, move with the host as the target's do. Returns (profile, factor)."""
+def _scaled(t: Term, f: float) -> Term:
+    return Term(c0=tuple(f * c for c in t.c0), slope=tuple(f * s for s in t.slope), knots=t.knots)
+
+
+def probed_profile(prof: Profile, probe: MatmulProbe, geo: Geometry) -> tuple[Profile, dict[str, float]]:
+    """prof as the probe saw the host: its m-row ratios (with_row_ratios), the weights term and gemv_row_s
+    scaled by weights_drift, and (with cat_rows, when the profile has a cat term) the cat term scaled by the
+    measured cat over the term at that size. One factor for every size: a draft model's weights, which the
+    probe does not time, move with the host as the target's do. Returns (profile, {"weights": f, "cat": f})."""
     med = probe.medians_ms()
-    f = weights_drift(prof, geo, {p: med[p][1] for p in PARTS})
-    w = prof.weights
-    scaled = Term(c0=tuple(f * c for c in w.c0), slope=tuple(f * s for s in w.slope), knots=w.knots)
+    f = {"weights": weights_drift(prof, geo, {p: med[p][1] for p in PARTS})}
     out = with_row_ratios(prof, probe.ratios())
-    scalars = {**out.scalars, "gemv_row_s": f * prof.scalars.get("gemv_row_s", 0.0)}
-    return dataclasses.replace(out, terms={**out.terms, "weights": scaled}, scalars=scalars,
-                               source=f"{prof.source} [weights probed alongside the runs: one row x{f:.3f}, "
-                                      f"m-row ratios measured]"), f
+    terms = {**out.terms, "weights": _scaled(prof.weights, f["weights"])}
+    cat = probe.cat_ms()
+    if cat is not None and "cat" in prof.terms:
+        f["cat"] = cat / (1e3 * term_at(prof.cat, probe.cat_x))
+        terms["cat"] = _scaled(prof.cat, f["cat"])
+    scalars = {**out.scalars, "gemv_row_s": f["weights"] * prof.scalars.get("gemv_row_s", 0.0)}
+    said = ", ".join(f"{k} x{v:.3f}" for k, v in f.items())
+    return dataclasses.replace(out, terms=terms, scalars=scalars,
+                               source=f"{prof.source} [probed alongside the runs: {said}, m-row ratios measured]"), f

@@ -32,7 +32,7 @@ from bmc_model.policy import Policy
 from bmc_model.runtime.cache import CacheStats
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter
-from bmc_model.runtime.generate import gc_paused, write_synthetic_prompt
+from bmc_model.runtime.generate import gc_paused, prompt_ids, write_synthetic_prompt
 
 ALPHA_MAX = 0.999  # the cost model needs acceptance < 1: measured 1.0 (every draft taken) is clipped to this
 
@@ -187,19 +187,10 @@ class SDRun:
         if check is not None:
             check(vocab)
         gen = torch.Generator().manual_seed(seed)  # the same draws, in the same order, as decode_run
-        if isinstance(prompt, torch.Tensor):
-            ids = prompt.reshape(1, -1) if prompt.dim() == 1 else prompt
-            if ids.dim() != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
-                raise BMCError("speculative decoding takes one sequence: prompt ids [P] or [1, P], "
-                               f"got {list(prompt.shape)}")
-            if synth_prompt:
-                raise BMCError("synth_prompt needs a prompt length, not token ids")
-            plen = int(ids.shape[1])
-        else:
-            plen = int(prompt)
-            if plen < 1:
-                raise BMCError(f"prompt must be >= 1, got {plen}")
-            ids = None if synth_prompt else torch.randint(0, vocab, (1, plen), generator=gen)
+        if isinstance(prompt, torch.Tensor) and prompt.dim() == 2 and prompt.shape[0] != 1:
+            raise BMCError(f"speculative decoding takes one sequence: prompt ids [P] or [1, P], got "
+                           f"{list(prompt.shape)}")
+        ids, plen = prompt_ids(prompt, batch=1, vocab=vocab, synth_prompt=synth_prompt, gen=gen)
         if ids is None and drafter.needs_prompt_tokens:
             raise BMCError(f"drafter {drafter.name} needs the prompt's token ids, not a synthetic prompt")
         need = plen + new_tokens + gamma

@@ -13,10 +13,11 @@ and compares each with predict() for the same policy, profile, geometry, P, N, g
 per-position acceptance measured in that very run (the drafter: draft=None for prompt lookup
 and the oracle, the draft's ModelSpec for a draft model).
 
-A fifth run in each repeat times the decoder's own matmuls at 1 and gamma + 1 rows (matmul_probe.py):
-every row is also predicted with the profile's weights cost rescaled to what the probe measured in those
-same seconds (one-row time and m-row ratios, "probed"), which separates host drift since calibration
-from the model's own error.
+A fifth run in each repeat times the decoder's own matmuls at 1 and gamma + 1 rows, and torch.cat at the
+run's middle length (matmul_probe.py):
+every row is also predicted with the profile's weights and cat costs rescaled to what the probe measured in
+those same seconds (one-row time, m-row ratios, cat: "probed"), which separates host drift since
+calibration from the model's own error.
 
 Before the timed runs: one untimed plain cat run (the reference tokens every run is checked
 against, and the oracle's source) and one untimed SD probe at `probe_gamma` (or the given
@@ -271,7 +272,8 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
 
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     # the m-row matmuls of verification, timed alongside the runs (matmul_probe.py): one sample set for all repeats
-    mprobe = MatmulProbe(dec, (1, g_run + 1), steps=PROBE_STEPS)
+    mprobe = MatmulProbe(dec, (1, g_run + 1), steps=PROBE_STEPS, cat_rows=(P + N) // 2,
+                         stream_bytes=max(2 * int(prof.host.get("llc_bytes", 0)), 64 * 2**20))
     last: dict[str, DecodeResult | SDResult] = {}
     mismatch: dict[str, int | None] = {c.name: None for c in configs}  # first step differing from the reference
 
@@ -303,6 +305,8 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     ratios = mprobe.ratios()
     geo = Geometry.of(spec, 1, DTYPE)
     prof_probed, drift = probed_profile(prof, mprobe, geo)
+    cat_ms = mprobe.cat_ms()
+    mprobe.close()
     rows = []
     for c in configs:
         res = last[c.name]
@@ -345,7 +349,8 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     sd_errs_probed = [abs(by[n]["error_pct_probed"]) for n in ("sd-cat", "sd-bmc")]
     m = g_run + 1
     matmuls = {"rows": m, "steps": len(mprobe.samples[("layers", 1)]), "measured_ms": mprobe.medians_ms(),
-               "one_row_over_profile": drift,
+               "one_row_over_profile": drift["weights"],
+               "cat": {"rows": mprobe.cat_rows, "measured_ms": cat_ms, "over_profile": drift.get("cat")},
                "measured_ratio": {p: ratios[p][m] for p in ratios},
                "profile_ratio": {"layers": weights_row_factor(prof, m, geo.layer_weight_bytes),
                                  "head": weights_row_factor(prof, m, geo.head_weight_bytes, "head_rows")}}
@@ -418,6 +423,10 @@ def write_acceptance(path: str | Path, acceptance: dict[str, Any]) -> Path:
     return path
 
 
+def _x(f: float | None) -> str:
+    return "-" if f is None else f"{f:.2f}x"
+
+
 def summary_text(out: dict) -> str:
     """The measure_sd result as a plain-text table (validate --sd and benchmarks/sd_bench.py)."""
     lines = [f"workload {out['workload']}: {out['workload_note']}",
@@ -445,7 +454,8 @@ def summary_text(out: dict) -> str:
               f"verify matmuls at {mm['rows']} rows, timed alongside: layers {mm['measured_ratio']['layers']:.2f}x, "
               f"head {mm['measured_ratio']['head']:.2f}x one row (profile: {mm['profile_ratio']['layers']:.2f}x, "
               f"{mm['profile_ratio']['head']:.2f}x), one row {mm['one_row_over_profile']:.2f}x the profile's "
-              f"charge; with these, max |error| SD rows "
+              f"charge, torch.cat at {mm['cat']['rows']} rows {_x(mm['cat']['over_profile'])} the profile's; with "
+              f"these, max |error| SD rows "
               f"{out['max_abs_error_pct_sd_probed']:.1f}% (the 'probed' columns)",
               f"tuner: best gamma {out['tuner']['best_gamma']} -> {out['verdict']}; measured: SD "
               f"{'pays' if out['sd_pays_measured'] else 'does not pay'} over plain BMC",
