@@ -9,7 +9,7 @@ import pytest
 
 from bmc_model.cli.options import parse_alpha
 from bmc_model.errors import BMCError
-from bmc_model.runtime.validate_sd import acceptance_json, measure_sd, synthetic_workload
+from bmc_model.runtime.validate_sd import acceptance_json, measure_sd, summary_text, synthetic_workload
 from bmc_model.runtime.weights import smollm2_available
 from bmc_model.specs import get_spec
 
@@ -61,6 +61,8 @@ def test_measure_sd_synthetic_tiny(tmp_path):
     wl = synthetic_workload(TINY, layers=2, prompt=48, alpha=0.8, seed=1)
     out = measure_sd(wl, new_tokens=24, gamma=3, repeats=2, acceptance_out=path, warmup=0)
     check_report(out, 3)
+    text = summary_text(out)
+    assert all(row in text for row in ("plain-cat", "sd-bmc")) and "torch.cat at" in text
     assert out["acceptance"]["synthetic"] and out["synthetic_prompt"]
     assert all(len(r["measured_runs_ms"]) == 2 for r in out["rows"])
     # the file round-trips through recommend --alpha's parser
