@@ -57,7 +57,8 @@ from bmc_model.errors import BMCError
 SCHEMA_VERSION = 1
 TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
 SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_iter_s")
-OPTIONAL_TERMS = ("cat", "layer_fixed", "layer_row")
+IN_PLACE_TERMS = ("layer_fixed", "layer_row")  # measured in bmc-tune's own decoder (calibrate/bench_layers.py)
+OPTIONAL_TERMS = ("cat", *IN_PLACE_TERMS)
 OPTIONAL_SCALARS = {"gemv_row_s": 0.0}  # cost per output row of a GEMV (short rows stream slower)
 CURVE_NAMES = ("weights_rows", "attn_q")
 SIZED_FAMILIES = ("weights_rows", "head_rows")  # curves measured at several sizes B: "FAMILY@B"
@@ -137,8 +138,8 @@ class Profile:
         if runtime not in cache:
             step, layer = RUNTIMES[runtime]
             sc = {**self.scalars, "step_s": self.scalars[step], "layer_s": self.scalars[layer]}
-            # layer_fixed / layer_row were measured in bmc-tune's own decoder: another runtime keeps its layer_s
-            terms = {k: t for k, t in self.terms.items() if k not in ("layer_fixed", "layer_row")}
+            # the in-place layer terms describe bmc-tune's own decoder: another runtime keeps its layer_s
+            terms = {k: t for k, t in self.terms.items() if k not in IN_PLACE_TERMS}
             cache[runtime] = replace(self, terms=terms, scalars=sc, source=f"{self.source} [{runtime} overhead]")
         return cache[runtime]
 

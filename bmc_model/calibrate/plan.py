@@ -103,6 +103,11 @@ def _cap(name: str, want: int, limit: int, notes: list[str], avail: int) -> int:
     return limit
 
 
+def stream_bytes(llc_bytes: int) -> int:
+    """Bytes a cold benchmark cycles through: twice the last-level cache, at least 64 MiB."""
+    return max(2 * llc_bytes, 64 * MiB)
+
+
 def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list[ModelSpec],
               available_ram: int, llc_bytes: int) -> Plan:
     if available_ram < MIN_FREE_RAM:
@@ -131,7 +136,7 @@ def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list
     widths = _int_grid(16, attn_max, 1 if quick else 3)
     # from a small model's layer (the intercept: four calls' overhead) to past 1 GB
     weight_sizes = _int_grid(256 * 1024, wmax, 1 if quick else 2, multiple=4096)
-    stream = max(2 * llc_bytes, 64 * MiB)
+    stream = stream_bytes(llc_bytes)
     budgets = {k: v * (1.0 if quick else FULL_SCALE) for k, v in QUICK_BUDGET.items()}
     cat_top = min(copy_rows[-1], 8192 if quick else 16384)  # past glibc's 32 MiB mmap ceiling
     return Plan(

@@ -23,7 +23,7 @@ from bmc_model.calibrate.plan import Plan, check_options, make_plan
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import CpuTimer, NullReporter, Point, Reporter, Settings, Timer, run_cases
 from bmc_model.errors import BMCError
-from bmc_model.host import available_ram_bytes, fingerprint, release_heap
+from bmc_model.host import available_ram_bytes, cuda_free_bytes, fingerprint, release_heap
 from bmc_model.profile import Profile
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -84,9 +84,8 @@ class CalibrationResult:
 
 
 def resolve_device(device: str) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BMCError("--device cuda: no CUDA GPU is available to torch here (torch.cuda.is_available() is "
-                       "False); use --device cpu")
+    if device == "cuda":
+        cuda_free_bytes()  # raises when there is no GPU
 
 
 def calibrate(quick: bool = False, device: str = "cpu", threads: int | None = None, dtype: str = "float32",
@@ -100,10 +99,7 @@ def calibrate(quick: bool = False, device: str = "cpu", threads: int | None = No
     nthreads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     torch.set_num_threads(nthreads)
     try:
-        if device == "cuda":
-            free = int(torch.cuda.mem_get_info()[0])
-        else:
-            free = available_ram_bytes()
+        free = cuda_free_bytes() if device == "cuda" else available_ram_bytes()
         plan = make_plan(quick=quick, device=device, dtype=dtype, threads=nthreads, specs=specs, available_ram=free,
                          llc_bytes=llc_bytes(device))
         with torch.inference_mode():

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bmc_model.calibrate.plan import DEVICES
 from bmc_model.cli import app, guarded
 from bmc_model.cli.options import profile_note
 from bmc_model.errors import BMCError
@@ -86,7 +87,7 @@ def validate_cmd(
     prompt = prompt if prompt is not None else max(1, seq - (64 if quick else 128))
     if not 1 <= prompt < seq:
         raise BMCError(f"--prompt must be in [1, seq), got {prompt} with seq {seq}")
-    if device not in ("cpu", "cuda"):
+    if device not in DEVICES:
         raise BMCError(f"--device must be cpu or cuda, got {device!r}")
     if device != "cpu" and (sd or hf):
         raise BMCError("--device cuda measures plain decoding only; --sd and --hf run on the CPU")

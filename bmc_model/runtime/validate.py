@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bmc_model.calibrate.plan import DEVICES
 from bmc_model.cost import Geometry
 from bmc_model.errors import BMCError
-from bmc_model.host import fingerprint
+from bmc_model.host import cuda_free_bytes, fingerprint
 from bmc_model.policy import NAMED, Policy
 from bmc_model.predict import predict, recommend
 from bmc_model.profile import Profile
@@ -56,14 +57,14 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     are timed after a synchronize, and the memory checks read the GPU's free memory."""
     if repeats < 1:
         raise BMCError(f"repeats must be >= 1, got {repeats}")
-    if device not in ("cpu", "cuda"):
+    if device not in DEVICES:
         raise BMCError(f"device must be cpu or cuda, got {device!r}")
     dtype = "float32"
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
     configs = plan_configs(rec.policy, names, r_grid, widths)
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
             for c in configs]
-    avail = _gpu_free_bytes() if device == "cuda" else None  # None: host RAM
+    avail = cuda_free_bytes() if device == "cuda" else None  # None: host RAM
     check_fits(max(ests, key=lambda e: e.total_bytes), available=avail, what=f"validate at seq {seq}")
     # every cache at once, else whole runs take turns
     lockstep = fits(MemoryEstimate(ests[0].weights_bytes, sum(e.kv_peak_bytes for e in ests),
@@ -150,10 +151,3 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         "geometry_rho_bytes": Geometry.of(spec, batch, dtype).rho,
     }
 
-
-def _gpu_free_bytes() -> int:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BMCError("--device cuda: no CUDA GPU is available to torch here; use --device cpu")
-    return int(torch.cuda.mem_get_info()[0])

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from bmc_model.calibrate.plan import stream_bytes
 from bmc_model.cost import Geometry, weights_row_factor
 from bmc_model.errors import BMCError
 from bmc_model.host import fingerprint
@@ -273,7 +274,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     # the m-row matmuls of verification, timed alongside the runs (matmul_probe.py): one sample set for all repeats
     mprobe = MatmulProbe(dec, (1, g_run + 1), steps=PROBE_STEPS, cat_rows=(P + N) // 2,
-                         stream_bytes=max(2 * int(prof.host.get("llc_bytes", 0)), 64 * 2**20))
+                         stream_bytes=stream_bytes(int(prof.host.get("llc_bytes", 0))))
     last: dict[str, DecodeResult | SDResult] = {}
     mismatch: dict[str, int | None] = {c.name: None for c in configs}  # first step differing from the reference
 
