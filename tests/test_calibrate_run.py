@@ -243,6 +243,24 @@ def test_assembly_recovers_known_coefficients_from_synthetic_measurements(quick)
     assert prof.raw["meta"]["notes"] == []
 
 
+def test_first_touch_terms_are_fitted_to_means_and_the_rest_to_medians():
+    """cat and alloc pay slow page faults now and then, a decode step pays them too: their terms follow the
+    mean of every sample. Preemption tails elsewhere (copy here) must not move the medians' fits."""
+    plan = make_plan(quick=True, device="cpu", dtype="float32", threads=2, specs=[], available_ram=16 * 2**30,
+                     llc_bytes=32 * MiB)
+    m = synthetic_measurements(plan)
+    base = build_profile(plan, m, {"cpu": "synthetic"}, "2026-01-01")
+    tail = {"cat": 1.5, "alloc": 1.5, "copy": 3.0}
+    for name, f in tail.items():
+        setattr(m, name, [dataclasses.replace(p, mean=f * p.median) for p in getattr(m, name)])
+    prof = build_profile(plan, m, {"cpu": "synthetic"}, "2026-01-01")
+    for name in ("cat", "alloc"):
+        xs = np.asarray(base.raw[name]["x"])
+        assert np.asarray(prof.terms[name](xs)) == pytest.approx(1.5 * np.asarray(base.terms[name](xs)), rel=0.02)
+    xs = np.asarray(base.raw["copy"]["x"])
+    assert np.asarray(prof.copy(xs)) == pytest.approx(np.asarray(base.copy(xs)), rel=1e-9)
+
+
 def test_busy_machine_and_cut_benchmarks_are_noted():
     plan = make_plan(quick=True, device="cpu", dtype="float32", threads=2, specs=[], available_ram=16 * 2**30,
                      llc_bytes=32 * MiB)

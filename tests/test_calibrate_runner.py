@@ -180,3 +180,19 @@ def test_share_of_cpu_used_by_other_processes():
     assert others_share(None, after) is None and others_share(after, before) is None
     s = snapshot()
     assert s is None or (s.total_s >= s.busy_s >= 0 and s.own_s > 0)
+
+
+def test_points_keep_the_mean_beside_the_median_for_costs_with_a_slow_tail():
+    """One call in four 4x slower (slow page faults): the MAD median drops them, the mean keeps them."""
+    clock, rng = FakeClock(), np.random.default_rng(3)
+    calls = [0]
+
+    def op():
+        calls[0] += 1
+        clock.now += 4e-2 if calls[0] % 4 == 0 else 1e-2
+
+    st = Settings(rounds=2, min_samples=16, max_samples=16)
+    (pt,) = run_cases("tail", [Case.simple("t", 1.0, op)], budget_s=0.0, timer=FakeTimer(clock), rng=rng, settings=st)
+    assert pt.median == pytest.approx(1e-2)
+    assert pt.mean == pytest.approx(1.75e-2, rel=0.1) and pt.expected == pt.mean
+    assert points_raw([pt])["mean"] == [pt.mean]

@@ -1,9 +1,11 @@
 import json
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from bmc_model.cli import app
+from bmc_model.cli.validate_cmd import render
 from bmc_model.predict import _embedded
 from bmc_model.profile import write_profile
 
@@ -63,6 +65,21 @@ def test_validate_tiny_run_reports_every_field(prof):
     assert d["token_mismatch"] == []  # every policy decoded the same tokens as torch.cat
     assert d["regret_pct"] >= 0
     assert d["interleave"] == "step"  # tiny caches fit side by side
+    # the probe's second prediction: only the weights, torch.cat and attention terms move, each by its factor
+    f = d["probe"]["factors"]
+    assert set(f) == {"weights", "cat", "attn_exact", "attn_masked"} and all(v > 0 for v in f.values())
+    for row in d["rows"]:
+        b, exact = row["predicted_breakdown_ms"], row["width"] == "exact"
+        attn = b["attention_useful"] + b["attention_redundant"]
+        moved = ((f["weights"] - 1) * b["weights"] + ((f["cat"] - 1) * b["growth_copy"] if exact else 0.0)
+                 + (f["attn_exact" if exact else "attn_masked"] - 1) * attn)
+        assert row["predicted_ms_probed"] - row["predicted_ms"] == pytest.approx(moved, rel=1e-6, abs=1e-9)
+        assert row["error_pct_probed"] == pytest.approx(
+            100 * (row["predicted_ms_probed"] - row["measured_ms"]) / row["measured_ms"])
+    assert d["median_abs_error_pct_probed"] <= d["max_abs_error_pct_probed"]
+    con = Console(record=True, width=200)
+    render(d, con)
+    assert "probed: median / max |error|" in con.export_text()
 
 
 def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeypatch):

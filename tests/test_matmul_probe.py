@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from bmc_model.cost import Geometry, term_at, weights_row_factor
+from bmc_model.cost import Geometry, attention_s, term_at, weights_row_factor
 from bmc_model.errors import BMCError
 from bmc_model.predict import get_profile
 from bmc_model.runtime.decoder import Decoder
@@ -82,9 +82,11 @@ def test_probed_profile_scales_the_weights_term_by_the_drift():
 
 
 def test_probe_times_cat_as_calibration_does_and_rescales_the_cat_term():
-    probe = MatmulProbe(Decoder.random(TINY), (1, 3), steps=3, cat_rows=40, stream_bytes=2**20)
+    probe = MatmulProbe(Decoder.random(TINY), (1, 3), steps=3, cat_rows=40, stream_bytes=2**20, cat_calls=2)
     run_interleaved([probe])
-    assert len(probe.samples[("cat", 40)]) == 3 and probe.cat_ms() > 0
+    got = probe.samples[("cat", 40)]
+    assert len(got) == 6 and probe.cat_ms() > 0
+    assert probe.cat_ms() == pytest.approx(1e3 * sum(got) / 6)  # a mean: slow page faults count
     row = TINY.kv_heads * TINY.head_dim * 4
     assert 40 * row <= probe.cat_x < 60 * row  # the case's mean size: rows .. rows + CAT_SPAN
     prof = get_profile(None)
@@ -94,3 +96,29 @@ def test_probe_times_cat_as_calibration_does_and_rescales_the_cat_term():
         assert term_at(probed.cat, x) == pytest.approx(factors["cat"] * term_at(prof.cat, x))
     probe.close()
     assert probe._cat_op is None
+
+
+def test_probe_times_attention_in_the_decoders_form_and_rescales_the_attention_terms():
+    probe = MatmulProbe(Decoder.random(TINY), (1, 4), steps=3, attn_width=40, stream_bytes=0)  # pool: one K/V
+    run_interleaved([probe])
+    att = probe.attn_ms()  # default forms: one row exact, the verify pass's 4 rows masked
+    assert att.keys() == {"attn_exact", "attn_masked"} and set(att["attn_exact"]) == {1}
+    assert set(att["attn_masked"]) == {4} and len(probe.samples[("attn_masked", 4)]) == 3
+    prof = get_profile(None)
+    geo = Geometry.of(TINY, 1, "float32")
+    probed, f = probed_profile(prof, probe, geo)
+    ex, ma = att["attn_exact"][1], att["attn_masked"][4]
+    assert f["attn_exact"] == pytest.approx(ex / (1e3 * attention_s(prof, geo.rho, 40, 1, False)))
+    assert f["attn_masked"] == pytest.approx(ma / (1e3 * attention_s(prof, geo.rho, 40, 4, True)))
+    # the probed profile charges exactly what the probe measured at its width, and scales every width alike
+    assert 1e3 * attention_s(probed, geo.rho, 40, 1, False) == pytest.approx(ex)
+    assert 1e3 * attention_s(probed, geo.rho, 40, 4, True) == pytest.approx(ma)
+    assert attention_s(probed, geo.rho, 9000, 4, True) == pytest.approx(
+        f["attn_masked"] * attention_s(prof, geo.rho, 9000, 4, True))
+    probe.close()
+    assert probe._attn_ops == {}
+    # plain decoding's forms: one row, exact and masked (padded widths)
+    plain = MatmulProbe(Decoder.random(TINY), (1,), steps=2, attn_width=40, attn_forms=((1, False), (1, True)))
+    run_interleaved([plain])
+    assert {k: set(v) for k, v in plain.attn_ms().items()} == {"attn_exact": {1}, "attn_masked": {1}}
+    plain.close()

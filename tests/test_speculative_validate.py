@@ -44,16 +44,24 @@ def check_report(out: dict, gamma: int) -> None:
     for r in rows.values():
         assert r["error_pct_probed"] == pytest.approx(
             100 * (r["predicted_ms_probed"] - r["measured_ms"]) / r["measured_ms"])
-    # plain rows are one-row steps: only the probe's one-row factor moves their weights, and its cat factor
-    # their exact-width growth copies (torch.cat's cost: cost.fixed_events)
+    # plain rows are one-row steps: only the probe's one-row factor moves their weights, its cat factor
+    # their exact-width growth copies (torch.cat's cost: cost.fixed_events), and its attention factor
+    # (one row unmasked for exact width, the verify pass's for masked) their attention
     f, f_cat = mm["one_row_over_profile"], mm["cat"]["over_profile"]
-    assert f > 0 and f_cat > 0 and mm["cat"]["rows"] == (out["prompt"] + out["seq"]) // 2
+    att = mm["attention"]
+    mid = (out["prompt"] + out["seq"]) // 2
+    assert f > 0 and f_cat > 0 and mm["cat"]["rows"] == att["width"] == mid
+    assert {k: set(v) for k, v in att["measured_ms"].items()} == {"attn_exact": {1}, "attn_masked": {gamma + 1}}
+    assert att["exact_over_profile"] > 0 < att["masked_over_profile"]
     for name in ("plain-cat", "plain-bmc"):
         r = rows[name]
         b = r["predicted_breakdown_ms"]
-        cat_part = (f_cat - 1) * b["growth_copy"] if r["width"] == "exact" else 0.0
+        exact = r["width"] == "exact"
+        cat_part = (f_cat - 1) * b["growth_copy"] if exact else 0.0
+        f_att = att["exact_over_profile"] if exact else att["masked_over_profile"]
+        att_part = (f_att - 1) * (b["attention_useful"] + b["attention_redundant"])
         assert r["predicted_ms_probed"] - r["predicted_ms"] == pytest.approx(
-            (f - 1) * b["weights"] + cat_part, rel=1e-6, abs=1e-9)
+            (f - 1) * b["weights"] + cat_part + att_part, rel=1e-6, abs=1e-9)
 
 
 def test_measure_sd_synthetic_tiny(tmp_path):
@@ -62,7 +70,7 @@ def test_measure_sd_synthetic_tiny(tmp_path):
     out = measure_sd(wl, new_tokens=24, gamma=3, repeats=2, acceptance_out=path, warmup=0)
     check_report(out, 3)
     text = summary_text(out)
-    assert all(row in text for row in ("plain-cat", "sd-bmc")) and "torch.cat at" in text
+    assert all(row in text for row in ("plain-cat", "sd-bmc")) and "torch.cat at" in text and "attention at" in text
     assert out["acceptance"]["synthetic"] and out["synthetic_prompt"]
     assert all(len(r["measured_runs_ms"]) == 2 for r in out["rows"])
     # the file round-trips through recommend --alpha's parser

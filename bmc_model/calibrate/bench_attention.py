@@ -47,7 +47,7 @@ def kv_bytes(spec: ModelSpec, width: int, elem: int) -> float:
     return float(2 * spec.kv_heads * width * spec.head_dim * elem)
 
 
-def _case(pool: Pool, key: object, spec: ModelSpec, width: int, q_rows: int, masked: bool,
+def attn_case(pool: Pool, key: object, spec: ModelSpec, width: int, q_rows: int, masked: bool,
           stream_bytes: int) -> Case:
     cap = width if masked else width + VIEW_SLACK
     shape = (1, spec.kv_heads, cap, spec.head_dim)  # [batch, kv_heads, capacity, head_dim]
@@ -79,10 +79,10 @@ def _case(pool: Pool, key: object, spec: ModelSpec, width: int, q_rows: int, mas
 def attn_cases(pool: Pool, specs: tuple[ModelSpec, ...], widths: tuple[int, ...], kind: str,
                stream_bytes: int) -> list[Case]:
     """kind "exact": one row over views, no mask; "masked": the padded buffer, an eighth masked."""
-    return [_case(pool, (s.name, w), s, w, 1, kind == "masked", stream_bytes) for s in specs for w in widths]
+    return [attn_case(pool, (s.name, w), s, w, 1, kind == "masked", stream_bytes) for s in specs for w in widths]
 
 
 def attn_q_cases(pool: Pool, spec: ModelSpec, widths: tuple[int, ...], q_rows: tuple[int, ...],
                  stream_bytes: int) -> list[Case]:
     """q new rows with a causal mask over a buffer of W rows (an eighth of it padding)."""
-    return [_case(pool, (qr, w), spec, w, qr, True, stream_bytes) for w in widths for qr in q_rows]
+    return [attn_case(pool, (qr, w), spec, w, qr, True, stream_bytes) for w in widths for qr in q_rows]

@@ -12,7 +12,9 @@ Hygiene, in order of what it protects against:
 - an op shorter than `target_sample_s` is repeated inside one timed sample (timer overhead);
 - a case gets budget_s / len(cases) seconds of samples, at least min_samples, at most max_samples,
   and a benchmark far over its budget (a busy machine) stops after its current round;
-- outliers are dropped with the MAD rule before taking the median (stats.summarize).
+- outliers are dropped with the MAD rule before taking the median (stats.summarize); the mean of
+  every sample is kept beside it for the first-touch terms, whose slow samples are part of the cost
+  (assemble.py).
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ class Point:
     kept: int
     total: int
     inner: int  # op calls inside one timed sample
+    mean: float | None = None  # seconds per unit of work over every sample, outliers kept
+
+    @property
+    def expected(self) -> float:
+        """The mean when recorded, else the median: what a term of first-touch work is fitted to."""
+        return self.median if self.mean is None else self.mean
 
 
 @dataclass(frozen=True)
@@ -188,12 +196,13 @@ def run_cases(bench: str, cases: Sequence[Case], *, budget_s: float, timer: Time
     for i, c in enumerate(cases):
         sm = summarize(samples[i])
         out.append(Point(key=c.key, x=float(c.x), median=sm.median, mad=sm.mad, kept=sm.kept, total=sm.total,
-                         inner=plan[i][0] if plan[i] else 1))  # type: ignore[index]
+                         inner=plan[i][0] if plan[i] else 1,  # type: ignore[index]
+                         mean=float(np.mean(samples[i]))))
     return out
 
 
 def points_raw(points: Sequence[Point]) -> dict:
     """The JSON form kept in profile["raw"]: parallel lists, sorted by size."""
     pts = sorted(points, key=lambda p: p.x)
-    return {"x": [p.x for p in pts], "t": [p.median for p in pts], "mad": [p.mad for p in pts],
-            "kept": [p.kept for p in pts], "samples": [p.total for p in pts]}
+    return {"x": [p.x for p in pts], "t": [p.median for p in pts], "mean": [p.expected for p in pts],
+            "mad": [p.mad for p in pts], "kept": [p.kept for p in pts], "samples": [p.total for p in pts]}

@@ -146,15 +146,24 @@ def render(res: dict, con: Console) -> None:
               f"decode {res['prompt']} -> {res['seq']} (prompt K/V synthesized), median of {res['repeats']} "
               f"runs, {_HOW.get(res.get('interleave', 'run'), 'interleaved')}; host {res['host']['cpu']}")
     t = Table(title="Measured vs predicted ms/token")
-    for col in ("configuration", "policy", "measured", "predicted", "error", "events (meas/pred)"):
+    probed = res.get("median_abs_error_pct_probed") is not None
+    for col in ("configuration", "policy", "measured", "predicted", "error", "events (meas/pred)",
+                *(("probed", "error") if probed else ())):
         t.add_column(col, justify="left" if col in ("configuration", "policy") else "right")
     for r in sorted(res["rows"], key=lambda r: r["measured_ms"]):
+        more = (f"{r['predicted_ms_probed']:.2f}", f"{r['error_pct_probed']:+.1f}%") if probed else ()
         t.add_row(r["name"], r["policy"], f"{r['measured_ms']:.2f}", f"{r['predicted_ms']:.2f}",
-                  f"{r['error_pct']:+.1f}%", f"{r['growth_events_measured']:.0f}/{r['growth_events_predicted']:.0f}")
+                  f"{r['error_pct']:+.1f}%", f"{r['growth_events_measured']:.0f}/{r['growth_events_predicted']:.0f}",
+                  *more)
     con.print(t)
     s = Table(title="Summary", show_header=False)
     s.add_row("median |error|", _fmt(res["median_abs_error_pct"], ".1f", "%"))
     s.add_row("max |error|", _fmt(res["max_abs_error_pct"], ".1f", "%"))
+    if probed:
+        f = res["probe"]["factors"]
+        said = ", ".join(f"{k} x{v:.2f}" for k, v in f.items())
+        s.add_row("probed: median / max |error|", f"{res['median_abs_error_pct_probed']:.1f}% / "
+                  f"{res['max_abs_error_pct_probed']:.1f}% (host now vs profile: {said})")
     s.add_row("recommended", f"{res['recommended']['policy']}")
     s.add_row("best measured", f"{res['best_measured']['name']} ({res['best_measured']['policy']})")
     s.add_row("regret", _fmt(res["regret_pct"], ".1f", "%"))

@@ -13,7 +13,15 @@ drift since calibration; what remains is the model's own error.
 With cat_rows it also times torch.cat as DynamicCache calls it, at that many rows of the decoder's K
 geometry, exactly as calibration does (calibrate/bench_memory.cat_cases: fresh buffers, cold sources):
 torch.cat's page faults move with the host too (its per-byte cost differed by 20% between two
-calibrations an hour apart), and every torch.cat row of validate --sd pays them every token.
+calibrations an hour apart), and every torch.cat row of validate --sd pays them every token. Those faults
+are now and then several times slower (on a VM, pages the host maps in again), in bursts: so the probe
+reports the mean of its calls, as calibration's cat term is a mean, and makes cat_calls calls a step.
+
+With attn_width it also times one layer's attention over that many cached rows in each of attn_forms
+(rows, masked), in the decoder's form (calibrate/bench_attention.attn_case: folded GQA rows, the additive
+mask, cold K/V):
+calibration measures attention up to 8192 rows at one geometry's q-row ratios, and a verify pass at 16k rows,
+or SmolLM2's 12 rows folded into 36 a KV head, reads that curve where it extrapolates.
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from bmc_model.cost import Geometry, term_at
+from bmc_model.cost import Geometry, attention_s, term_at
 from bmc_model.errors import BMCError
 from bmc_model.profile import Profile, Term
 from bmc_model.runtime.decoder import Decoder
@@ -42,6 +51,10 @@ class MatmulProbe:
     steps: int  # probe steps, each timing every row count once
     cat_rows: int = 0  # also time torch.cat of a [1, kv_heads, cat_rows, head_dim] tensor with a row (0: no)
     stream_bytes: int = 0  # cat sources cycle through this many bytes: cold, as in decoding
+    cat_calls: int = 1  # cat calls per step: a decode step's 2 * layers gives its slow page faults as many chances
+    attn_width: int = 0  # also time one layer's attention over this many cached rows (0: no)
+    attn_forms: tuple[tuple[int, bool], ...] = ()  # (rows, masked) to time; () with attn_width: one row exact and
+    # the largest row count masked (one row masked when that is 1)
     done: int = 0
     samples: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (part, m) -> seconds
 
@@ -64,11 +77,26 @@ class MatmulProbe:
                                        self.stream_bytes)[0]
             self._cat_op = self._stack.enter_context(self._cat_case.make())
             self.samples[("cat", self.cat_rows)] = []
+        self._attn_ops: dict[tuple[str, int], tuple[Callable[[], object], int]] = {}  # -> (op, attentions per call)
+        if self.attn_width:
+            self.attn_forms = self.attn_forms or ((1, False), (max(self.rows), True))
+            from bmc_model.calibrate.bench_attention import VIEW_SLACK, attn_case, kv_bytes
+            from bmc_model.calibrate.pool import Pool
+
+            elem = torch.empty((), dtype=self.dec.dtype).element_size()
+            need = max(self.stream_bytes, int(kv_bytes(s, self.attn_width + VIEW_SLACK, elem)))
+            pool = self._stack.enter_context(Pool(need, self.dec.dtype, self.dec.device.type))
+            for m, masked in self.attn_forms:
+                key = ("attn_masked" if masked else "attn_exact", m)
+                case = attn_case(pool, key, s, self.attn_width, m, masked, self.stream_bytes)
+                self._attn_ops[key] = (self._stack.enter_context(case.make()), case.per_call)
+                self.samples[key] = []
 
     def close(self) -> None:
-        """Free the cat buffers."""
+        """Free the cat and attention buffers."""
         self._stack.close()
         self._cat_op = None
+        self._attn_ops = {}
 
     @property
     def cat_x(self) -> float:
@@ -98,9 +126,13 @@ class MatmulProbe:
             t2 = time.perf_counter()
             self.samples[("layers", m)].append(t1 - t0)
             self.samples[("head", m)].append(t2 - t1)
-        if self._cat_op is not None:
+        for key, (op, per_call) in self._attn_ops.items():
             t0 = time.perf_counter()
-            self._cat_op()
+            op()
+            self.samples[key].append((time.perf_counter() - t0) / per_call)
+        for _ in range(self.cat_calls if self._cat_op is not None else 0):
+            t0 = time.perf_counter()
+            self._cat_op()  # type: ignore[misc]
             self.samples[("cat", self.cat_rows)].append((time.perf_counter() - t0) / self._cat_case.per_call)
         self.done += 1
         return self.done < self.steps
@@ -109,9 +141,18 @@ class MatmulProbe:
         return {p: {m: 1e3 * statistics.median(self.samples[(p, m)]) for m in self.rows} for p in PARTS}
 
     def cat_ms(self) -> float | None:
-        """Median ms of one torch.cat at cat_rows (None without cat_rows or samples)."""
+        """Mean ms of one torch.cat at cat_rows (None without cat_rows or samples): a mean, as calibration's
+        cat term is (its slow first touches are part of what every decode step pays)."""
         got = self.samples.get(("cat", self.cat_rows))
-        return 1e3 * statistics.median(got) if got else None
+        return 1e3 * statistics.fmean(got) if got else None
+
+    def attn_ms(self) -> dict[str, dict[int, float]]:
+        """Median ms of one layer's attention over attn_width rows: {"attn_exact" | "attn_masked": {rows: ms}}."""
+        out: dict[str, dict[int, float]] = {}
+        for (p, m), v in self.samples.items():
+            if p.startswith("attn_") and v:
+                out.setdefault(p, {})[m] = 1e3 * statistics.median(v)
+        return out
 
     def ratios(self) -> dict[str, dict[int, float]]:
         """m rows over one row, per part, from the medians."""
@@ -149,7 +190,10 @@ def probed_profile(prof: Profile, probe: MatmulProbe, geo: Geometry) -> tuple[Pr
     """prof as the probe saw the host: its m-row ratios (with_row_ratios), the weights term and gemv_row_s
     scaled by weights_drift, and (with cat_rows, when the profile has a cat term) the cat term scaled by the
     measured cat over the term at that size. One factor for every size: a draft model's weights, which the
-    probe does not time, move with the host as the target's do. Returns (profile, {"weights": f, "cat": f})."""
+    probe does not time, move with the host as the target's do. With attn_width, attn_exact and attn_masked are
+    scaled by the attention measured over what the profile charges at that width (masked: at the most rows
+    timed, the verify pass with its folded GQA rows, at a width calibration may not reach).
+    Returns (profile, {"weights": f, "cat": f, "attn_exact": f, "attn_masked": f}, those measured)."""
     med = probe.medians_ms()
     f = {"weights": weights_drift(prof, geo, {p: med[p][1] for p in PARTS})}
     out = with_row_ratios(prof, probe.ratios())
@@ -158,6 +202,10 @@ def probed_profile(prof: Profile, probe: MatmulProbe, geo: Geometry) -> tuple[Pr
     if cat is not None and "cat" in prof.terms:
         f["cat"] = cat / (1e3 * term_at(prof.cat, probe.cat_x))
         terms["cat"] = _scaled(prof.cat, f["cat"])
+    for name, by_rows in probe.attn_ms().items():
+        m = max(by_rows)  # masked: the verify pass's rows where timed (its folded GQA rows, its width)
+        f[name] = by_rows[m] / (1e3 * attention_s(prof, geo.rho, probe.attn_width, m, name == "attn_masked"))
+        terms[name] = _scaled(prof.terms[name], f[name])
     scalars = {**out.scalars, "gemv_row_s": f["weights"] * prof.scalars.get("gemv_row_s", 0.0)}
     said = ", ".join(f"{k} x{v:.3f}" for k, v in f.items())
     return dataclasses.replace(out, terms=terms, scalars=scalars,

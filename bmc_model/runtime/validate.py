@@ -7,6 +7,14 @@ together, they take turns run by run instead (the order rotated each repeat), an
 which ("interleave": "step" or "run"). Each measurement is the mean ms per decode step of one run;
 the table reports the median over repeats. The prediction for a row is predict() with the same
 profile, geometry, policy, P, N and batch.
+
+On the CPU, after each repeat's runs, runtime/matmul_probe.py times the decoder's own matmuls (one row,
+and batch rows), torch.cat and one layer's attention at the run's middle length (about two seconds), and
+every row is predicted a second time with the profile's weights, cat and attention terms rescaled to what
+it measured in that minute ("probed"). It runs beside the configurations, not among them: validate's
+rankings (regret, speedups) rest on differences of a percent, and a torch.cat step slows the step after
+it. The gap between the two predictions is how far the host has moved since calibration; what is left
+is the model's own error.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bmc_model.calibrate.plan import DEVICES
+from bmc_model.calibrate.plan import DEVICES, stream_bytes
 from bmc_model.cost import Geometry
 from bmc_model.errors import BMCError
 from bmc_model.host import cuda_free_bytes, fingerprint
@@ -25,6 +33,9 @@ from bmc_model.predict import predict, recommend
 from bmc_model.profile import Profile
 from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits
 from bmc_model.specs import ModelSpec
+
+PROBE_STEPS = 12  # probe steps per repeat, spread over the runs' steps
+PROBE_CAT_CALLS = 4  # at most this many torch.cat calls per probe step (a decode step makes 2 * layers)
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     from bmc_model.runtime.decoder import Decoder
     from bmc_model.runtime.generate import DecodeResult, DecodeRun, decode_run, set_threads
     from bmc_model.runtime.interleave import run_interleaved
+    from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile
 
     n_threads = set_threads(threads)
     decoder = Decoder.random(spec, seed=seed)
@@ -85,14 +97,26 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     tokens_ref = None
     mismatched: list[str] = []
     kw = {"prompt": prompt, "new_tokens": seq - prompt, "batch": batch, "synth_prompt": True, "seed": seed}
+    mid = (prompt + seq) // 2
+    # CPU only: the probe times with perf_counter, no synchronize (a GPU run is predicted from the profile alone)
+    probe = MatmulProbe(decoder, (1,) if batch == 1 else (1, batch), steps=PROBE_STEPS, cat_rows=mid,
+                        cat_calls=min(2 * spec.layers, PROBE_CAT_CALLS), attn_width=mid,
+                        attn_forms=((1, False), (1, True)),  # exact and padded widths, one new row
+                        stream_bytes=stream_bytes(int(profile.host.get("llc_bytes", 0)))) if device == "cpu" else None
 
     def repeat_results(rep: int) -> list[tuple[Config, DecodeResult]]:
+        if probe is not None:
+            probe.restart()
         if lockstep:
             if progress:
                 progress(f"repeat {rep + 1}/{repeats}: {len(configs)} configurations side by side, step by step")
             runs = [DecodeRun(decoder, c.policy, **kw) for c in configs]
             run_interleaved(runs)
+            if probe is not None:  # after the runs, not among them: its torch.cat would slow whichever step follows
+                run_interleaved([probe])
             return [(c, r.result()) for c, r in zip(configs, runs)]
+        if probe is not None:
+            run_interleaved([probe])
         out = []
         for c in configs[rep % len(configs):] + configs[:rep % len(configs)]:
             if progress:
@@ -110,20 +134,29 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
             elif not torch.equal(tokens_ref, res.tokens) and c.name not in mismatched:
                 mismatched.append(c.name)
     wall = time.perf_counter() - t0
+    probed, factors = (None, {})
+    if probe is not None:
+        probed, factors = probed_profile(profile, probe, Geometry.of(spec, 1, dtype))
+        probe.close()
 
     rows = []
     for c in configs:
         meas = statistics.median(times[c.name])
-        pred = predict(model=spec, seq=seq, prompt=prompt, policy=c.policy, batch=batch, dtype=dtype,
-                       profile=profile)
-        rows.append({"name": c.name, "policy": c.policy.label, "growth": c.policy.growth,
-                     "r": c.policy.r if c.policy.growth == "fixed" else None, "width": c.policy.width_label,
-                     "measured_ms": meas, "measured_runs_ms": times[c.name], "predicted_ms": pred.ms_per_token,
-                     "error_pct": 100.0 * (pred.ms_per_token - meas) / meas,
-                     "growth_events_measured": events[c.name], "growth_events_predicted": pred.growth_events,
-                     "predicted_breakdown_ms": pred.breakdown})
+        pk = {"model": spec, "seq": seq, "prompt": prompt, "policy": c.policy, "batch": batch, "dtype": dtype}
+        pred = predict(**pk, profile=profile)
+        row = {"name": c.name, "policy": c.policy.label, "growth": c.policy.growth,
+               "r": c.policy.r if c.policy.growth == "fixed" else None, "width": c.policy.width_label,
+               "measured_ms": meas, "measured_runs_ms": times[c.name], "predicted_ms": pred.ms_per_token,
+               "error_pct": 100.0 * (pred.ms_per_token - meas) / meas,
+               "growth_events_measured": events[c.name], "growth_events_predicted": pred.growth_events,
+               "predicted_breakdown_ms": pred.breakdown}
+        if probed is not None:
+            pp = predict(**pk, profile=probed).ms_per_token
+            row.update({"predicted_ms_probed": pp, "error_pct_probed": 100.0 * (pp - meas) / meas})
+        rows.append(row)
     by = {r["name"]: r for r in rows}
     errs = [abs(r["error_pct"]) for r in rows]
+    errs_probed = [abs(r["error_pct_probed"]) for r in rows if "error_pct_probed" in r]
     best = min(rows, key=lambda r: r["measured_ms"])
     rec_ms = by["recommended"]["measured_ms"]
 
@@ -137,6 +170,9 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         "interleave": "step" if lockstep else "run",
         "rows": rows,
         "median_abs_error_pct": statistics.median(errs), "max_abs_error_pct": max(errs),
+        "median_abs_error_pct_probed": statistics.median(errs_probed) if errs_probed else None,
+        "max_abs_error_pct_probed": max(errs_probed) if errs_probed else None,
+        "probe": {"factors": factors, "width": mid} if probed is not None else None,
         "recommended": {"policy": rec.policy.label, "r": rec.r, "width": rec.width},
         "recommended_r": rec.r, "recommended_width": rec.width,
         "best_measured": {"name": best["name"], "policy": best["policy"]},

@@ -13,10 +13,10 @@ and compares each with predict() for the same policy, profile, geometry, P, N, g
 per-position acceptance measured in that very run (the drafter: draft=None for prompt lookup
 and the oracle, the draft's ModelSpec for a draft model).
 
-A fifth run in each repeat times the decoder's own matmuls at 1 and gamma + 1 rows, and torch.cat at the
-run's middle length (matmul_probe.py):
+A fifth run in each repeat times the decoder's own matmuls at 1 and gamma + 1 rows, torch.cat and one
+layer's attention (1 and gamma + 1 rows) at the run's middle length (matmul_probe.py):
 every row is also predicted with the profile's weights and cat costs rescaled to what the probe measured in
-those same seconds (one-row time, m-row ratios, cat: "probed"), which separates host drift since
+those same seconds (one-row time, m-row ratios, cat, attention: "probed"), which separates host drift since
 calibration from the model's own error.
 
 Before the timed runs: one untimed plain cat run (the reference tokens every run is checked
@@ -62,6 +62,7 @@ from bmc_model.runtime.interleave import run_interleaved
 from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile
 from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits
 from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
+from bmc_model.runtime.validate import PROBE_CAT_CALLS
 from bmc_model.specs import ModelSpec, get_spec
 
 WORKLOADS = ("synthetic", "smollm2", "qwen")
@@ -274,6 +275,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     # the m-row matmuls of verification, timed alongside the runs (matmul_probe.py): one sample set for all repeats
     mprobe = MatmulProbe(dec, (1, g_run + 1), steps=PROBE_STEPS, cat_rows=(P + N) // 2,
+                         cat_calls=min(2 * spec.layers, PROBE_CAT_CALLS), attn_width=(P + N) // 2,
                          stream_bytes=stream_bytes(int(prof.host.get("llc_bytes", 0))))
     last: dict[str, DecodeResult | SDResult] = {}
     mismatch: dict[str, int | None] = {c.name: None for c in configs}  # first step differing from the reference
@@ -306,7 +308,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     ratios = mprobe.ratios()
     geo = Geometry.of(spec, 1, DTYPE)
     prof_probed, drift = probed_profile(prof, mprobe, geo)
-    cat_ms = mprobe.cat_ms()
+    cat_ms, attn_ms = mprobe.cat_ms(), mprobe.attn_ms()
     mprobe.close()
     rows = []
     for c in configs:
@@ -352,6 +354,9 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     matmuls = {"rows": m, "steps": len(mprobe.samples[("layers", 1)]), "measured_ms": mprobe.medians_ms(),
                "one_row_over_profile": drift["weights"],
                "cat": {"rows": mprobe.cat_rows, "measured_ms": cat_ms, "over_profile": drift.get("cat")},
+               "attention": {"width": mprobe.attn_width, "measured_ms": attn_ms,
+                             "exact_over_profile": drift.get("attn_exact"),
+                             "masked_over_profile": drift.get("attn_masked")},
                "measured_ratio": {p: ratios[p][m] for p in ratios},
                "profile_ratio": {"layers": weights_row_factor(prof, m, geo.layer_weight_bytes),
                                  "head": weights_row_factor(prof, m, geo.head_weight_bytes, "head_rows")}}
@@ -441,6 +446,7 @@ def summary_text(out: dict) -> str:
                      f"{r['predicted_ms']:>13.2f} {r['error_pct']:>+8.1f} {r['growth_events_measured']:>7} {adv:>8} "
                      f"{r['predicted_ms_probed']:>10.2f} {r['error_pct_probed']:>+8.1f}")
     mm = out["verify_matmuls"]
+    att = mm.get("attention", {})
     acc = out["acceptance"]
     per = ", ".join(f"{a:.2f}" for a in acc["per_position"])
     synth = " SYNTHETIC" if acc["synthetic"] else ""
@@ -455,9 +461,10 @@ def summary_text(out: dict) -> str:
               f"verify matmuls at {mm['rows']} rows, timed alongside: layers {mm['measured_ratio']['layers']:.2f}x, "
               f"head {mm['measured_ratio']['head']:.2f}x one row (profile: {mm['profile_ratio']['layers']:.2f}x, "
               f"{mm['profile_ratio']['head']:.2f}x), one row {mm['one_row_over_profile']:.2f}x the profile's "
-              f"charge, torch.cat at {mm['cat']['rows']} rows {_x(mm['cat']['over_profile'])} the profile's; with "
-              f"these, max |error| SD rows "
-              f"{out['max_abs_error_pct_sd_probed']:.1f}% (the 'probed' columns)",
+              f"charge, torch.cat at {mm['cat']['rows']} rows {_x(mm['cat']['over_profile'])} the profile's, "
+              f"attention at {att.get('width', 0)} rows {_x(att.get('exact_over_profile'))} (1 row) and "
+              f"{_x(att.get('masked_over_profile'))} ({mm['rows']} rows) the profile's; with these, max |error| "
+              f"SD rows {out['max_abs_error_pct_sd_probed']:.1f}% (the 'probed' columns)",
               f"tuner: best gamma {out['tuner']['best_gamma']} -> {out['verdict']}; measured: SD "
               f"{'pays' if out['sd_pays_measured'] else 'does not pay'} over plain BMC",
               f"tokens identical to the plain cat reference: {out['tokens_match_reference']}"]
