@@ -170,13 +170,17 @@ class Geometry:
     head_weight_bytes: float
     layer_out_rows: float = 0.0  # output rows of one layer's matmuls (each a dot product)
     head_out_rows: float = 0.0  # the LM head's: vocab
+    group: int = 1  # query rows a KV head attends with per token row: g = heads / kv_heads when folded, else 1
 
     @classmethod
-    def of(cls, spec: ModelSpec, batch: int, dtype: str | None = None) -> Geometry:
+    def of(cls, spec: ModelSpec, batch: int, dtype: str | None = None, folded: bool = True) -> Geometry:
+        """folded: the runtime folds a KV head's g query heads into its query rows (bmc_model.runtime);
+        transformers' attention does not."""
         e = DTYPE_BYTES[dtype or spec.dtype]
         return cls(layers=spec.layers, rho=float(batch * spec.kv_heads * spec.head_dim * e),
                    layer_weight_bytes=float(spec.layer_params() * e), head_weight_bytes=float(spec.head_params() * e),
-                   layer_out_rows=float(spec.layer_out_rows()), head_out_rows=float(spec.vocab))
+                   layer_out_rows=float(spec.layer_out_rows()), head_out_rows=float(spec.vocab),
+                   group=spec.heads // spec.kv_heads if folded else 1)
 
 
 @dataclass
@@ -291,10 +295,19 @@ def policy_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: 
     return stepped_events(policy, w, geo, prof)
 
 
-def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool) -> float:
+def attn_rows_factor(prof: Profile, q: int, group: int = 1) -> float:
+    """Attention's per-byte cost at q new token rows over one. With GQA folded, a KV head attends with g q
+    query rows where one token row gives it g: the attn_q curve (calibrated on the primary geometry) at g q
+    over its value at g. (attn_exact / attn_masked are calibrated per geometry at one token row, so they
+    already hold the g rows of one.)"""
+    f = row_factor(prof, "attn_q", prof.attn_q_slope, group * q)
+    return f if group == 1 else f / row_factor(prof, "attn_q", prof.attn_q_slope, group)
+
+
+def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool, group: int = 1) -> float:
     """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row)."""
     a0, a1 = (prof.attn_masked if masked else prof.attn_exact).segment(2 * rho * width)
-    return a0 + a1 * 2 * rho * row_factor(prof, "attn_q", prof.attn_q_slope, q) * width
+    return a0 + a1 * 2 * rho * attn_rows_factor(prof, q, group) * width
 
 
 def write_s(prof: Profile, rho: float, q: int) -> float:
@@ -328,7 +341,7 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
                        + L * weights_row_factor(prof, rows, geo.layer_weight_bytes) * layer)
     masked = policy.width != "exact" or q > 1  # padded rows or a causal block need a mask
     att = prof.attn_masked if masked else prof.attn_exact
-    fq = row_factor(prof, "attn_q", prof.attn_q_slope, q)
+    fq = attn_rows_factor(prof, q, geo.group)
     a0, a1 = att.segment(2 * rho * (w.prompt + w.seq) / 2)
     useful = L * (iters * a0 + a1 * 2 * rho * fq * _exact_width_sum(w))
     redundant = L * a1 * 2 * rho * fq * (ev.width_sum - _exact_width_sum(w))

@@ -146,7 +146,7 @@ def _context(model, config, layers, batch, dtype, profile, runtime: str = "bmc")
     dt = dtype or prof.dtype
     if dt not in DTYPE_BYTES:
         raise BMCError(f"unknown dtype {dt!r} (use {', '.join(DTYPE_BYTES)})")
-    return _Ctx(spec, Geometry.of(spec, batch, dt), prof, dt)
+    return _Ctx(spec, Geometry.of(spec, batch, dt, folded=runtime == "bmc"), prof, dt)
 
 
 def _draft_step_s(ctx: _Ctx, draft, draft_cost, policy: Policy, prompt: int, seq: int, batch: int,

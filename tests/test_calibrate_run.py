@@ -186,8 +186,9 @@ def synthetic_measurements(plan, seed=0):
         fixed, per_row = (lo + f * (hi - lo) for lo, hi in TRUE_LAYERS.values())
         rho = float(s.kv_heads * s.head_dim * plan.elem)
         for q in bl.Q_ROWS:
-            per_layer = (attention_s(true_prof, rho, bl.PROMPT + q, q, masked=q > 1) + write_s(true_prof, rho, q)
-                         + fixed + (q - 1) * per_row)
+            g = s.heads // s.kv_heads  # the decoder folds GQA query heads into rows
+            per_layer = (attention_s(true_prof, rho, bl.PROMPT + q, q, masked=q > 1, group=g)
+                         + write_s(true_prof, rho, q) + fixed + (q - 1) * per_row)
             rest = (TRUE_SCALARS["step_s"] + 2 * per_layer) * (1 + 0.005 * rng.standard_normal())
             layer_pts.append(bl.LayerPoint(s.name, 2, q, rest))
     return Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,

@@ -108,13 +108,13 @@ def test_probe_times_attention_in_the_decoders_form_and_rescales_the_attention_t
     geo = Geometry.of(TINY, 1, "float32")
     probed, f = probed_profile(prof, probe, geo)
     ex, ma = att["attn_exact"][1], att["attn_masked"][4]
-    assert f["attn_exact"] == pytest.approx(ex / (1e3 * attention_s(prof, geo.rho, 40, 1, False)))
-    assert f["attn_masked"] == pytest.approx(ma / (1e3 * attention_s(prof, geo.rho, 40, 4, True)))
+    assert f["attn_exact"] == pytest.approx(ex / (1e3 * attention_s(prof, geo.rho, 40, 1, False, geo.group)))
+    assert f["attn_masked"] == pytest.approx(ma / (1e3 * attention_s(prof, geo.rho, 40, 4, True, geo.group)))
     # the probed profile charges exactly what the probe measured at its width, and scales every width alike
-    assert 1e3 * attention_s(probed, geo.rho, 40, 1, False) == pytest.approx(ex)
-    assert 1e3 * attention_s(probed, geo.rho, 40, 4, True) == pytest.approx(ma)
-    assert attention_s(probed, geo.rho, 9000, 4, True) == pytest.approx(
-        f["attn_masked"] * attention_s(prof, geo.rho, 9000, 4, True))
+    assert 1e3 * attention_s(probed, geo.rho, 40, 1, False, geo.group) == pytest.approx(ex)
+    assert 1e3 * attention_s(probed, geo.rho, 40, 4, True, geo.group) == pytest.approx(ma)
+    assert attention_s(probed, geo.rho, 9000, 4, True, geo.group) == pytest.approx(
+        f["attn_masked"] * attention_s(prof, geo.rho, 9000, 4, True, geo.group))
     probe.close()
     assert probe._attn_ops == {}
     # plain decoding's forms: one row, exact and masked (padded widths)

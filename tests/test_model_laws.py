@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -260,3 +261,28 @@ def test_through_interpolates_and_holds_flat_past_the_ends():
     t = through([10.0, 30.0, 20.0], [1.0, 5.0, 2.0])  # any order
     assert [t(x) for x in (0.0, 10.0, 15.0, 20.0, 25.0, 30.0, 99.0)] == [1.0, 1.0, 1.5, 2.0, 3.5, 5.0, 5.0]
     assert through([7.0], [3.0])(1e9) == 3.0
+
+
+@given(st.integers(1, 16), st.sampled_from(["smollm2-135m", "qwen2.5-coder-1.5b", "llama-7b"]))
+def test_folded_gqa_attention_reads_the_q_row_curve_at_g_q_rows(q, model):
+    """bmc-tune's runtime attends a KV head with g q query rows (g = heads / kv_heads); transformers does not fold."""
+    from bmc_model.cost import attention_s, attn_rows_factor, row_factor
+    from bmc_model.specs import get_spec
+
+    prof = _embedded()
+    spec = get_spec(model)
+    g = spec.heads // spec.kv_heads
+    folded, hf = Geometry.of(spec, 1, "float32"), Geometry.of(spec, 1, "float32", folded=False)
+    assert (folded.group, hf.group) == (g, 1)
+    f = lambda m: row_factor(prof, "attn_q", prof.attn_q_slope, m)  # noqa: E731
+    assert attn_rows_factor(prof, q, g) == (f(g * q) / f(g) if g > 1 else f(q))
+    assert attn_rows_factor(prof, 1, g) == 1.0  # one token row: attn_exact / attn_masked already hold its g rows
+    w = 1000
+    a0, a1 = prof.attn_masked.segment(2 * folded.rho * w)
+    assert attention_s(prof, folded.rho, w, q, True, g) == a0 + a1 * 2 * folded.rho * attn_rows_factor(prof, q, g) * w
+    # predict charges the verify pass that way for the bmc runtime, the MHA curve at q for transformers'
+    kw = {"model": spec.with_layers(2), "seq": 600, "prompt": 500, "r": 64, "width": "padded", "gamma": q, "alpha": 0.5,
+          "dtype": "float32", "profile": prof}
+    useful = {rt: predict(**kw, runtime=rt).breakdown["attention_useful"] for rt in ("bmc", "hf")}
+    same = g == 1 or attn_rows_factor(prof, q + 1, g) == f(q + 1)
+    assert (useful["bmc"] == pytest.approx(useful["hf"], rel=1e-12)) == same

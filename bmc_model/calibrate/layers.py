@@ -51,7 +51,8 @@ def fit_layers(points: list, prof: Profile, spec_of: Callable[[str], ModelSpec],
         geo = Geometry.of(spec, 1, dtype)
         qs = [p.q for p in pts]
         net = [(p.rest_s - prof.step_s) / p.layers
-               - attention_s(prof, geo.rho, prompt + p.q, p.q, masked=p.q > 1) - write_s(prof, geo.rho, p.q)
+               - attention_s(prof, geo.rho, prompt + p.q, p.q, masked=p.q > 1, group=geo.group)
+               - write_s(prof, geo.rho, p.q)
                for p in pts]
         try:
             f = fit_affine([q - 1 for q in qs], net)

@@ -204,7 +204,8 @@ def probed_profile(prof: Profile, probe: MatmulProbe, geo: Geometry) -> tuple[Pr
         terms["cat"] = _scaled(prof.cat, f["cat"])
     for name, by_rows in probe.attn_ms().items():
         m = max(by_rows)  # masked: the verify pass's rows where timed (its folded GQA rows, its width)
-        f[name] = by_rows[m] / (1e3 * attention_s(prof, geo.rho, probe.attn_width, m, name == "attn_masked"))
+        charged = attention_s(prof, geo.rho, probe.attn_width, m, name == "attn_masked", geo.group)
+        f[name] = by_rows[m] / (1e3 * charged)
         terms[name] = _scaled(prof.terms[name], f[name])
     scalars = {**out.scalars, "gemv_row_s": f["weights"] * prof.scalars.get("gemv_row_s", 0.0)}
     said = ", ".join(f"{k} x{v:.3f}" for k, v in f.items())
