@@ -96,3 +96,13 @@ def check_fits(est: MemoryEstimate, *, available: int | None = None, headroom: f
         raise BMCError(f"{what} needs about {est.total_bytes / gib:.1f} GiB (weights {est.weights_bytes / gib:.1f}, "
                        f"KV peak {est.kv_peak_bytes / gib:.1f}) but only {avail / gib:.1f} GiB is available; "
                        "use fewer --layers, a shorter --seq or a smaller --batch")
+
+
+def probe_bytes(spec: ModelSpec, *, cat_rows: int, attn_width: int, stream_bytes: int, elem: int = 4) -> int:
+    """What a MatmulProbe (matmul_probe.py) holds beside the runs, roughly: torch.cat's sources (at least
+    stream_bytes) plus a tensor being replaced and its successor, and attention's K/V pool (at least
+    stream_bytes). Float32 unless elem says otherwise."""
+    row = spec.kv_heads * spec.head_dim * elem
+    cat = max(stream_bytes, cat_rows * row) + 2 * (cat_rows + 16) * row if cat_rows else 0
+    attn = max(stream_bytes, 2 * (attn_width + 64) * row) if attn_width else 0
+    return int(cat + attn)

@@ -31,7 +31,7 @@ from bmc_model.host import cuda_free_bytes, fingerprint
 from bmc_model.policy import NAMED, Policy
 from bmc_model.predict import predict, recommend
 from bmc_model.profile import Profile
-from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits
+from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 from bmc_model.specs import ModelSpec
 
 PROBE_STEPS = 12  # probe steps per repeat, spread over the runs' steps
@@ -76,10 +76,15 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
             for c in configs]
     avail = cuda_free_bytes() if device == "cuda" else None  # None: host RAM
-    check_fits(max(ests, key=lambda e: e.total_bytes), available=avail, what=f"validate at seq {seq}")
+    mid = (prompt + seq) // 2
+    probe_b = probe_bytes(spec, cat_rows=mid, attn_width=mid, stream_bytes=stream_bytes(
+        int(profile.host.get("llc_bytes", 0)))) if device == "cpu" else 0  # the probe below
+    big = max(ests, key=lambda e: e.total_bytes)
+    check_fits(MemoryEstimate(big.weights_bytes, big.kv_peak_bytes, big.activation_bytes + probe_b), available=avail,
+               what=f"validate at seq {seq}")
     # every cache at once, else whole runs take turns
     lockstep = fits(MemoryEstimate(ests[0].weights_bytes, sum(e.kv_peak_bytes for e in ests),
-                                   sum(e.activation_bytes for e in ests)), available=avail)
+                                   sum(e.activation_bytes for e in ests) + probe_b), available=avail)
 
     import torch
 
@@ -97,7 +102,6 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     tokens_ref = None
     mismatched: list[str] = []
     kw = {"prompt": prompt, "new_tokens": seq - prompt, "batch": batch, "synth_prompt": True, "seed": seed}
-    mid = (prompt + seq) // 2
     # CPU only: the probe times with perf_counter, no synchronize (a GPU run is predicted from the profile alone)
     probe = MatmulProbe(decoder, (1,) if batch == 1 else (1, batch), steps=PROBE_STEPS, cat_rows=mid,
                         cat_calls=min(2 * spec.layers, PROBE_CAT_CALLS), attn_width=mid,

@@ -60,7 +60,7 @@ from bmc_model.runtime.drafters import Drafter, DraftModel, Fallback, OracleDraf
 from bmc_model.runtime.generate import DecodeResult, DecodeRun, set_threads
 from bmc_model.runtime.interleave import run_interleaved
 from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile
-from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits
+from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
 from bmc_model.runtime.validate import PROBE_CAT_CALLS
 from bmc_model.specs import ModelSpec, get_spec
@@ -234,9 +234,12 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     g_max = max(probe_gamma, gamma if isinstance(gamma, int) else 16)
     one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
                           synth_prompt=wl.synth_prompt)
-    check_fits(one, what=f"SD validation at length {N + g_max}")
+    probe_b = probe_bytes(spec, cat_rows=(P + N) // 2, attn_width=(P + N) // 2,
+                          stream_bytes=stream_bytes(int(prof.host.get("llc_bytes", 0))))  # the MatmulProbe below
+    check_fits(MemoryEstimate(one.weights_bytes, one.kv_peak_bytes, one.activation_bytes + probe_b),
+               what=f"SD validation at length {N + g_max}")
     # the four runs' caches at once (cat's peak is the largest, so four of it bound them)
-    lockstep = fits(MemoryEstimate(one.weights_bytes, 4 * one.kv_peak_bytes, 4 * one.activation_bytes))
+    lockstep = fits(MemoryEstimate(one.weights_bytes, 4 * one.kv_peak_bytes, 4 * one.activation_bytes + probe_b))
     n_threads = set_threads(threads)
     say = progress or (lambda _m: None)
     t_wall = time.perf_counter()
