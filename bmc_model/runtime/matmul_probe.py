@@ -42,6 +42,8 @@ from bmc_model.profile import Profile, Term
 from bmc_model.runtime.decoder import Decoder
 
 PARTS = ("layers", "head")
+STEPS = 12  # steps of a probe beside validate's runs, per repeat
+CAT_CALLS = 4  # at most this many torch.cat calls a step (a decode step makes 2 * layers)
 
 
 @dataclass
@@ -91,6 +93,14 @@ class MatmulProbe:
                 case = attn_case(pool, key, s, self.attn_width, m, masked, self.stream_bytes)
                 self._attn_ops[key] = (self._stack.enter_context(case.make()), case.per_call)
                 self.samples[key] = []
+
+    @classmethod
+    def beside_runs(cls, dec: Decoder, rows: tuple[int, ...], length: int, stream_bytes: int,
+                    attn_forms: tuple[tuple[int, bool], ...] = ()) -> MatmulProbe:
+        """The probe validate and validate --sd run beside their decodes: matmuls at `rows`, torch.cat and
+        attention at `length` rows (the runs' middle), STEPS steps a repeat."""
+        return cls(dec, rows, steps=STEPS, cat_rows=length, stream_bytes=stream_bytes,
+                   cat_calls=min(2 * dec.spec.layers, CAT_CALLS), attn_width=length, attn_forms=attn_forms)
 
     def close(self) -> None:
         """Free the cat and attention buffers."""

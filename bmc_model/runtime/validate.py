@@ -34,9 +34,6 @@ from bmc_model.profile import Profile
 from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 from bmc_model.specs import ModelSpec
 
-PROBE_STEPS = 12  # probe steps per repeat, spread over the runs' steps
-PROBE_CAT_CALLS = 4  # at most this many torch.cat calls per probe step (a decode step makes 2 * layers)
-
 
 @dataclass(frozen=True)
 class Config:
@@ -77,8 +74,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
             for c in configs]
     avail = cuda_free_bytes() if device == "cuda" else None  # None: host RAM
     mid = (prompt + seq) // 2
-    probe_b = probe_bytes(spec, cat_rows=mid, attn_width=mid, stream_bytes=stream_bytes(
-        int(profile.host.get("llc_bytes", 0)))) if device == "cpu" else 0  # the probe below
+    stream = stream_bytes(int(profile.host.get("llc_bytes", 0)))
+    probe_b = probe_bytes(spec, cat_rows=mid, attn_width=mid, stream_bytes=stream) if device == "cpu" else 0
     big = max(ests, key=lambda e: e.total_bytes)
     check_fits(MemoryEstimate(big.weights_bytes, big.kv_peak_bytes, big.activation_bytes + probe_b), available=avail,
                what=f"validate at seq {seq}")
@@ -103,10 +100,9 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     mismatched: list[str] = []
     kw = {"prompt": prompt, "new_tokens": seq - prompt, "batch": batch, "synth_prompt": True, "seed": seed}
     # CPU only: the probe times with perf_counter, no synchronize (a GPU run is predicted from the profile alone)
-    probe = MatmulProbe(decoder, (1,) if batch == 1 else (1, batch), steps=PROBE_STEPS, cat_rows=mid,
-                        cat_calls=min(2 * spec.layers, PROBE_CAT_CALLS), attn_width=mid,
-                        attn_forms=((1, False), (1, True)),  # exact and padded widths, one new row
-                        stream_bytes=stream_bytes(int(profile.host.get("llc_bytes", 0)))) if device == "cpu" else None
+    probe = MatmulProbe.beside_runs(decoder, (1,) if batch == 1 else (1, batch), mid, stream,
+                                    attn_forms=((1, False), (1, True))  # exact and padded widths, one new row
+                                    ) if device == "cpu" else None
 
     def repeat_results(rep: int) -> list[tuple[Config, DecodeResult]]:
         if probe is not None:

@@ -62,11 +62,9 @@ from bmc_model.runtime.interleave import run_interleaved
 from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile
 from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
-from bmc_model.runtime.validate import PROBE_CAT_CALLS
 from bmc_model.specs import ModelSpec, get_spec
 
 WORKLOADS = ("synthetic", "smollm2", "qwen")
-PROBE_STEPS = 12  # matmul probe steps per repeat (each times 1 and gamma + 1 rows)
 CAT = NAMED["dynamic"]
 DTYPE = "float32"
 
@@ -234,8 +232,8 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     g_max = max(probe_gamma, gamma if isinstance(gamma, int) else 16)
     one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
                           synth_prompt=wl.synth_prompt)
-    probe_b = probe_bytes(spec, cat_rows=(P + N) // 2, attn_width=(P + N) // 2,
-                          stream_bytes=stream_bytes(int(prof.host.get("llc_bytes", 0))))  # the MatmulProbe below
+    mid, stream = (P + N) // 2, stream_bytes(int(prof.host.get("llc_bytes", 0)))
+    probe_b = probe_bytes(spec, cat_rows=mid, attn_width=mid, stream_bytes=stream)  # the MatmulProbe below
     check_fits(MemoryEstimate(one.weights_bytes, one.kv_peak_bytes, one.activation_bytes + probe_b),
                what=f"SD validation at length {N + g_max}")
     # the four runs' caches at once (cat's peak is the largest, so four of it bound them)
@@ -277,9 +275,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
 
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     # the m-row matmuls of verification, timed alongside the runs (matmul_probe.py): one sample set for all repeats
-    mprobe = MatmulProbe(dec, (1, g_run + 1), steps=PROBE_STEPS, cat_rows=(P + N) // 2,
-                         cat_calls=min(2 * spec.layers, PROBE_CAT_CALLS), attn_width=(P + N) // 2,
-                         stream_bytes=stream_bytes(int(prof.host.get("llc_bytes", 0))))
+    mprobe = MatmulProbe.beside_runs(dec, (1, g_run + 1), mid, stream)
     last: dict[str, DecodeResult | SDResult] = {}
     mismatch: dict[str, int | None] = {c.name: None for c in configs}  # first step differing from the reference
 
