@@ -8,11 +8,12 @@ Symbols (as in the docs):
   C_k capacity after the k-th growth event, n_k valid rows when it happens, K events in all
 
 Each function takes r as a Python number or a numpy array (the vectorised sweep over r); scalar
-calls stay in pure Python so that predict() is a few tens of microseconds.
+calls stay in pure Python so that predict() is a few tens of microseconds (about 0.1 ms with SD).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,10 @@ def _max(a: Num, b: Num) -> Num:
 
 def _ceil(a: Num) -> Num:
     return np.ceil(a) if type(a) is np.ndarray else float(math.ceil(a))
+
+
+def _floor(a: Num) -> Num:
+    return np.floor(a) if type(a) is np.ndarray else float(math.floor(a))
 
 
 def term_at(term: Term, x: Num) -> Num:
@@ -212,17 +217,191 @@ def _exact_width_sum(w: Workload) -> float:
     return it * (w.prompt + w.q) + w.advance * it * (it - 1.0) / 2.0
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """SD iteration starts as a renewal process: each iteration advances A rows, A in 1..q with
+    P(A >= j) = prod_{i<j} a_i. What growth needs of it: where the first start more than g rows past
+    a start lands (g = the rows a growth leaves beyond the next q, or the prefill's slack)."""
+
+    E: float
+    excess_cdf: np.ndarray  # [G + 1, q + 1]: P(first start past g lands within x rows of g), x = 0..q
+    excess_mean: np.ndarray  # [G + 1] mean of that excess
+    excess_var: np.ndarray  # [G + 1] its variance
+
+    def __post_init__(self) -> None:  # plain lists for scalar calls: numpy's per-call cost dominates there
+        object.__setattr__(self, "_rows", self.excess_cdf.tolist())
+        object.__setattr__(self, "_mean", self.excess_mean.tolist())
+        object.__setattr__(self, "_var", self.excess_var.tolist())
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def of(accept: tuple[float, ...], gamma: int) -> Renewal:
+        q = gamma + 1
+        reach = [1.0]
+        for k in range(gamma):
+            reach.append(reach[-1] * (accept[min(k, len(accept) - 1)] if accept else 0.0))
+        pa = np.array(reach) - np.array(reach[1:] + [0.0])  # P(A = a), a = 1..q
+        # h[x] = P(some start lands exactly x rows past a start): 1 / E once mixed, which takes long
+        # when A is nearly always q (starts nearly periodic); walk until settled, at most _SPAN rows
+        E, h = float(sum(reach)), [1.0]
+        rev = pa[::-1].tolist()  # rev[q - a] = P(A = a)
+        while len(h) <= 8 * q or (len(h) <= _SPAN and max(abs(v * E - 1.0) for v in h[-q:]) > 1e-4):
+            x = len(h)
+            h.append(sum(w * v for w, v in zip(rev[max(q - x, 0):], h[max(x - q, 0):])))
+        hv, span = np.array(h), len(h) - 1  # rows past span use row span
+        pdf = np.zeros((span + 1, q + 1))  # pdf[g, j]: the first start past g lands j rows past it
+        for d in range(q):  # from the last start at g - d, one jump of d + j rows
+            src = np.concatenate([np.zeros(d), hv[:span + 1 - d]])  # h[g - d]
+            pdf[:, 1:q - d + 1] += src[:, None] * pa[d:][None, :]
+        j = np.arange(q + 1, dtype=np.float64)
+        mean = pdf @ j
+        return Renewal(E, np.cumsum(pdf, axis=1), mean, pdf @ (j * j) - mean * mean)
+
+    def _row(self, g: Num) -> Num:
+        last = len(self.excess_mean) - 1
+        return np.minimum(g, last).astype(np.int64) if _is_arr(g) else int(min(g, last))
+
+    def passage(self, g: Num) -> tuple[Num, Num]:
+        """(mean, variance) of the rows from a start to the first start more than g rows past it."""
+        i = self._row(g)
+        if _is_arr(g):
+            return g + self.excess_mean[i], self.excess_var[i]
+        return g + self._mean[i], self._var[i]  # type: ignore[attr-defined]
+
+    def cdf(self, g: Num, x: Num) -> Num:
+        """P(the first start more than g rows past a start lies within x rows past g), linear between
+        integers (the thresholds it is asked about sit at expected, fractional, positions)."""
+        q = self.excess_cdf.shape[1] - 1
+        if not (_is_arr(x) or _is_arr(g)):
+            x = min(max(x, 0.0), float(q))
+            x0 = min(int(x), q - 1)
+            row = self._rows[self._row(g)]  # type: ignore[attr-defined]
+            return row[x0] + (row[x0 + 1] - row[x0]) * (x - x0)
+        x = np.clip(x, 0.0, float(q))
+        i = np.broadcast_to(self._row(g), np.shape(x))
+        stationary = self.excess_cdf[-1]  # most rows of a sweep over r: one interp, no gather
+        out = np.interp(x, np.arange(q + 1, dtype=np.float64), stationary)
+        near = i < len(self.excess_mean) - 1
+        if near.any():
+            xn, i_n = x[near], i[near]
+            x0 = np.minimum(np.floor(xn), q - 1).astype(np.int64)
+            lo, hi = self.excess_cdf[i_n, x0], self.excess_cdf[i_n, x0 + 1]
+            out[near] = lo + (hi - lo) * (xn - x0)
+        return out
+
+
+_SPAN = 4096  # rows of the overshoot table at most
+
+# Gauss-Hermite nodes for E[f(mu + sigma Z)], Z standard normal (a threshold's spread from earlier events)
+_GH_Z, _GH_W = np.polynomial.hermite_e.hermegauss(9)
+_GH_W = _GH_W / _GH_W.sum()
+_GH = list(zip(_GH_Z.tolist(), _GH_W.tolist()))
+_REACH = 4.6  # the outermost node, in sigmas
+_LOOP = 12  # at most this many uncertain events summed one by one; past that, the renewal asymptote
+
+
+def _renewal_count(n1: Num, delta: Num, vf: Num, N: float) -> Num:
+    """Expected events starting by N - 1 when many are uncertain: 1 + M(N - 1 - n_1), with the renewal
+    function M(y) = (y + 1/2) / Delta + (var - Delta^2) / (2 Delta^2) of an integer-valued spacing."""
+    return 1.0 + (N - 1.0 - n1 + 0.5) / delta + (vf - delta * delta) / (2.0 * delta * delta)
+
+
+def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, g: float
+                      ) -> tuple[float, float, float, float]:
+    """fixed_events' SD expectation for one r in plain Python (as the array path, term for term):
+    (n_1, Delta, expected K, the largest K possible)."""
+    prefill = t1 < P
+    g1 = max(t1 - P, 0.0)
+    m1, v1 = ren.passage(g1)
+    n1, v1 = (P, 0.0) if prefill else (t1 + m1 - g1, v1)
+    delta, vf = ren.passage(g)
+    k_max = max(math.ceil((N - n1) / delta), 0.0) + 1.0
+    sd_max = math.sqrt(max(v1 + k_max * vf, 0.0))
+    sure = max(max(math.floor((N - 1.0 - q - _REACH * sd_max - (n1 + g)) / delta) + 1.0, 0.0), float(prefill))
+    span = int(math.ceil((2 * _REACH * sd_max + q) / delta)) + 2
+    if span > _LOOP:
+        return n1, delta, _renewal_count(n1, delta, vf, N), sure + span
+    count, last = sure, sure
+    for i in range(span):
+        j = sure + i
+        if j == 0:
+            p = 1.0 if prefill else ren.cdf(g1, N - 1.0 - t1)
+        else:
+            tj, sd = n1 + (j - 1.0) * delta + g, math.sqrt(max(v1 + (j - 1.0) * vf, 0.0))
+            p = sum(wz * ren.cdf(g, N - 1.0 - (tj + z * sd)) for z, wz in _GH)
+        count += p
+        last = j + 1.0 if p > 1e-12 else last
+    return n1, delta, count, last
+
+
 def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num) -> Events:
-    """Growth by r rows: closed form over K events spaced Delta = max(r, q) - q + E rows apart."""
+    """Growth by r rows: closed form over K events spaced Delta rows apart.
+
+    Plain decoding: K is exact. SD: iterations advance a random A rows. An event comes at the first
+    start more than g = m - q rows past the last one (the prefill: past C_0 - q), so events are spaced
+    Delta = g + mean excess apart, and event j happens only if it starts at or before the last start
+    N - 1: a probability from the excess's distribution, spread by the variance of the events before it.
+    Costs are the expectation over events, capacities (memory) the worst case."""
+    P, N, q = float(w.prompt), float(w.seq), float(w.q)
+    m = _max(r, q)
+    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0  # torch.cat keeps no spare row after prefill
+    c0 = _min(P + r - cat, float(w.cap))
+    if w.gamma == 0:
+        n1, delta = _max(P, c0), m
+        return _fixed_at(policy, w, geo, prof, r, n1, delta, _max(_ceil((N - n1) / delta), 0.0))
+    ren = Renewal.of(w.accept, w.gamma)
+    if not _is_arr(r):
+        n1, delta, count, last = _sd_events_scalar(ren, P, N, q, c0 - q, m - q)
+        ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count)
+        worst = _fixed_at(policy, w, geo, prof, r, n1, delta, last)
+        return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
+                      worst.prev_capacity)
+    r = np.atleast_1d(np.asarray(r, dtype=np.float64))[:, None]  # [R, 1]; events run along axis 1
+    m, c0 = np.maximum(r, q), np.minimum(P + r - (r == 1) * (policy.width == "exact"), float(w.cap))
+    t1 = c0 - q  # event 1: the first start past t1, the prefill's own P when P > t1
+    prefill = (t1 < P) * 1.0
+    g1 = np.maximum(t1 - P, 0.0)
+    m1, v1 = ren.passage(g1)
+    n1, v1 = np.where(prefill > 0, P, t1 + m1 - g1), v1 * (1.0 - prefill)
+    g = m - q
+    delta, vf = ren.passage(g)
+    # events 1..sure surely start by N - 1: thresholds clear of it by q rows and the quadrature's
+    # reach (4.6 sigma, sigma the spread at the last event); past 2 x 4.6 sigma more, none can
+    k_max = np.maximum(np.ceil((N - n1) / delta), 0.0) + 1.0
+    sd_max = np.sqrt(np.maximum(v1 + k_max * vf, 0.0))
+    sure = np.maximum(np.maximum(np.floor((N - 1.0 - q - _REACH * sd_max - (n1 + g)) / delta) + 1.0, 0.0), prefill)
+    spans = np.ceil((2 * _REACH * sd_max + q) / delta) + 2.0
+    count = _renewal_count(n1, delta, vf, N)[:, 0]
+    last = (sure + spans)[:, 0]
+    for span in np.unique(spans[spans <= _LOOP]).astype(int).tolist():  # rows by how many events are uncertain
+        i = np.nonzero(spans[:, 0] == span)[0]
+        j = sure[i] + np.arange(span, dtype=np.float64)  # [R_i, J]: event j + 1
+        tj = n1[i] + (j - 1.0) * delta[i] + g[i]  # its threshold: g rows past event j's start (j >= 1)
+        sd = np.sqrt(np.maximum(v1[i] + (j - 1.0) * vf[i], 0.0))
+        p = ren.cdf(g[i][..., None], N - 1.0 - (tj[..., None] + _GH_Z * sd[..., None])) @ _GH_W  # E over the spread
+        p = np.where(j == 0, prefill[i] + (1.0 - prefill[i]) * ren.cdf(g1[i], N - 1.0 - t1[i]), p)
+        count[i] = sure[i, 0] + p.sum(axis=1)
+        last[i] = sure[i, 0] + np.where(p > 1e-12, np.arange(1, span + 1), 0).max(axis=1)  # the worst case: memory
+    r, n1, delta = r[:, 0], n1[:, 0], delta[:, 0]
+    ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count)
+    worst = _fixed_at(policy, w, geo, prof, r, n1, delta, last)
+    return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
+                  worst.prev_capacity)
+
+
+def _where(c: Num, a: Num, b: Num) -> Num:
+    return np.where(c, a, b) if _is_arr(c) or _is_arr(a) or _is_arr(b) else (a if c else b)
+
+
+def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num, n1: Num, delta: Num,
+              k: Num) -> Events:
+    """K = k events of fixed growth by r at n_1, n_1 + Delta, ...: their sizes, costs and attention width."""
     P, N, q, E, cap = float(w.prompt), float(w.seq), float(w.q), w.advance, float(w.cap)
     m = _max(r, q)  # rows past the valid ones after a growth event
-    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0  # torch.cat keeps no spare row after prefill
+    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0
     c0 = _min(P + r - cat, cap)
-    n1 = _max(P, c0 - q + E)  # first event: fewer than q spare rows remain
-    delta = m - q + E
-    k = _max(_ceil((N - n1) / delta), 0.0)
     has = _min(k, 1.0)
-    n_last = n1 + (k - 1.0) * delta
+    n_last = _min(n1 + (k - 1.0) * delta, N - 1.0)  # an event happens at a start, and starts stop at N - 1
     c_last = _min(n_last + m, cap) * has + c0 * (1.0 - has)
     c_prev = (c0 + (n_last - delta + m - c0) * _min(_max(k - 1.0, 0.0), 1.0)) * has
     rho = geo.rho
@@ -239,12 +418,13 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
         alloc = alloc + term_at(prof.alloc, rho * c_last) * has
         copy = progression_sum(prof.copy, rho * n1, rho * delta, k)
     if policy.width == "exact":
-        width = _exact_width_sum(w) + 0.0 * r
+        width = _exact_width_sum(w) + 0.0 * r + 0.0 * k
     else:
         # sum of C_k over events (only the last can be capped) weighted by block lengths
-        s_c = k * (n1 + m) + delta * k * (k - 1.0) / 2.0 - (n_last + m - c_last) * has
-        first = _min(n1, N) - P
-        width = (first * c0 + delta * s_c - (n1 + k * delta - N) * c_last * has) / E
+        km = _max(k - 1.0, 0.0)
+        s_c = (km * (n1 + m) + delta * km * (km - 1.0) / 2.0 + c_last) * has
+        first = (_min(n1, N - 1.0) - P) * has + (N - P) * (1.0 - has)  # the prefill block: to the first event, or N
+        width = (first * c0 + delta * s_c - (n_last + delta - N) * c_last * has) / E
         if policy.width == "pad":
             p1 = float(policy.pad - 1)
             mid = _max(k - 1.0, 0.0) * delta * _avg_pad(p1, m - q)

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmc_model import Policy, predict, recommend
@@ -207,6 +207,75 @@ def test_pad_width_close_to_walk(model, prompt, gen, r, prof):
     ev = policy_events(pol, Workload(prompt, seq), geo, prof)
     *_, width = simulate(pol, prompt, seq, geo, prof)
     assert abs(float(ev.width_sum) - width) <= 32 * gen
+
+
+def sd_walk(policy: Policy, w: Workload, geo: Geometry, prof: Profile, runs: int, seed: int):
+    """The runtime's SD rules with random acceptance (draft i accepted with probability a_i once i - 1
+    were): mean event count and mean torch.cat cost over `runs` generations, and the count's standard error."""
+    rng = np.random.default_rng(seed)
+    a = [w.accept[min(i, len(w.accept) - 1)] for i in range(w.gamma)]
+    counts, copies = [], []
+    for _ in range(runs):
+        n, out, c, k, cost = w.prompt, 0, policy.initial_capacity(w.prompt, w.cap), 0, 0.0
+        while out < w.tokens:
+            if n + w.q > c:
+                c, k = policy.grown_capacity(n, w.q, c, w.cap), k + 1
+                cost += float(prof.cat(geo.rho * n))
+            adv = 1
+            while adv < w.q and rng.random() < a[adv - 1]:
+                adv += 1
+            n, out = n + adv, out + adv
+        counts.append(k)
+        copies.append(cost)
+    return float(np.mean(counts)), float(np.mean(copies)), float(np.std(counts) / math.sqrt(runs))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3000), st.integers(16, 300), st.integers(1, 8), st.floats(0.2, 0.95), st.floats(0.0, 1.0),
+       st.integers(0, 10**6))
+def test_sd_growth_events_match_random_walk(prompt, gen, gamma, alpha, where, seed):
+    """SD growth events in expectation, r from torch.cat to past the whole generation: the spacing and
+    the events near the end (the knife edge the tuner's r sits on), against the runtime's rules."""
+    from bmc_model.specs import get_spec
+
+    r = 1 + int(where * (gen + gamma + 1))
+    w = Workload(prompt, prompt + gen, gamma=gamma, accept=(alpha,))
+    geo = Geometry.of(get_spec("llama-7b"), 1, "float32")
+    pol = Policy("fixed", r, width="exact")
+    ev = policy_events(pol, w, geo, PROF)
+    k, copy, se = sd_walk(pol, w, geo, PROF, 800, seed)
+    tol = 0.05 + 0.02 * k + 4 * se
+    assert abs(float(ev.count) - k) <= tol
+    assert abs(float(ev.copy_rows_sum_s) - copy) <= tol * float(PROF.cat(geo.rho * (prompt + gen)))
+
+
+@given(st.lists(st.floats(0.0, 0.95), min_size=1, max_size=4), st.integers(1, 12))
+def test_renewal_overshoot_laws(accept, gamma):
+    """The overshoot past g is a distribution on 1..q; from a start itself (g = 0) it is A; far past
+    it settles to the stationary P(A >= j) / E; and Wald: mean first passage = E (1 + expected starts in (0, g])."""
+    from bmc_model.cost import Renewal, expected_advance
+
+    ren = Renewal.of(tuple(accept), gamma)
+    q, E = gamma + 1, expected_advance(tuple(accept), gamma)
+    assert np.allclose(ren.excess_cdf[:, -1], 1.0) and np.all(np.diff(ren.excess_cdf, axis=1) >= -1e-12)
+    assert math.isclose(ren.passage(0)[0], E, rel_tol=1e-9)
+    reach = np.cumprod([1.0] + [accept[min(k, len(accept) - 1)] for k in range(gamma)])
+    assert np.allclose(np.diff(ren.excess_cdf[-1]), reach / E, atol=1e-3)
+    assert all(ren.passage(g)[0] >= g + 1 for g in range(0, 9 * q, 3))
+
+
+def test_sd_sweep_matches_scalar_calls():
+    """The SD events' expectation over the end events, vectorised over r, equals scalar calls."""
+    from bmc_model.optimize import sweep_r
+    from bmc_model.specs import get_spec
+
+    w = Workload(700, 900, gamma=5, accept=(0.8, 0.7, 0.6))
+    geo = Geometry.of(get_spec("llama-7b"), 1, "float32")
+    for width in ("padded", "exact"):
+        sw = sweep_r(width, w, geo, PROF)
+        for r in (1, 2, 6, 7, 12, 64, 190, 199, 201, 204, 205, 900):
+            s = sum(breakdown(Policy("fixed", r, width=width), w, geo, PROF).values())
+            assert close(float(sw.seconds[r - 1]), s, 1e-9)
 
 
 def test_sweep_matches_scalar_calls():
