@@ -7,9 +7,9 @@ Targets (issue 5), on a quiet machine, default synthetic workload (Llama-2-7b ge
 layers, 2048-row prompt, oracle acceptance 0.8 - SYNTHETIC acceptance, see validate_sd.py):
   prediction error <= 10% for the SD rows;  SD+BMC over SD+cat >= 1.39x.
 What SD+BMC gains over SD+cat is the growth cost cat pays per iteration against the rest of it, so
-it rises with the context: predicted 1.07x at a 2048-row prompt, 1.33x at 8192, 1.60x at 16384
-(alpha 0.8, gamma auto, embedded profile; --prompt 16384 --repeats 2 takes about 9 minutes;
-results/sd_bench_synthetic_16k.json).
+it rises with the context: predicted 1.08x at a 2048-row prompt, 1.37x at 8192, 1.69x at 16384
+(alpha 0.8, gamma 7, embedded profile; --prompt 16384 --repeats 2 takes about 9 minutes;
+results/sd_bench_synthetic_16k.json, and _recalibrated.json with a fresh profile, --profile).
 Each run also times the decoder's own matmuls at 1 and gamma + 1 rows, torch.cat and attention
 alongside the decode runs and predicts a second time with what it found (the "probed" columns;
 runtime/matmul_probe.py).
