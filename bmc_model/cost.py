@@ -389,10 +389,6 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
                   worst.prev_capacity)
 
 
-def _where(c: Num, a: Num, b: Num) -> Num:
-    return np.where(c, a, b) if _is_arr(c) or _is_arr(a) or _is_arr(b) else (a if c else b)
-
-
 def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num, n1: Num, delta: Num,
               k: Num) -> Events:
     """K = k events of fixed growth by r at n_1, n_1 + Delta, ...: their sizes, costs and attention width."""

@@ -355,3 +355,14 @@ def test_folded_gqa_attention_reads_the_q_row_curve_at_g_q_rows(q, model):
     useful = {rt: predict(**kw, runtime=rt).breakdown["attention_useful"] for rt in ("bmc", "hf")}
     same = g == 1 or attn_rows_factor(prof, q + 1, g) == f(q + 1)
     assert (useful["bmc"] == pytest.approx(useful["hf"], rel=1e-12)) == same
+
+
+def test_sd_memory_counts_a_growth_that_may_happen():
+    """r = T + gamma - 2: the last iteration grows the cache in some runs. The cost counts it by its
+    probability, the peak memory as if it happened; r = T + gamma never grows."""
+    kw = {"width": "exact", "layers": 2, "gamma": 7, "alpha": 0.8}
+    edge = predict("llama-7b", 16512, 16384, r=133, **kw)
+    safe = predict("llama-7b", 16512, 16384, r=135, **kw)
+    assert 0.0 < edge.growth_events < 1.0 and edge.peak_memory_bytes > edge.memory_bytes
+    assert safe.growth_events == 0.0 and safe.peak_memory_bytes == safe.memory_bytes
+    assert edge.breakdown["growth_copy"] > 0.0 == safe.breakdown["growth_copy"]
