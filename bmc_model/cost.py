@@ -8,7 +8,7 @@ Symbols (as in the docs):
   C_k capacity after the k-th growth event, n_k valid rows when it happens, K events in all
 
 Each function takes r as a Python number or a numpy array (the vectorised sweep over r); scalar
-calls stay in pure Python so that predict() is a few tens of microseconds (about 0.1 ms with SD).
+calls stay in pure Python so that predict() is a few tens of microseconds.
 """
 
 from __future__ import annotations
@@ -261,6 +261,10 @@ class Renewal:
         last = len(self.excess_mean) - 1
         return np.minimum(g, last).astype(np.int64) if _is_arr(g) else int(min(g, last))
 
+    def row(self, g: float) -> list[float]:
+        """The overshoot's distribution function past g (at x = 0..q), as a list."""
+        return self._rows[self._row(g)]  # type: ignore[attr-defined]
+
     def passage(self, g: Num) -> tuple[Num, Num]:
         """(mean, variance) of the rows from a start to the first start more than g rows past it."""
         i = self._row(g)
@@ -293,10 +297,10 @@ class Renewal:
 _SPAN = 4096  # rows of the overshoot table at most
 
 # Gauss-Hermite nodes for E[f(mu + sigma Z)], Z standard normal (a threshold's spread from earlier events)
-_GH_Z, _GH_W = np.polynomial.hermite_e.hermegauss(9)
+_GH_Z, _GH_W = np.polynomial.hermite_e.hermegauss(5)
 _GH_W = _GH_W / _GH_W.sum()
 _GH = list(zip(_GH_Z.tolist(), _GH_W.tolist()))
-_REACH = 4.6  # the outermost node, in sigmas
+_REACH = float(_GH_Z[-1])  # the outermost node, in sigmas (2.86)
 _LOOP = 12  # at most this many uncertain events summed one by one; past that, the renewal asymptote
 
 
@@ -321,6 +325,16 @@ def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, g: 
     span = int(math.ceil((2 * _REACH * sd_max + q) / delta)) + 2
     if span > _LOOP:
         return n1, delta, _renewal_count(n1, delta, vf, N), sure + span
+    row, qi = ren.row(g), int(q)
+
+    def cdf(x: float) -> float:  # ren.cdf(g, x), inlined: this loop is most of an SD predict()
+        if x <= 0.0:
+            return 0.0
+        if x >= qi:
+            return 1.0
+        x0 = int(x)
+        return row[x0] + (row[x0 + 1] - row[x0]) * (x - x0)
+
     count, last = sure, sure
     for i in range(span):
         j = sure + i
@@ -328,7 +342,11 @@ def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, g: 
             p = 1.0 if prefill else ren.cdf(g1, N - 1.0 - t1)
         else:
             tj, sd = n1 + (j - 1.0) * delta + g, math.sqrt(max(v1 + (j - 1.0) * vf, 0.0))
-            p = sum(wz * ren.cdf(g, N - 1.0 - (tj + z * sd)) for z, wz in _GH)
+            if tj - _REACH * sd >= N - 1.0:  # every node past the last start: this and later events cannot be
+                break
+            y, p = N - 1.0 - tj, 0.0
+            for z, wz in _GH:
+                p += wz * cdf(y - z * sd)
         count += p
         last = j + 1.0 if p > 1e-12 else last
     return n1, delta, count, last
@@ -353,7 +371,7 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     if not _is_arr(r):
         n1, delta, count, last = _sd_events_scalar(ren, P, N, q, c0 - q, m - q)
         ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count)
-        worst = _fixed_at(policy, w, geo, prof, r, n1, delta, last)
+        worst = ev if last == count else _fixed_at(policy, w, geo, prof, r, n1, delta, last)
         return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
                       worst.prev_capacity)
     r = np.atleast_1d(np.asarray(r, dtype=np.float64))[:, None]  # [R, 1]; events run along axis 1
@@ -366,7 +384,7 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     g = m - q
     delta, vf = ren.passage(g)
     # events 1..sure surely start by N - 1: thresholds clear of it by q rows and the quadrature's
-    # reach (4.6 sigma, sigma the spread at the last event); past 2 x 4.6 sigma more, none can
+    # reach (_REACH sigma, sigma the spread at the last event); past 2 _REACH sigma more, none can
     k_max = np.maximum(np.ceil((N - n1) / delta), 0.0) + 1.0
     sd_max = np.sqrt(np.maximum(v1 + k_max * vf, 0.0))
     sure = np.maximum(np.maximum(np.floor((N - 1.0 - q - _REACH * sd_max - (n1 + g)) / delta) + 1.0, 0.0), prefill)
