@@ -43,10 +43,6 @@ def _ceil(a: Num) -> Num:
     return np.ceil(a) if type(a) is np.ndarray else float(math.ceil(a))
 
 
-def _floor(a: Num) -> Num:
-    return np.floor(a) if type(a) is np.ndarray else float(math.floor(a))
-
-
 def term_at(term: Term, x: Num) -> Num:
     """t(x) for one size or an array of sizes."""
     if _is_arr(x):
@@ -114,13 +110,17 @@ def progression_sum(term: Term, a: Num, d: Num, count: Num) -> Num:
     return total
 
 
+def reach(accept: tuple[float, ...], gamma: int) -> list[float]:
+    """P(A >= j), j = 1..gamma + 1: an iteration keeps at least j rows (its first j - 1 drafts accepted)."""
+    out = [1.0]
+    for k in range(gamma):
+        out.append(out[-1] * (accept[min(k, len(accept) - 1)] if accept else 0.0))
+    return out
+
+
 def expected_advance(accept: tuple[float, ...], gamma: int) -> float:
     """E = 1 + sum_k prod_{i<=k} a_i: rows kept per iteration (the bonus row included)."""
-    e, run = 1.0, 1.0
-    for k in range(gamma):
-        run *= accept[min(k, len(accept) - 1)] if accept else 0.0
-        e += run
-    return e
+    return sum(reach(accept, gamma))
 
 
 @dataclass(frozen=True)
@@ -236,14 +236,11 @@ class Renewal:
     @staticmethod
     @functools.lru_cache(maxsize=256)
     def of(accept: tuple[float, ...], gamma: int) -> Renewal:
-        q = gamma + 1
-        reach = [1.0]
-        for k in range(gamma):
-            reach.append(reach[-1] * (accept[min(k, len(accept) - 1)] if accept else 0.0))
-        pa = np.array(reach) - np.array(reach[1:] + [0.0])  # P(A = a), a = 1..q
+        q, at_least = gamma + 1, reach(accept, gamma)
+        pa = np.array(at_least) - np.array(at_least[1:] + [0.0])  # P(A = a), a = 1..q
         # h[x] = P(some start lands exactly x rows past a start): 1 / E once mixed, which takes long
         # when A is nearly always q (starts nearly periodic); walk until settled, at most _SPAN rows
-        E, h = float(sum(reach)), [1.0]
+        E, h = float(sum(at_least)), [1.0]
         rev = pa[::-1].tolist()  # rev[q - a] = P(A = a)
         while len(h) <= 8 * q or (len(h) <= _SPAN and max(abs(v * E - 1.0) for v in h[-q:]) > 1e-4):
             x = len(h)
@@ -275,12 +272,9 @@ class Renewal:
     def cdf(self, g: Num, x: Num) -> Num:
         """P(the first start more than g rows past a start lies within x rows past g), linear between
         integers (the thresholds it is asked about sit at expected, fractional, positions)."""
-        q = self.excess_cdf.shape[1] - 1
         if not (_is_arr(x) or _is_arr(g)):
-            x = min(max(x, 0.0), float(q))
-            x0 = min(int(x), q - 1)
-            row = self._rows[self._row(g)]  # type: ignore[attr-defined]
-            return row[x0] + (row[x0 + 1] - row[x0]) * (x - x0)
+            return _row_at(self.row(g), x)
+        q = self.excess_cdf.shape[1] - 1
         x = np.clip(x, 0.0, float(q))
         i = np.broadcast_to(self._row(g), np.shape(x))
         stationary = self.excess_cdf[-1]  # most rows of a sweep over r: one interp, no gather
@@ -292,6 +286,16 @@ class Renewal:
             lo, hi = self.excess_cdf[i_n, x0], self.excess_cdf[i_n, x0 + 1]
             out[near] = lo + (hi - lo) * (xn - x0)
         return out
+
+
+def _row_at(row: list[float], x: float) -> float:
+    """An overshoot distribution function (at x = 0..q) at a real x: 0 below, 1 past q, linear between."""
+    if x <= 0.0:
+        return 0.0
+    if x >= len(row) - 1:
+        return 1.0
+    x0 = int(x)
+    return row[x0] + (row[x0 + 1] - row[x0]) * (x - x0)
 
 
 _SPAN = 4096  # rows of the overshoot table at most
@@ -325,16 +329,7 @@ def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, g: 
     span = int(math.ceil((2 * _REACH * sd_max + q) / delta)) + 2
     if span > _LOOP:
         return n1, delta, _renewal_count(n1, delta, vf, N), sure + span
-    row, qi = ren.row(g), int(q)
-
-    def cdf(x: float) -> float:  # ren.cdf(g, x), inlined: this loop is most of an SD predict()
-        if x <= 0.0:
-            return 0.0
-        if x >= qi:
-            return 1.0
-        x0 = int(x)
-        return row[x0] + (row[x0 + 1] - row[x0]) * (x - x0)
-
+    row = ren.row(g)  # looked up once: this loop is most of an SD predict()
     count, last = sure, sure
     for i in range(span):
         j = sure + i
@@ -346,10 +341,18 @@ def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, g: 
                 break
             y, p = N - 1.0 - tj, 0.0
             for z, wz in _GH:
-                p += wz * cdf(y - z * sd)
+                p += wz * _row_at(row, y - z * sd)
         count += p
         last = j + 1.0 if p > 1e-12 else last
     return n1, delta, count, last
+
+
+def _first_capacity(policy: Policy, w: Workload, r: Num) -> tuple[Num, Num]:
+    """(m, C_0): rows past the valid ones after a growth event, and the prefill's capacity (torch.cat
+    keeps no spare row after the prefill)."""
+    q = float(w.q)
+    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0
+    return _max(r, q), _min(float(w.prompt) + r - cat, float(w.cap))
 
 
 def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num) -> Events:
@@ -361,9 +364,7 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     N - 1: a probability from the excess's distribution, spread by the variance of the events before it.
     Costs are the expectation over events, capacities (memory) the worst case."""
     P, N, q = float(w.prompt), float(w.seq), float(w.q)
-    m = _max(r, q)
-    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0  # torch.cat keeps no spare row after prefill
-    c0 = _min(P + r - cat, float(w.cap))
+    m, c0 = _first_capacity(policy, w, r)
     if w.gamma == 0:
         n1, delta = _max(P, c0), m
         return _fixed_at(policy, w, geo, prof, r, n1, delta, _max(_ceil((N - n1) / delta), 0.0))
@@ -374,8 +375,8 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
         worst = ev if last == count else _fixed_at(policy, w, geo, prof, r, n1, delta, last)
         return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
                       worst.prev_capacity)
-    r = np.atleast_1d(np.asarray(r, dtype=np.float64))[:, None]  # [R, 1]; events run along axis 1
-    m, c0 = np.maximum(r, q), np.minimum(P + r - (r == 1) * (policy.width == "exact"), float(w.cap))
+    # [R, 1]: events run along axis 1
+    r, m, c0 = (np.atleast_1d(np.asarray(v, dtype=np.float64))[:, None] for v in (r, m, c0))
     t1 = c0 - q  # event 1: the first start past t1, the prefill's own P when P > t1
     prefill = (t1 < P) * 1.0
     g1 = np.maximum(t1 - P, 0.0)
@@ -411,9 +412,7 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
               k: Num) -> Events:
     """K = k events of fixed growth by r at n_1, n_1 + Delta, ...: their sizes, costs and attention width."""
     P, N, q, E, cap = float(w.prompt), float(w.seq), float(w.q), w.advance, float(w.cap)
-    m = _max(r, q)  # rows past the valid ones after a growth event
-    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0
-    c0 = _min(P + r - cat, cap)
+    m, c0 = _first_capacity(policy, w, r)
     has = _min(k, 1.0)
     n_last = _min(n1 + (k - 1.0) * delta, N - 1.0)  # an event happens at a start, and starts stop at N - 1
     c_last = _min(n_last + m, cap) * has + c0 * (1.0 - has)
