@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bmc_model import predict, recommend
-from bmc_model.host import fingerprint
-from bmc_model.profile import read_profile
+from bmc_model.core.host import fingerprint
+from bmc_model.core.profile import read_profile
 
 MiB = 2**20
 PROBES = {  # term -> a size the llama-7b decode at 2048 actually uses (bytes)

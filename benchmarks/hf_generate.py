@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 
-from bmc_model.errors import BMCError  # noqa: E402
+from bmc_model.core.errors import BMCError  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="JSON output path")
     args = ap.parse_args(argv)
 
-    from bmc_model.hf.validate import validate_hf
+    from bmc_model.validate.hf_generate import validate_hf
 
     err = Console(stderr=True)
     try:

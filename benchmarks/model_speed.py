@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from bmc_model import predict
-from bmc_model.cost import Geometry, Workload
-from bmc_model.host import fingerprint
-from bmc_model.optimize import sweep_r
-from bmc_model.predict import get_profile
-from bmc_model.specs import get_spec
+from bmc_model.core.host import fingerprint
+from bmc_model.core.predict import get_profile
+from bmc_model.core.specs import get_spec
+from bmc_model.core.sweep import sweep_r
+from bmc_model.core.workload import Geometry, Workload
 
 
 def per_call(fn, repeats: int = 7, number: int = 200) -> float:

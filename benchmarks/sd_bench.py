@@ -1,6 +1,6 @@
 """Speculative decoding on BMC's spare rows vs torch.cat growth: measured vs predicted (issue 5).
 
-Runs bmc_model.runtime.validate_sd.measure_sd: plain decoding and SD, each on torch.cat growth and
+Runs bmc_model.validate.speculative.measure_sd: plain decoding and SD, each on torch.cat growth and
 on the recommended configuration, interleaved, median of repeats; prints a table and writes JSON.
 
 Targets (issue 5), on a quiet machine, default synthetic workload (Llama-2-7b geometry cut to 2
@@ -31,9 +31,9 @@ import json
 import sys
 from pathlib import Path
 
-from bmc_model.errors import BMCError
-from bmc_model.runtime.validate_sd import summary_text
-from bmc_model.specs import get_spec
+from bmc_model.core.errors import BMCError
+from bmc_model.core.specs import get_spec
+from bmc_model.validate.speculative import summary_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script, no real figures")
     args = ap.parse_args(argv)
 
-    from bmc_model.runtime.validate_sd import measure_sd
+    from bmc_model.validate.speculative import measure_sd
 
     alpha = [float(a) for a in args.alpha.split(",")]
     model: object = args.model

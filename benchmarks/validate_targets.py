@@ -15,9 +15,9 @@ from pathlib import Path
 from rich.console import Console
 
 from bmc_model.cli.validate_cmd import render
-from bmc_model.predict import get_profile
-from bmc_model.runtime.validate import run_validate
-from bmc_model.specs import get_spec
+from bmc_model.core.predict import get_profile
+from bmc_model.core.specs import get_spec
+from bmc_model.validate.plain import run_validate
 
 TARGETS = [
     ("median |error| %", "median_abs_error_pct", "<=", 5.0),

@@ -3,11 +3,12 @@
 Light on purpose: importing this package never imports torch (schedulers call predict()).
 """
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import NAMED, Policy, parse_policy
-from bmc_model.predict import Prediction, Recommendation, predict, recommend
-from bmc_model.profile import Profile, load_profile
-from bmc_model.specs import ModelSpec, get_spec, presets, resolve_spec, spec_from_config
+from bmc_model.core.decide import Recommendation, recommend
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import NAMED, Policy, parse_policy
+from bmc_model.core.predict import Prediction, predict
+from bmc_model.core.profile import Profile, load_profile
+from bmc_model.core.specs import ModelSpec, get_spec, presets, resolve_spec, spec_from_config
 
 __all__ = ["BMCError", "NAMED", "ModelSpec", "Policy", "Prediction", "Profile", "Recommendation", "get_spec",
            "load_profile", "parse_policy", "predict", "presets", "recommend", "resolve_spec", "spec_from_config"]

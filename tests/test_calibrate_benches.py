@@ -14,7 +14,7 @@ from bmc_model.calibrate import bench_weights as bw
 from bmc_model.calibrate.assemble import tiny_spec
 from bmc_model.calibrate.bench_overhead import sd_iter_case
 from bmc_model.calibrate.pool import Pool
-from bmc_model.specs import get_spec
+from bmc_model.core.specs import get_spec
 
 F32 = torch.float32
 
@@ -194,7 +194,7 @@ def test_layer_points_time_the_rest_of_the_forward_per_geometry_and_q():
 
 
 def test_matmul_timed_decoder_gives_the_same_logits():
-    from bmc_model.policy import NAMED
+    from bmc_model.core.policy import NAMED
     from bmc_model.runtime.decoder import Decoder, random_weights
 
     spec = tiny_spec(2, "float32")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from bmc_model.calibrate import run as run_mod
 from bmc_model.calibrate.plan import make_plan
 from bmc_model.cli import app
-from bmc_model.profile import read_profile, write_profile
+from bmc_model.core.profile import read_profile, write_profile
 
 runner = CliRunner()
 

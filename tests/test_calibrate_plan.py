@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bmc_model.calibrate.plan import DEFAULT_MODELS, MIN_FREE_RAM, QUICK_MODELS, check_options, make_plan
-from bmc_model.errors import BMCError
-from bmc_model.specs import get_spec
+from bmc_model.core.errors import BMCError
+from bmc_model.core.specs import get_spec
 
 GiB = 2**30
 MiB = 2**20

@@ -13,9 +13,17 @@ from bmc_model.calibrate.assemble import Measurements, build_profile, tiny_spec
 from bmc_model.calibrate.overhead import fit_overhead, model_charge
 from bmc_model.calibrate.plan import make_plan
 from bmc_model.calibrate.runner import NullReporter, Point
-from bmc_model.cost import attention_s, write_s
-from bmc_model.profile import SCALAR_NAMES, TERM_NAMES, Profile, Term, embedded_profile, read_profile, write_profile
-from bmc_model.specs import scaled_shapes
+from bmc_model.core.breakdown import attention_s, write_s
+from bmc_model.core.profile import (
+    SCALAR_NAMES,
+    TERM_NAMES,
+    Profile,
+    Term,
+    embedded_profile,
+    read_profile,
+    write_profile,
+)
+from bmc_model.core.specs import scaled_shapes
 
 MiB = 2**20
 
@@ -45,7 +53,7 @@ def test_overhead_floors_at_zero_and_says_so():
 def tiny_plan():
     p = make_plan(quick=True, device="cpu", dtype="float32", threads=1, specs=[], available_ram=8 * 2**30,
                   llc_bytes=32 * MiB)
-    from bmc_model.specs import get_spec
+    from bmc_model.core.specs import get_spec
 
     small = (get_spec("smollm2-135m"),)
     return dataclasses.replace(
@@ -94,7 +102,7 @@ def test_miniature_calibration_builds_a_complete_profile(tmp_path):
 
 def test_calibrate_api_rejects_bad_input_before_measuring():
     from bmc_model.calibrate import calibrate
-    from bmc_model.errors import BMCError
+    from bmc_model.core.errors import BMCError
 
     with pytest.raises(BMCError, match="unknown device"):
         calibrate(device="gpu")

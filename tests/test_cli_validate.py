@@ -6,8 +6,8 @@ from typer.testing import CliRunner
 
 from bmc_model.cli import app
 from bmc_model.cli.validate_cmd import render
-from bmc_model.predict import _embedded
-from bmc_model.profile import write_profile
+from bmc_model.core.predict import _embedded
+from bmc_model.core.profile import write_profile
 
 runner = CliRunner()
 
@@ -83,8 +83,8 @@ def test_validate_tiny_run_reports_every_field(prof):
 
 
 def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeypatch):
-    import bmc_model.runtime.validate as v
-    from bmc_model.specs import get_spec
+    import bmc_model.validate.plain as v
+    from bmc_model.core.specs import get_spec
 
     monkeypatch.setattr(v, "fits", lambda est, **kw: False)  # room for one configuration's run, not for all at once
     spec = get_spec("smollm2-135m").with_layers(1)

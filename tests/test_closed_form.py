@@ -8,10 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bmc_model import Policy
-from bmc_model.cost import Geometry, Workload, breakdown
-from bmc_model.optimize import closed_form_r
-from bmc_model.profile import Profile, Term
-from bmc_model.specs import get_spec
+from bmc_model.core.breakdown import breakdown
+from bmc_model.core.profile import Profile, Term
+from bmc_model.core.specs import get_spec
+from bmc_model.core.sweep import closed_form_r
+from bmc_model.core.workload import Geometry, Workload
 
 T, P, r, rho, a0, a1, k0, k1, s = sp.symbols("T P r rho alpha0 alpha1 kappa0 kappa1 s", positive=True)
 K = T / r - 1  # growth events: at t = r, 2r, ... < T

@@ -19,7 +19,7 @@ from transformers import (  # noqa: E402
     MistralForCausalLM,
 )
 
-from bmc_model.errors import BMCError  # noqa: E402
+from bmc_model.core.errors import BMCError  # noqa: E402
 from bmc_model.hf import BMCCache, BMCLayer  # noqa: E402
 
 NEW = 20
@@ -157,7 +157,7 @@ def test_pad_width_and_config_built_layers_match(model, prompt, assistant):
 
 @pytest.mark.parametrize("mode", ["greedy", "assisted"])
 def test_trim_hands_back_the_heap_at_each_growth_and_changes_nothing_else(mode, model, prompt, assistant):
-    from bmc_model.host import release_heap
+    from bmc_model.core.host import release_heap
 
     ref = reference(mode, model, prompt, assistant)
     cache = BMCCache(r=3, width="exact", config=model.config, trim=True)
@@ -320,7 +320,7 @@ def test_spec_for_model_reads_the_config(model):
 def test_spec_from_config_dict_matches_the_file_reader(tmp_path):
     import json
 
-    from bmc_model.specs import spec_from_config, spec_from_config_dict
+    from bmc_model.core.specs import spec_from_config, spec_from_config_dict
 
     d = {"model_type": "llama", "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
          "hidden_size": 256, "intermediate_size": 512, "vocab_size": 1000, "_name_or_path": "x/y"}

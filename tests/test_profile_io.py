@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import bmc_model.profile as profile_mod
+import bmc_model.core.profile as profile_mod
 from bmc_model.calibrate.fit import fit_piecewise
 from bmc_model.cli import app
-from bmc_model.profile import Profile, Term, embedded_profile, read_profile, write_profile
-from bmc_model.specs import get_spec
+from bmc_model.core.profile import Profile, Term, embedded_profile, read_profile, write_profile
+from bmc_model.core.specs import get_spec
 
 runner = CliRunner()
 
@@ -120,8 +120,8 @@ def test_chart_marks_raw_points_fit_and_knee():
 
 
 def test_hf_runtime_swaps_only_the_overhead_scalars(tmp_path):
-    from bmc_model.errors import BMCError
-    from bmc_model.predict import predict
+    from bmc_model.core.errors import BMCError
+    from bmc_model.core.predict import predict
 
     base = embedded_profile().to_dict()
     base["scalars"].pop("hf_step_s", None)
@@ -148,7 +148,7 @@ def test_hf_runtime_swaps_only_the_overhead_scalars(tmp_path):
 
 
 def test_sized_row_curves_interpolate_in_log_bytes_and_clamp(tmp_path):
-    from bmc_model.cost import weights_row_factor
+    from bmc_model.core.curves import weights_row_factor
 
     d = embedded_profile().to_dict()
     d["curves"] = {k: v for k, v in d["curves"].items() if "@" not in k}
@@ -165,9 +165,10 @@ def test_sized_row_curves_interpolate_in_log_bytes_and_clamp(tmp_path):
 
 
 def test_the_lm_head_reads_its_own_row_curves_else_the_layers(tmp_path):
-    from bmc_model.cost import Geometry, weights_row_factor
-    from bmc_model.predict import predict
-    from bmc_model.specs import get_spec
+    from bmc_model.core.curves import weights_row_factor
+    from bmc_model.core.predict import predict
+    from bmc_model.core.specs import get_spec
+    from bmc_model.core.workload import Geometry
 
     d = embedded_profile().to_dict()
     d["curves"] = {k: v for k, v in d["curves"].items() if "@" not in k}

@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import NAMED, Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import NAMED, Policy
 from bmc_model.runtime.cache import KVCache
-from bmc_model.runtime.memory import kv_peak_rows
+from bmc_model.validate.memory import kv_peak_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 

@@ -6,12 +6,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import NAMED, Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import NAMED, Policy
+from bmc_model.core.specs import ModelSpec
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.generate import decode_run
-from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, weight_bytes
-from bmc_model.specs import ModelSpec
+from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, weight_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
@@ -200,8 +200,8 @@ def test_memory_estimate_needs_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import bmc_model.runtime.memory as m; from bmc_model.policy import NAMED; "
-            "from bmc_model.specs import get_spec; "
+    code = ("import sys; import bmc_model.validate.memory as m; from bmc_model.core.policy import NAMED; "
+            "from bmc_model.core.specs import get_spec; "
             "m.estimate_memory(get_spec('llama-7b'), NAMED['dynamic'], prompt=8, max_len=16); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,13 +6,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmc_model.policy import NAMED, Policy
+from bmc_model.core.policy import NAMED, Policy
+from bmc_model.core.specs import ModelSpec
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import PromptLookup
 from bmc_model.runtime.generate import DecodeRun, decode_run
-from bmc_model.runtime.interleave import run_interleaved
 from bmc_model.runtime.speculative import SDRun, speculative_decode
-from bmc_model.specs import ModelSpec
+from bmc_model.validate.interleave import run_interleaved
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from bmc_model.policy import NAMED, parse_policy
+from bmc_model.core.policy import NAMED, parse_policy
 from bmc_model.runtime.generate import decode_run
 from bmc_model.runtime.weights import smollm2_available
 

@@ -8,13 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import NAMED, Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import NAMED, Policy
+from bmc_model.core.specs import ModelSpec
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import DraftModel, OracleDrafter, PromptLookup
 from bmc_model.runtime.generate import decode_run
 from bmc_model.runtime.speculative import ALPHA_MAX, SDStats, speculative_decode
-from bmc_model.specs import ModelSpec
 
 WIDTHS = st.sampled_from(["padded", "exact", "pad"])
 POLICIES = st.one_of(

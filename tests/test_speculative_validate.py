@@ -8,10 +8,10 @@ import math
 import pytest
 
 from bmc_model.cli.options import parse_alpha
-from bmc_model.errors import BMCError
-from bmc_model.runtime.validate_sd import acceptance_json, measure_sd, summary_text, synthetic_workload
+from bmc_model.core.errors import BMCError
+from bmc_model.core.specs import get_spec
 from bmc_model.runtime.weights import smollm2_available
-from bmc_model.specs import get_spec
+from bmc_model.validate.speculative import acceptance_json, measure_sd, summary_text, synthetic_workload
 
 TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, heads=4, kv_heads=4, head_dim=16,
                            ffn=128, vocab=128)

@@ -14,9 +14,9 @@ from bmc_model.calibrate.layers import fit_layers
 from bmc_model.calibrate.overhead import fit_overhead
 from bmc_model.calibrate.plan import Plan
 from bmc_model.calibrate.runner import Point, points_raw
-from bmc_model.errors import BMCError
-from bmc_model.profile import RUNTIMES, Profile, Term
-from bmc_model.specs import ModelSpec, scaled_shapes
+from bmc_model.core.errors import BMCError
+from bmc_model.core.profile import RUNTIMES, Profile, Term
+from bmc_model.core.specs import ModelSpec, scaled_shapes
 
 NOISY_SPREAD = 0.1  # a size whose repeats have MAD / median above this is noisy ...
 NOISY_FRACTION = 0.25  # ... and a run with more noisy sizes than this says so

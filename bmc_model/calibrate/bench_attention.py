@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import Case, Op
-from bmc_model.specs import ModelSpec
+from bmc_model.core.specs import ModelSpec
 
 VIEW_SLACK = 64  # rows the buffer holds beyond the exact view
 

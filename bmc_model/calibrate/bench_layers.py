@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bmc_model.policy import NAMED
-from bmc_model.specs import ModelSpec
+from bmc_model.core.policy import NAMED
+from bmc_model.core.specs import ModelSpec
 
 PROMPT = 64  # cached rows: attention stays a small share, as in the tiny decoder
 Q_ROWS = (1, 4, 8, 16)

@@ -30,7 +30,7 @@ import torch
 
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import Buffers, Case, Op
-from bmc_model.specs import ModelSpec
+from bmc_model.core.specs import ModelSpec
 
 GROWTH_GAP = 64  # rows the new buffer has beyond the old one in the strided copy
 WRITE_POSITIONS = 256  # random row offsets the write benchmark cycles through

@@ -17,8 +17,8 @@ import torch
 
 from bmc_model.calibrate.assemble import tiny_spec
 from bmc_model.calibrate.runner import Case
-from bmc_model.policy import NAMED
-from bmc_model.specs import ModelSpec
+from bmc_model.core.policy import NAMED
+from bmc_model.core.specs import ModelSpec
 
 TINY_PROMPT = 32
 WARMUP_STEPS = 2  # first steps of a run pay one-off costs (RoPE table, allocator): dropped

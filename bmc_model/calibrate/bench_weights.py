@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import Case, Op
-from bmc_model.specs import ModelSpec, scaled_shapes
+from bmc_model.core.specs import ModelSpec, scaled_shapes
 
 
 def _case(pool: Pool, key: object, spec: ModelSpec, nbytes: float, rows: int, stream_bytes: int) -> Case:

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from bmc_model.calibrate.stats import MAD_TO_SIGMA
-from bmc_model.profile import Term
+from bmc_model.core.profile import Term
 
 F_SCALE = 0.05  # relative error where soft-L1 turns from quadratic to linear
 MATERIAL = 0.05  # a knee must move the curve by more than this somewhere on the data

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bmc_model.calibrate.fit import fit_affine
-from bmc_model.errors import BMCError
-from bmc_model.profile import Profile, Term
-from bmc_model.specs import DTYPE_BYTES, ModelSpec
+from bmc_model.core.errors import BMCError
+from bmc_model.core.profile import Profile, Term
+from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
 
 
 def through(xs: list[float], ys: list[float]) -> Term:
@@ -39,7 +39,8 @@ def through(xs: list[float], ys: list[float]) -> Term:
 def fit_layers(points: list, prof: Profile, spec_of: Callable[[str], ModelSpec], prompt: int, dtype: str
                ) -> tuple[Term, Term, dict]:
     """points: bench_layers.LayerPoint; prof: the profile fitted so far (terms, curves, step_s)."""
-    from bmc_model.cost import Geometry, attention_s, write_s
+    from bmc_model.core.breakdown import attention_s, write_s
+    from bmc_model.core.workload import Geometry
 
     e = DTYPE_BYTES[dtype]
     by: dict[str, list] = {}

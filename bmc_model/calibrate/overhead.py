@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bmc_model.calibrate.fit import fit_affine
-from bmc_model.policy import NAMED
-from bmc_model.profile import SCALAR_NAMES, Profile, Term
-from bmc_model.specs import ModelSpec
+from bmc_model.core.policy import NAMED
+from bmc_model.core.profile import SCALAR_NAMES, Profile, Term
+from bmc_model.core.specs import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class OverheadFit:
 
 def model_charge(terms: dict[str, Term], scalars: dict[str, float], spec: ModelSpec, prompt: int, tokens: int) -> float:
     """Seconds per step the cost model charges a `spec` decoder for everything but step_s / layer_s."""
-    from bmc_model.cost import Geometry, Workload, breakdown
+    from bmc_model.core.breakdown import breakdown
+    from bmc_model.core.workload import Geometry, Workload
 
     sc = {k: 0.0 for k in SCALAR_NAMES}
     sc.update({k: scalars.get(k, 0.0) for k in ("attn_q_slope", "weights_row_slope")})

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bmc_model.errors import BMCError
-from bmc_model.specs import DTYPE_BYTES, ModelSpec, get_spec
+from bmc_model.core.errors import BMCError
+from bmc_model.core.specs import DTYPE_BYTES, ModelSpec, get_spec
 
 DEVICES = ("cpu", "cuda")
 # Without --model: a small set of common head geometries (MHA 32x128, GQA 6:1 x128, GQA 3:1 x64).

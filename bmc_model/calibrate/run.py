@@ -22,9 +22,10 @@ from bmc_model.calibrate.assemble import Measurements, build_profile
 from bmc_model.calibrate.plan import Plan, check_options, make_plan
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import CpuTimer, NullReporter, Point, Reporter, Settings, Timer, run_cases
-from bmc_model.errors import BMCError
-from bmc_model.host import available_ram_bytes, cuda_free_bytes, fingerprint, release_heap
-from bmc_model.profile import Profile
+from bmc_model.core.errors import BMCError
+from bmc_model.core.host import available_ram_bytes, fingerprint, release_heap
+from bmc_model.core.profile import Profile
+from bmc_model.runtime.device import cuda_free_bytes
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -117,7 +118,7 @@ def _hf_overhead(plan: Plan, reps: int, rng: np.random.Generator, rep: Reporter,
     if plan.device != "cpu" or plan.dtype != "float32":
         return []
     try:
-        from bmc_model.hf.overhead import step_times
+        from bmc_model.calibrate.hf_overhead import step_times
     except ImportError:
         notes.append("transformers not installed: no hf_step_s / hf_layer_s (HF predictions use step_s / layer_s)")
         return []

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from bmc_model.errors import BMCError
+from bmc_model.core.errors import BMCError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Calibrated KV-cache growth model and r-tuner (BMC).")

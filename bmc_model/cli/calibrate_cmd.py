@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bmc_model.cli import app, guarded
-from bmc_model.errors import BMCError
-from bmc_model.profile import default_profile_path, write_profile
+from bmc_model.core.errors import BMCError
+from bmc_model.core.profile import default_profile_path, write_profile
 
 
 class RichReporter:

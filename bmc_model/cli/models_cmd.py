@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bmc_model.cli import app, guarded
-from bmc_model.specs import presets
+from bmc_model.core.specs import presets
 
 
 @app.command("models")

@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from bmc_model.errors import BMCError
-from bmc_model.host import fingerprint
-from bmc_model.profile import Profile, host_mismatch
+from bmc_model.core.errors import BMCError
+from bmc_model.core.host import fingerprint
+from bmc_model.core.profile import Profile, host_mismatch
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 

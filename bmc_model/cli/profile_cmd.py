@@ -12,7 +12,7 @@ from rich.table import Table
 from bmc_model.calibrate.chart import loglog_chart
 from bmc_model.cli import app, guarded
 from bmc_model.cli.options import profile_note
-from bmc_model.profile import SCALAR_NAMES, TERM_NAMES, Profile, load_profile
+from bmc_model.core.profile import SCALAR_NAMES, TERM_NAMES, Profile, load_profile
 
 profile_app = typer.Typer(no_args_is_help=True, help="Inspect host profiles (the fitted cost coefficients).")
 app.add_typer(profile_app, name="profile")

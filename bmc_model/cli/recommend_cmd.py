@@ -13,8 +13,9 @@ from rich.table import Table
 from bmc_model.cli import app, guarded
 from bmc_model.cli.chart import line_chart
 from bmc_model.cli.options import parse_alpha, parse_bytes, profile_note
-from bmc_model.errors import BMCError
-from bmc_model.predict import Recommendation, get_profile, recommend
+from bmc_model.core.decide import Recommendation, recommend
+from bmc_model.core.errors import BMCError
+from bmc_model.core.predict import get_profile
 
 
 def _mb(x: float) -> str:

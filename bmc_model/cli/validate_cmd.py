@@ -12,11 +12,11 @@ from rich.table import Table
 from bmc_model.calibrate.plan import DEVICES
 from bmc_model.cli import app, guarded
 from bmc_model.cli.options import profile_note
-from bmc_model.errors import BMCError
-from bmc_model.policy import NAMED
-from bmc_model.predict import get_profile
-from bmc_model.profile import Profile, default_profile_path, write_profile
-from bmc_model.specs import resolve_spec
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import NAMED
+from bmc_model.core.predict import get_profile
+from bmc_model.core.profile import Profile, default_profile_path, write_profile
+from bmc_model.core.specs import resolve_spec
 
 DEFAULT_NAMES = ["dynamic", "static", "floor", "mlx", "geometric"]
 QUICK_NAMES = ["dynamic", "static", "floor", "mlx"]
@@ -100,7 +100,7 @@ def validate_cmd(
     if warn:
         con.print(f"[yellow]warning: {warn}[/]")
     if sd:
-        from bmc_model.runtime.validate_sd import measure_sd
+        from bmc_model.validate.speculative import measure_sd
 
         if batch != 1:
             raise BMCError("--sd measures batch 1")
@@ -109,13 +109,13 @@ def validate_cmd(
                                 threads=threads, acceptance_out=acceptance_out, model=model, layers=layers,
                                 prompt=prompt, alpha=alpha, progress=lambda m: status.update(m))
     elif hf:
-        from bmc_model.hf.validate import validate_hf
+        from bmc_model.validate.hf_generate import validate_hf
 
         result, table = validate_hf(quick=quick, profile=prof, threads=threads)
         if not as_json:
             con.print(table)
     else:
-        from bmc_model.runtime.validate import run_validate
+        from bmc_model.validate.plain import run_validate
 
         with con.status("measuring") as status:
             result = run_validate(spec, seq=seq, prompt=prompt, batch=batch, profile=prof, names=names, r_grid=grid,
@@ -128,7 +128,7 @@ def validate_cmd(
     elif not sd and not hf:
         render(result, con)
     elif sd:
-        from bmc_model.runtime.validate_sd import summary_text
+        from bmc_model.validate.speculative import summary_text
 
         con.print(summary_text(result), highlight=False, markup=False)
 

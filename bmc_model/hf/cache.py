@@ -3,7 +3,7 @@
     out = model.generate(**inputs, max_new_tokens=256, past_key_values=BMCCache(r=64, width="padded"))
     out = model.generate(**inputs, max_new_tokens=256, past_key_values=BMCCache.tuned(model, seq=1024))
 
-Every layer obeys bmc_model.policy.Policy exactly (capacity after prefill P + r, growth to n + max(r, q)
+Every layer obeys bmc_model.core.policy.Policy exactly (capacity after prefill P + r, growth to n + max(r, q)
 when n + q > capacity, attention width n + q or the whole capacity), so the cost model's predictions and
 this runtime describe the same thing.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 from transformers.cache_utils import Cache, get_layer_types_and_kwargs
 
-from bmc_model.errors import BMCError
+from bmc_model.core.errors import BMCError
+from bmc_model.core.host import release_heap
+from bmc_model.core.policy import Policy, parse_policy
 from bmc_model.hf.layer import BMCLayer
-from bmc_model.host import release_heap
-from bmc_model.policy import Policy, parse_policy
 
 log = logging.getLogger("bmc_model.hf")
 

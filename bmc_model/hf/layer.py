@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from transformers.cache_utils import CacheLayerMixin
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
 
 UNBOUNDED = 1 << 62  # "no maximum length": Policy needs an integer cap
 

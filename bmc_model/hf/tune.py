@@ -6,9 +6,9 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import Policy
-from bmc_model.specs import ModelSpec, spec_from_config_dict
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
+from bmc_model.core.specs import ModelSpec, spec_from_config_dict
 
 log = logging.getLogger("bmc_model.hf")
 
@@ -41,7 +41,7 @@ def tuned_policy(model: Any, seq: int, prompt: int | None = None, profile: Any =
     Every Policy recommend() can return (fixed / geometric / static growth, exact / padded / pad-P width)
     is implemented by BMCLayer, so nothing is mapped; static growth gets max_cache_len = seq + gamma.
     """
-    from bmc_model.predict import recommend
+    from bmc_model.core.decide import recommend
 
     spec = spec_for_model(model)
     recommend_kwargs.setdefault("dtype", spec.dtype)

@@ -1,7 +1,6 @@
 """The torch runtime: a KV cache per Policy, a Llama-style decoder, greedy decoding with timing.
 
-Submodules import torch; this package file does not (names resolve lazily), so
-`bmc_model.runtime.memory` stays usable before torch is loaded.
+Submodules import torch; this package file does not (names resolve lazily).
 """
 
 from __future__ import annotations
@@ -14,12 +13,9 @@ _EXPORTS = {
     "Decoder": "decoder", "Weights": "decoder", "LayerWeights": "decoder", "random_weights": "decoder",
     "DecodeResult": "generate", "decode_run": "generate", "set_threads": "generate",
     "write_synthetic_prompt": "generate",
-    "MemoryEstimate": "memory", "estimate_memory": "memory", "check_fits": "memory", "weight_bytes": "memory",
-    "kv_peak_rows": "memory", "available_bytes": "memory",
     "load_smollm2": "weights", "smollm2_available": "weights", "RealModel": "weights",
     "speculative_decode": "speculative", "SDResult": "speculative", "SDStats": "speculative",
-    "PromptLookup": "drafters", "DraftModel": "drafters", "OracleDrafter": "drafters", "measure_sd": "validate_sd",
-    "run_validate": "validate",
+    "PromptLookup": "drafters", "DraftModel": "drafters", "OracleDrafter": "drafters",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,7 +7,7 @@ Protocol for one forward pass of q rows at valid length n (all layers advance to
         ...attention over K, V: [batch, kv_heads, W, head_dim], mask: [q, W] additive or None
     cache.advance()                              # n <- n + q
 
-Capacity follows bmc_model.policy exactly (the analytical model assumes these rules):
+Capacity follows bmc_model.core.policy exactly (the analytical model assumes these rules):
 - the first write of P rows into an empty cache allocates initial_capacity(P, max_len) rows;
 - before writing q rows at length n, if n + q > capacity: capacity <- grown_capacity(n, q, ...);
 - attention reads width_rows(n, q, capacity) rows; rows beyond n + q are masked.
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
 
 
 @dataclass

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
+from bmc_model.core.specs import ModelSpec
 from bmc_model.runtime.cache import KVCache
-from bmc_model.specs import ModelSpec
 
 FOLD_MAX_ROWS = 32  # fold GQA groups into query rows up to this many new rows; enable_gqa beyond
 EMBED_STD = 0.03  # random embeddings small against the unit-variance layer outputs: a tied head then

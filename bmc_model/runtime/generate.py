@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
 from bmc_model.runtime.cache import CacheStats, KVCache
 from bmc_model.runtime.decoder import Decoder
 

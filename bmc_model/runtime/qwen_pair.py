@@ -29,11 +29,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bmc_model.errors import BMCError
+from bmc_model.core.errors import BMCError
+from bmc_model.core.specs import ModelSpec, get_spec
 from bmc_model.runtime.cache import KVCache
 from bmc_model.runtime.decoder import FOLD_MAX_ROWS, Decoder, LayerWeights, Weights, _rotate
 from bmc_model.runtime.weights import _fuse, _to_weights, weights_cache_root
-from bmc_model.specs import ModelSpec, get_spec
 
 FORMAT = 1
 

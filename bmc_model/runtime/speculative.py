@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bmc_model.errors import BMCError
-from bmc_model.policy import Policy
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
 from bmc_model.runtime.cache import CacheStats
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from bmc_model.errors import BMCError
+from bmc_model.core.errors import BMCError
+from bmc_model.core.specs import ModelSpec, get_spec
 from bmc_model.runtime.decoder import Decoder, LayerWeights, Weights
-from bmc_model.specs import ModelSpec, get_spec
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"

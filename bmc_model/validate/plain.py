@@ -25,14 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bmc_model.calibrate.plan import DEVICES, stream_bytes
-from bmc_model.cost import Geometry
-from bmc_model.errors import BMCError
-from bmc_model.host import cuda_free_bytes, fingerprint
-from bmc_model.policy import NAMED, Policy
-from bmc_model.predict import predict, recommend
-from bmc_model.profile import Profile
-from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
-from bmc_model.specs import ModelSpec
+from bmc_model.core.decide import recommend
+from bmc_model.core.errors import BMCError
+from bmc_model.core.host import fingerprint
+from bmc_model.core.policy import NAMED, Policy
+from bmc_model.core.predict import predict
+from bmc_model.core.profile import Profile
+from bmc_model.core.specs import ModelSpec
+from bmc_model.core.workload import Geometry
+from bmc_model.runtime.device import cuda_free_bytes
+from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
     from bmc_model.runtime.decoder import Decoder
     from bmc_model.runtime.generate import DecodeResult, DecodeRun, decode_run, set_threads
-    from bmc_model.runtime.interleave import run_interleaved
-    from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile
+    from bmc_model.validate.interleave import run_interleaved
+    from bmc_model.validate.probe import MatmulProbe, probed_profile
 
     n_threads = set_threads(threads)
     decoder = Decoder.random(spec, seed=seed)

@@ -1,7 +1,7 @@
 """Peak resident memory of one generate() run, in a fresh process so that no allocator state left by
 another cache's run (freed-but-kept heap, arenas) can hide or inflate its growth.
 
-    python -m bmc_model.hf.memprobe '{"workload": "kv", "kind": "bmc", "seq": 2048, ...}'
+    python -m bmc_model.validate.memprobe '{"workload": "kv", "kind": "bmc", "seq": 2048, ...}'
 
 The process builds the model, warms up with a short run, hands freed heap back to the kernel
 (malloc_trim: otherwise small cache tensors reuse what loading the model freed and do not show, while
@@ -27,10 +27,10 @@ PREFIX = "BMC_MEMPROBE "
 def probe(req: dict) -> dict:
     import torch
 
-    from bmc_model.hf.measure import peak_rss_bytes, reset_peak_rss, rss_bytes, run_generate
-    from bmc_model.hf.workloads import build, kv_bytes
-    from bmc_model.host import release_heap
-    from bmc_model.policy import Policy
+    from bmc_model.core.host import release_heap
+    from bmc_model.core.policy import Policy
+    from bmc_model.validate.hf_measure import peak_rss_bytes, reset_peak_rss, rss_bytes, run_generate
+    from bmc_model.validate.workloads import build, kv_bytes
 
     torch.set_num_threads(int(req.get("threads", 2)))
     loaded = build(req["workload"], bool(req.get("quick")), int(req.get("seed", 0)), req.get("kv_ffn"))
@@ -68,8 +68,8 @@ def run_probe(req: dict, timeout: float = 1800.0) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        out = subprocess.run([sys.executable, "-m", "bmc_model.hf.memprobe", json.dumps(req)], capture_output=True,
-                             text=True, env=env, timeout=timeout)
+        out = subprocess.run([sys.executable, "-m", "bmc_model.validate.memprobe", json.dumps(req)],
+                             capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"memory probe timed out after {timeout:.0f} s"}
     for line in reversed(out.stdout.splitlines()):
@@ -82,7 +82,7 @@ def run_probe(req: dict, timeout: float = 1800.0) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m bmc_model.hf.memprobe JSON", file=sys.stderr)
+        print("usage: python -m bmc_model.validate.memprobe JSON", file=sys.stderr)
         return 2
     print(PREFIX + json.dumps(probe(json.loads(args[0]))), flush=True)
     return 0

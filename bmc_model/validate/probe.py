@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bmc_model.cost import Geometry, attention_s, term_at
-from bmc_model.errors import BMCError
-from bmc_model.profile import Profile, Term
+from bmc_model.core.breakdown import attention_s
+from bmc_model.core.curves import term_at
+from bmc_model.core.errors import BMCError
+from bmc_model.core.profile import Profile, Term
+from bmc_model.core.workload import Geometry
 from bmc_model.runtime.decoder import Decoder
 
 PARTS = ("layers", "head")

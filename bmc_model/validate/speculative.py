@@ -49,20 +49,22 @@ from typing import Any
 import torch
 
 from bmc_model.calibrate.plan import stream_bytes
-from bmc_model.cost import Geometry, weights_row_factor
-from bmc_model.errors import BMCError
-from bmc_model.host import fingerprint
-from bmc_model.policy import NAMED, Policy
-from bmc_model.predict import get_profile, predict, recommend
-from bmc_model.profile import Profile
+from bmc_model.core.curves import weights_row_factor
+from bmc_model.core.decide import recommend
+from bmc_model.core.errors import BMCError
+from bmc_model.core.host import fingerprint
+from bmc_model.core.policy import NAMED, Policy
+from bmc_model.core.predict import get_profile, predict
+from bmc_model.core.profile import Profile
+from bmc_model.core.specs import ModelSpec, get_spec
+from bmc_model.core.workload import Geometry
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import Drafter, DraftModel, Fallback, OracleDrafter, PromptLookup
 from bmc_model.runtime.generate import DecodeResult, DecodeRun, set_threads
-from bmc_model.runtime.interleave import run_interleaved
-from bmc_model.runtime.matmul_probe import MatmulProbe, probed_profile
-from bmc_model.runtime.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 from bmc_model.runtime.speculative import SDResult, SDRun, SDStats
-from bmc_model.specs import ModelSpec, get_spec
+from bmc_model.validate.interleave import run_interleaved
+from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
+from bmc_model.validate.probe import MatmulProbe, probed_profile
 
 WORKLOADS = ("synthetic", "smollm2", "qwen")
 CAT = NAMED["dynamic"]

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bmc_model.cost import Geometry, Workload, memory, policy_events, total_seconds
-from bmc_model.policy import Policy
-from bmc_model.profile import Profile
+from bmc_model.core.breakdown import memory, total_seconds
+from bmc_model.core.events import policy_events
+from bmc_model.core.policy import Policy
+from bmc_model.core.profile import Profile
+from bmc_model.core.workload import Geometry, Workload
 
 
 def closed_form_r(w: Workload, geo: Geometry, prof: Profile, width: str = "padded") -> float:
@@ -55,17 +57,6 @@ class Sweep:
         if not self.feasible.any():
             return None
         return int(self.r[np.argmin(np.where(self.feasible, self.seconds, np.inf))])
-
-    def smallest_within(self, tol: float, ceiling: float = math.inf) -> int | None:
-        """Smallest r whose cost is within tol of the best and at most `ceiling` seconds (never below
-        the best itself): near-equal speed, less memory."""
-        best = self.argmin
-        if best is None:
-            return None
-        top = float(self.seconds[best - 1])
-        limit = min(top * (1.0 + tol), max(ceiling, top))
-        ok = self.feasible & (self.seconds <= limit)
-        return int(self.r[np.argmax(ok)])
 
 
 def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, r_max: int | None = None,

@@ -16,7 +16,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from bmc_model.calibrate.assemble import TINY
 from bmc_model.calibrate.bench_overhead import TINY_PROMPT
-from bmc_model.hf.measure import TokenClock
+from bmc_model.calibrate.token_clock import TokenClock
 
 
 def tiny_model(layers: int, seed: int = 0) -> LlamaForCausalLM:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from bmc_model.errors import BMCError
+from bmc_model.core.errors import BMCError
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 

@@ -6,7 +6,7 @@ the same number of steps. Each repetition runs the three generate() calls side b
 at a time (lockstep.py; turn order rotated each repetition), or, when their caches would not fit in RAM
 together, as whole runs in turn. Decode ms/token comes from the streamer's per-step times (prefill
 excluded); the median over repetitions is reported. Peak memory comes from a fresh
-subprocess per (case, cache) (bmc_model.hf.memprobe): resident high-water mark minus the resident size
+subprocess per (case, cache) (bmc_model.validate.memprobe): resident high-water mark minus the resident size
 just before the run, so no allocator state left by another cache's run skews it. The cost model's
 predict() figures for the same (P, N, B, policy) sit beside the measured ones.
 """
@@ -25,16 +25,16 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from bmc_model.errors import BMCError
-from bmc_model.hf import smollm2
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import NAMED, Policy
 from bmc_model.hf.cache import make_policy
-from bmc_model.hf.lockstep import run_lockstep
-from bmc_model.hf.measure import run_generate
-from bmc_model.hf.memprobe import run_probe
 from bmc_model.hf.tune import tuned_policy
-from bmc_model.hf.workloads import CACHES, WORKLOADS, build, kv_bytes
-from bmc_model.policy import NAMED, Policy
-from bmc_model.runtime.memory import MemoryEstimate, fits
+from bmc_model.validate import smollm2
+from bmc_model.validate.hf_measure import run_generate
+from bmc_model.validate.lockstep import run_lockstep
+from bmc_model.validate.memory import MemoryEstimate, fits
+from bmc_model.validate.memprobe import run_probe
+from bmc_model.validate.workloads import CACHES, WORKLOADS, build, kv_bytes
 
 CONTEXTS = {"kv": (2048, 4096), "smollm2": (1024, 4096, 8192)}
 BATCHES = {"kv": (1, 4), "smollm2": (1,)}
@@ -107,8 +107,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     for b in batches or ():
         _check("batch", b, 1)
 
-    from bmc_model.host import fingerprint
-    from bmc_model.predict import get_profile, predict
+    from bmc_model.core.host import fingerprint
+    from bmc_model.core.predict import get_profile, predict
 
     prof = get_profile(profile)
     torch.set_num_threads(threads)

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 
-from bmc_model.errors import BMCError
-from bmc_model.hf import smollm2
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
+from bmc_model.core.specs import ModelSpec
 from bmc_model.hf.cache import BMCCache
 from bmc_model.hf.tune import spec_for_model
-from bmc_model.policy import Policy
-from bmc_model.specs import ModelSpec
+from bmc_model.validate import smollm2
 
 KV_GEOMETRY = {"hidden_size": 4096, "intermediate_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 32,
                "head_dim": 128, "num_hidden_layers": 2, "vocab_size": 4096}

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from bmc_model.errors import BMCError
+from bmc_model.core.errors import BMCError
 
 Growth = Literal["fixed", "geometric", "static"]
 Width = Literal["padded", "exact", "pad"]

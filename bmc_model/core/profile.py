@@ -52,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bmc_model.errors import BMCError
+from bmc_model.core.errors import BMCError
+from bmc_model.core.paths import cache_dir
 
 SCHEMA_VERSION = 1
 TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
@@ -211,8 +212,7 @@ def _curve(d: dict) -> Curve:
 
 
 def default_profile_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bmc-tune" / "profile.json"
+    return cache_dir("profile.json")
 
 
 def embedded_profile() -> Profile:

@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers.generation.streamers import BaseStreamer
 
-from bmc_model.errors import BMCError
-from bmc_model.hf.workloads import make_cache, make_inputs, prefill_synthetic
-from bmc_model.policy import Policy
-
-
-class TokenClock(BaseStreamer):
-    """Records perf_counter() at each generated token. generate() first puts the prompt (ignored); the first
-    generated token comes out of the prefill, so decode time is measured from it: prefill is excluded."""
-
-    def __init__(self, on_first_token: Callable[[], None] | None = None) -> None:
-        self.times: list[float] = []
-        self.seen_prompt = False
-        self.on_first_token = on_first_token
-
-    def put(self, value: Any) -> None:
-        if not self.seen_prompt:
-            self.seen_prompt = True
-            return
-        self.times.append(time.perf_counter())
-        if len(self.times) == 1 and self.on_first_token is not None:
-            self.on_first_token()
-
-    def end(self) -> None:
-        pass
-
-    def decode_ms_per_token(self) -> float:
-        """Mean wall ms per decode step (the whole batch advances one token per step)."""
-        if len(self.times) < 2:
-            return float("nan")
-        return (self.times[-1] - self.times[0]) * 1000.0 / (len(self.times) - 1)
+from bmc_model.calibrate.token_clock import TokenClock
+from bmc_model.core.errors import BMCError
+from bmc_model.core.policy import Policy
+from bmc_model.validate.workloads import make_cache, make_inputs, prefill_synthetic
 
 
 def rss_bytes() -> int:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bmc_model.errors import BMCError
-from bmc_model.host import available_ram_bytes
-from bmc_model.policy import Policy
-from bmc_model.specs import DTYPE_BYTES, ModelSpec
+from bmc_model.core.errors import BMCError
+from bmc_model.core.host import available_ram_bytes
+from bmc_model.core.policy import Policy
+from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
 
 
 @dataclass(frozen=True)

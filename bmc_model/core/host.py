@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import platform
 from collections.abc import Callable
@@ -38,19 +37,6 @@ def available_ram_bytes() -> int:
     except (OSError, ValueError):
         pass
     return ram_bytes()
-
-
-@functools.cache
-def cuda_free_bytes() -> int:
-    """Free memory of the current CUDA GPU (imports torch); BMCError when torch sees no GPU."""
-    import torch
-
-    from bmc_model.errors import BMCError
-
-    if not torch.cuda.is_available():
-        raise BMCError("--device cuda: no CUDA GPU is available to torch here (torch.cuda.is_available() is "
-                       "False); use --device cpu")
-    return int(torch.cuda.mem_get_info()[0])
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

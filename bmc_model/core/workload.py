@@ -1,0 +1,89 @@
+"""What is decoded (Workload: lengths, batch, speculative setting) and on what (Geometry: the model's
+byte sizes as the cost model needs them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bmc_model.core.errors import BMCError
+from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
+
+
+def reach(accept: tuple[float, ...], gamma: int) -> list[float]:
+    """P(A >= j), j = 1..gamma + 1: an iteration keeps at least j rows (its first j - 1 drafts accepted)."""
+    out = [1.0]
+    for k in range(gamma):
+        out.append(out[-1] * (accept[min(k, len(accept) - 1)] if accept else 0.0))
+    return out
+
+
+def expected_advance(accept: tuple[float, ...], gamma: int) -> float:
+    """E = 1 + sum_k prod_{i<=k} a_i: rows kept per iteration (the bonus row included)."""
+    return sum(reach(accept, gamma))
+
+
+@dataclass(frozen=True)
+class Workload:
+    prompt: int  # P rows already in the cache when decoding starts
+    seq: int  # N rows at the end
+    batch: int = 1
+    gamma: int = 0  # draft tokens per speculative iteration (0: plain decoding)
+    accept: tuple[float, ...] = ()  # acceptance of draft position 1..gamma (last value repeats)
+    draft_step_s: float = 0.0  # one draft decode step; 0 for prompt lookup
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "seq", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise BMCError(f"{name} must be a positive integer, got {v!r}")
+        if self.prompt >= self.seq:
+            raise BMCError(f"prompt ({self.prompt}) must be shorter than seq ({self.seq})")
+        if not isinstance(self.gamma, (int, np.integer)) or self.gamma < 0:
+            raise BMCError(f"gamma must be a non-negative integer, got {self.gamma!r}")
+        if self.gamma >= self.seq - self.prompt:
+            raise BMCError(f"gamma ({self.gamma}) must be smaller than the tokens to generate "
+                           f"({self.seq - self.prompt})")
+        for a in self.accept:
+            if not 0.0 <= a < 1.0:
+                raise BMCError(f"acceptance must be in [0, 1), got {a}")
+        object.__setattr__(self, "_advance", expected_advance(self.accept, self.gamma))
+
+    @property
+    def q(self) -> int:
+        return self.gamma + 1
+
+    @property
+    def tokens(self) -> int:
+        return self.seq - self.prompt
+
+    @property
+    def cap(self) -> int:
+        """Largest capacity ever needed: the last verify may write gamma rows past N - 1."""
+        return self.seq + self.gamma
+
+    @property
+    def advance(self) -> float:
+        return self._advance  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    layers: int  # L
+    rho: float  # bytes of one K row (all heads, whole batch) in one layer
+    layer_weight_bytes: float
+    head_weight_bytes: float
+    layer_out_rows: float = 0.0  # output rows of one layer's matmuls (each a dot product)
+    head_out_rows: float = 0.0  # the LM head's: vocab
+    group: int = 1  # query rows a KV head attends with per token row: g = heads / kv_heads when folded, else 1
+
+    @classmethod
+    def of(cls, spec: ModelSpec, batch: int, dtype: str | None = None, folded: bool = True) -> Geometry:
+        """folded: the runtime folds a KV head's g query heads into its query rows (bmc_model.runtime);
+        transformers' attention does not."""
+        e = DTYPE_BYTES[dtype or spec.dtype]
+        return cls(layers=spec.layers, rho=float(batch * spec.kv_heads * spec.head_dim * e),
+                   layer_weight_bytes=float(spec.layer_params() * e), head_weight_bytes=float(spec.head_params() * e),
+                   layer_out_rows=float(spec.layer_out_rows()), head_out_rows=float(spec.vocab),
+                   group=spec.heads // spec.kv_heads if folded else 1)
