@@ -49,23 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from bmc_model.validate.hf_generate import validate_hf
+    from bmc_model.validate.report import hf_table
 
     err = Console(stderr=True)
     try:
-        result, table = validate_hf(workloads=args.workload, contexts=args.contexts, batches=args.batches,
-                                    new_tokens=args.new_tokens, reps=args.reps, threads=args.threads,
-                                    profile=args.profile, policy=args.policy, memory=not args.no_memory,
-                                    prefill=args.prefill, quick=args.quick, seed=args.seed, trim=args.trim,
-                                    kv_ffn=args.kv_ffn, memory_reps=args.mem_reps,
-                                    progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+        result = validate_hf(workloads=args.workload, contexts=args.contexts, batches=args.batches,
+                             new_tokens=args.new_tokens, reps=args.reps, threads=args.threads,
+                             profile=args.profile, policy=args.policy, memory=not args.no_memory,
+                             prefill=args.prefill, quick=args.quick, seed=args.seed, trim=args.trim,
+                             kv_ffn=args.kv_ffn, memory_reps=args.mem_reps,
+                             progress=lambda m: err.print(f"[dim]{m}[/dim]"))
     except BMCError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or ROOT / "benchmarks" / "results" / ("hf_generate_quick.json" if args.quick else "hf_generate.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    Console(width=max(170, Console().width)).print(table)
-    print(json.dumps(result["checks"], indent=1))
+    data = result.to_dict()
+    out.write_text(json.dumps(data, indent=1))
+    Console(width=max(170, Console().width)).print(hf_table(result))
+    print(json.dumps(data["checks"], indent=1))
     print(f"wrote {out}")
     return 0
 

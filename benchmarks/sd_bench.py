@@ -1,18 +1,17 @@
-"""Speculative decoding on BMC's spare rows vs torch.cat growth: measured vs predicted (issue 5).
+"""Speculative decoding on BMC's spare rows vs torch.cat growth: measured vs predicted.
 
 Runs bmc_model.validate.speculative.measure_sd: plain decoding and SD, each on torch.cat growth and
 on the recommended configuration, interleaved, median of repeats; prints a table and writes JSON.
 
-Targets (issue 5), on a quiet machine, default synthetic workload (Llama-2-7b geometry cut to 2
-layers, 2048-row prompt, oracle acceptance 0.8 - SYNTHETIC acceptance, see validate_sd.py):
-  prediction error <= 10% for the SD rows;  SD+BMC over SD+cat >= 1.39x.
+The default synthetic workload: Llama-2-7b geometry cut to 2 layers, 2048-row prompt, oracle acceptance
+0.8 (SYNTHETIC acceptance, see validate/sd_workloads.py); run it on a quiet machine.
 What SD+BMC gains over SD+cat is the growth cost cat pays per iteration against the rest of it, so
 it rises with the context: predicted 1.08x at a 2048-row prompt, 1.37x at 8192, 1.69x at 16384
 (alpha 0.8, gamma 7, embedded profile; --prompt 16384 --repeats 2 takes about 9 minutes;
 results/sd_bench_synthetic_16k.json, and _recalibrated.json with a fresh profile, --profile).
 Each run also times the decoder's own matmuls at 1 and gamma + 1 rows, torch.cat and attention
 alongside the decode runs and predicts a second time with what it found (the "probed" columns;
-runtime/matmul_probe.py).
+validate/probe.py).
 Real acceptance: --workload smollm2 (prompt lookup on real text), --workload qwen (draft model; heavy).
 
 Usage:
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.specs import get_spec
-from bmc_model.validate.speculative import summary_text
+from bmc_model.validate.report import sd_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     except BMCError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out["quick"] = args.quick
-    print(summary_text(out))
+    print(sd_text(out))
+    data = {**out.to_dict(), "quick": args.quick}
     path = Path(args.out or f"benchmarks/results/sd_bench_{args.workload}{'_quick' if args.quick else ''}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {path}")
     return 0
 

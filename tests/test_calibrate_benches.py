@@ -70,9 +70,28 @@ def test_write_puts_q_rows_into_the_cold_buffer():
         assert written % (spec.head_dim * 4) == 0  # whole rows
 
 
-def test_cat_case_runs():
-    (case,) = bm.cat_cases(get_spec("smollm2-135m"), (7,), F32, "cpu")
-    run_once(case)
+def test_cat_case_appends_one_row_a_call_and_restarts_from_its_base(monkeypatch):
+    spec = get_spec("smollm2-135m")
+    (case,) = bm.cat_cases(spec, (7,), F32, "cpu")
+    row = spec.kv_heads * spec.head_dim * 4
+    assert case.key == 7 and case.per_call == 1
+    assert case.x == (7 + (bm.CAT_SPAN - 1) / 2) * row  # the mean size over one span of growth
+    outs, cat = [], torch.cat
+
+    def spy(tensors, dim):
+        outs.append(cat(tensors, dim=dim))
+        return outs[-1]
+
+    monkeypatch.setattr(torch, "cat", spy)
+    with case.make() as op:
+        for _ in range(bm.CAT_SPAN + 1):
+            op()
+    monkeypatch.undo()
+    # 7 base rows grow to 7 + CAT_SPAN, then the next call starts again from the base
+    assert [t.shape[2] for t in outs] == [*range(8, 8 + bm.CAT_SPAN), 8]
+    for t in outs:
+        assert t.shape[:2] == (1, spec.kv_heads) and t.shape[3] == spec.head_dim
+        assert torch.all(t[:, :, :7] == 1.0) and torch.all(t[:, :, 7:] == 2.0)  # base rows, then the appended ones
 
 
 def test_copy_and_cat_walk_enough_distinct_buffers_to_run_cold():

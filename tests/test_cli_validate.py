@@ -5,16 +5,15 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from bmc_model.cli import app
-from bmc_model.cli.validate_cmd import render
-from bmc_model.core.predict import _embedded
-from bmc_model.core.profile import write_profile
+from bmc_model.core.profile import embedded_profile, write_profile
+from bmc_model.validate.report import show
 
 runner = CliRunner()
 
 
 @pytest.fixture()
 def prof(tmp_path):
-    return str(write_profile(_embedded(), tmp_path / "p.json"))
+    return str(write_profile(embedded_profile(), tmp_path / "p.json"))
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -49,17 +48,29 @@ def test_validate_cuda_without_a_gpu_is_one_line(prof):
     assert res.exit_code == 2 and "no CUDA GPU" in res.stderr and "\n" not in res.stderr.strip()
 
 
-def test_validate_tiny_run_reports_every_field(prof):
+# the JSON validate --json prints and --out writes, key for key and in order (benchmarks and result files read it)
+KEYS = ["model", "layers", "seq", "prompt", "batch", "dtype", "device", "synthetic_prompt", "threads", "repeats",
+        "wall_s", "interleave", "rows", "median_abs_error_pct", "max_abs_error_pct", "median_abs_error_pct_probed",
+        "max_abs_error_pct_probed", "probe", "recommended", "recommended_r", "recommended_width", "best_measured",
+        "best_measured_r", "regret_pct", "speedup_vs_dynamic", "speedup_vs_static", "speedup_vs_mlx_256",
+        "speedup_vs_geometric", "overhead_vs_floor", "token_mismatch", "host", "profile", "geometry_rho_bytes"]
+ROW_KEYS = ["name", "policy", "growth", "r", "width", "measured_ms", "measured_runs_ms", "predicted_ms", "error_pct",
+            "growth_events_measured", "growth_events_predicted", "predicted_breakdown_ms", "predicted_ms_probed",
+            "error_pct_probed"]
+
+
+def test_validate_tiny_run_reports_every_field(prof, tmp_path):
+    out = tmp_path / "v.json"
     args = ["--model", "smollm2-135m", "--layers", "1", "--seq", "48", "--prompt", "32", "--r-grid", "4",
-            "--repeats", "1", "--policies", "dynamic,static,floor,mlx", "--json"]
+            "--repeats", "1", "--policies", "dynamic,static,floor,mlx", "--json", "--out", str(out)]
     res = runner.invoke(app, ["validate", "--profile", prof, *args])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
-    for k in ("rows", "median_abs_error_pct", "max_abs_error_pct", "recommended_r", "best_measured_r", "regret_pct",
-              "speedup_vs_dynamic", "speedup_vs_static", "overhead_vs_floor", "host", "profile"):
-        assert k in d
+    assert json.loads(out.read_text()) == d
+    assert list(d) == KEYS and list(d["recommended"]) == ["policy", "r", "width"]
+    assert d["recommended_r"] == d["recommended"]["r"] and d["speedup_vs_geometric"] is None  # geometric not run
     for row in d["rows"]:
-        assert {"policy", "r", "measured_ms", "predicted_ms", "error_pct"} <= set(row)
+        assert list(row) == ROW_KEYS
         assert row["measured_ms"] > 0 and row["predicted_ms"] > 0
         assert row["growth_events_measured"] == row["growth_events_predicted"]
     assert d["token_mismatch"] == []  # every policy decoded the same tokens as torch.cat
@@ -77,9 +88,6 @@ def test_validate_tiny_run_reports_every_field(prof):
         assert row["error_pct_probed"] == pytest.approx(
             100 * (row["predicted_ms_probed"] - row["measured_ms"]) / row["measured_ms"])
     assert d["median_abs_error_pct_probed"] <= d["max_abs_error_pct_probed"]
-    con = Console(record=True, width=200)
-    render(d, con)
-    assert "probed: median / max |error|" in con.export_text()
 
 
 def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeypatch):
@@ -88,7 +96,15 @@ def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeyp
 
     monkeypatch.setattr(v, "fits", lambda est, **kw: False)  # room for one configuration's run, not for all at once
     spec = get_spec("smollm2-135m").with_layers(1)
-    d = v.run_validate(spec, seq=40, prompt=32, batch=1, profile=_embedded(), names=["dynamic"], r_grid=[4],
-                       repeats=2)
-    assert d["interleave"] == "run" and d["token_mismatch"] == []
-    assert all(len(r["measured_runs_ms"]) == 2 for r in d["rows"])
+    res = v.run_validate(spec, seq=40, prompt=32, batch=1, profile=embedded_profile(), names=["dynamic"],
+                         r_grid=[4], repeats=2)
+    assert res.interleave == "run" and res.token_mismatch == []
+    assert all(len(r.measured_runs_ms) == 2 for r in res.rows)
+    d = res.to_dict()
+    assert list(d) == KEYS and d["interleave"] == "run"
+    assert d["regret_pct"] == pytest.approx(100 * (res.row("recommended").measured_ms / res.best.measured_ms - 1))
+    con = Console(record=True, width=200)
+    show(res, con)
+    text = con.export_text()
+    assert "probed: median / max |error|" in text and "runs interleaved (caches too big together)" in text
+    assert all(r.name in text for r in res.rows) and "target" not in text

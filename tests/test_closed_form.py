@@ -40,6 +40,7 @@ def profile(vals) -> Profile:
 
 COEFS = st.fixed_dictionaries({"a0": st.floats(1e-7, 1e-4), "a1": st.floats(1e-12, 1e-9),
                                "k0": st.floats(1e-7, 1e-4), "k1": st.floats(1e-12, 1e-9), "s": st.floats(1e-12, 1e-9)})
+MODEL = st.sampled_from(["llama-7b", "smollm2-135m"])
 
 
 def test_sympy_finds_one_positive_stationary_point():
@@ -47,7 +48,7 @@ def test_sympy_finds_one_positive_stationary_point():
     assert sp.diff(COST, r, 2).subs(r, R_STAR[0]).subs(_SAMPLE) > 0  # a minimum, not a maximum
 
 
-@given(COEFS, st.integers(1, 4000), st.integers(64, 30000), st.sampled_from(["llama-7b", "smollm2-135m"]))
+@given(COEFS, st.integers(1, 4000), st.integers(64, 30000), MODEL)
 def test_runtime_closed_form_equals_sympy_solution(c, prompt, tokens, model):
     geo = Geometry.of(get_spec(model), 1, "float32")
     got = closed_form_r(Workload(prompt, prompt + tokens), geo, profile(c), "padded")
@@ -59,9 +60,6 @@ def test_runtime_closed_form_equals_sympy_solution(c, prompt, tokens, model):
         assert got == tokens  # clamped: growing once for the whole generation is optimal
     else:
         assert math.isclose(got, want, rel_tol=1e-9)
-
-
-MODEL = st.sampled_from(["llama-7b", "smollm2-135m"])
 
 
 @given(COEFS, st.integers(1, 3000), st.integers(1, 60), st.integers(1, 60), MODEL)

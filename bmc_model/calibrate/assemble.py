@@ -59,8 +59,8 @@ class Measurements:
 
 def _fit(name: str, pts: list[Point], knee: bool = True, first_touch: bool = False) -> tuple[PiecewiseFit, dict]:
     """first_touch: fit the means, every sample kept. A first touch of fresh pages is slow now and then
-    (on a VM, pages the host must map in again: 7x the usual rate on the reference host, one call in four
-    or five past 256 MB); those calls are work that decoding pays too, and a decode step's time is a mean."""
+    (on a VM, pages the host must map in again, several times the usual rate: docs/results.md#slow-first-touches);
+    those calls are work that decoding pays too, and a decode step's time is a mean."""
     try:
         f = fit_piecewise([p.x for p in pts], [p.expected if first_touch else p.median for p in pts], knee=knee)
     except ValueError as e:

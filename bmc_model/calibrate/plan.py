@@ -27,8 +27,8 @@ QUICK_BUDGET = {"sd_iter": 0.3, "copy": 2.2, "cat": 2.4, "alloc": 2.6, "write": 
                 "overhead": 1.5}
 FULL_SCALE = 5.0
 # m token rows for the weights_rows / head_rows curves: every verify pass of gamma 0..16 (q = gamma + 1),
-# since the m-row cost is not smooth in m (SmolLM2's head: 2.5x one row at 8 rows, 3.8x at 11, 2.9x at 12:
-# BLAS picks its kernel by shape), then 32 for batches. --quick keeps the powers of two.
+# since the m-row cost is not smooth in m (BLAS picks its kernel by shape: docs/results.md#one-pass), then 32
+# for batches. --quick keeps the powers of two.
 ROW_COUNTS = (*range(1, 18), 32)
 
 

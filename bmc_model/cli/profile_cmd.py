@@ -34,11 +34,12 @@ SCALAR_HELP = {
 }
 
 
-def _bytes(x: float) -> str:
-    for unit, f in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+def _bytes(x: float, short: bool = False) -> str:
+    """Binary units: "1.5 GiB", or "1.5G" when short."""
+    for unit, f in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
         if abs(x) >= f:
-            return f"{x / f:.3g} {unit}"
-    return f"{x:.0f} B"
+            return f"{x / f:.3g}{unit}" if short else f"{x / f:.3g} {unit}iB"
+    return f"{x:.0f}" if short else f"{x:.0f} B"
 
 
 def _us(t: float) -> str:
@@ -54,13 +55,6 @@ def _scalar(name: str, v: float) -> str:
     return f"{v * 1e6:.3g} us" if name.endswith("_s") else f"{v:.4g}"
 
 
-def _short(x: float) -> str:
-    for unit, f in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if abs(x) >= f:
-            return f"{x / f:.3g}{unit}"
-    return f"{x:.0f}"
-
-
 def terms_table(prof: Profile) -> Table:
     t = Table(title="Terms: t(x) = c0 + slope * x per segment (x: bytes per call)")
     for col, j in (("term", "left"), ("x range", "left"), ("c0 us", "right"), ("slope us/MiB [ci95]", "right"),
@@ -72,8 +66,9 @@ def terms_table(prof: Profile) -> Table:
         npts = len(prof.raw.get(name, {}).get("x", [])) or "-"
         for i, (c0, s) in enumerate(zip(term.c0, term.slope)):
             lo, hi = edges[i], edges[i + 1]
-            seg = ("all" if lo is None and hi is None else f"< {_short(hi)}" if lo is None
-                   else f">= {_short(lo)}" if hi is None else f"{_short(lo)}-{_short(hi)}")
+            lo_s, hi_s = (None if v is None else _bytes(v, short=True) for v in (lo, hi))
+            seg = ("all" if lo is None and hi is None else f"< {hi_s}" if lo is None
+                   else f">= {lo_s}" if hi is None else f"{lo_s}-{hi_s}")
             ci = term.ci95[i] if i < len(term.ci95) else None
             us = 2**20 * 1e6
             slope = f"{s * us:.3g}" + (f" [{ci[0] * us:.3g}, {ci[1] * us:.3g}]" if ci else "")

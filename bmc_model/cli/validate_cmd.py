@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from bmc_model.calibrate.plan import DEVICES
 from bmc_model.cli import app, guarded
@@ -111,66 +110,20 @@ def validate_cmd(
     elif hf:
         from bmc_model.validate.hf_generate import validate_hf
 
-        result, table = validate_hf(quick=quick, profile=prof, threads=threads)
-        if not as_json:
-            con.print(table)
+        result = validate_hf(quick=quick, profile=prof, threads=threads)
     else:
         from bmc_model.validate.plain import run_validate
 
         with con.status("measuring") as status:
             result = run_validate(spec, seq=seq, prompt=prompt, batch=batch, profile=prof, names=names, r_grid=grid,
                                   repeats=reps, threads=threads, device=device, progress=lambda m: status.update(m))
+    from bmc_model.validate.report import show
+
+    data = result.to_dict()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str))
+        out.write_text(json.dumps(data, indent=1, default=str))
     if as_json:
-        typer.echo(json.dumps(result, indent=1, default=str))
-    elif not sd and not hf:
-        render(result, con)
-    elif sd:
-        from bmc_model.validate.speculative import summary_text
-
-        con.print(summary_text(result), highlight=False, markup=False)
-
-
-def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
-    return "-" if x is None else f"{x:{spec}}{suffix}"
-
-
-_HOW = {"step": "configurations side by side step by step", "run": "runs interleaved (caches too big together)"}
-
-
-def render(res: dict, con: Console) -> None:
-    con.print(f"[bold]{res['model']}[/] on {res.get('device', 'cpu')}, fp32, batch {res['batch']}, "
-              f"{res['threads']} threads, "
-              f"decode {res['prompt']} -> {res['seq']} (prompt K/V synthesized), median of {res['repeats']} "
-              f"runs, {_HOW.get(res.get('interleave', 'run'), 'interleaved')}; host {res['host']['cpu']}")
-    t = Table(title="Measured vs predicted ms/token")
-    probed = res.get("median_abs_error_pct_probed") is not None
-    for col in ("configuration", "policy", "measured", "predicted", "error", "events (meas/pred)",
-                *(("probed", "error") if probed else ())):
-        t.add_column(col, justify="left" if col in ("configuration", "policy") else "right")
-    for r in sorted(res["rows"], key=lambda r: r["measured_ms"]):
-        more = (f"{r['predicted_ms_probed']:.2f}", f"{r['error_pct_probed']:+.1f}%") if probed else ()
-        t.add_row(r["name"], r["policy"], f"{r['measured_ms']:.2f}", f"{r['predicted_ms']:.2f}",
-                  f"{r['error_pct']:+.1f}%", f"{r['growth_events_measured']:.0f}/{r['growth_events_predicted']:.0f}",
-                  *more)
-    con.print(t)
-    s = Table(title="Summary", show_header=False)
-    s.add_row("median |error|", _fmt(res["median_abs_error_pct"], ".1f", "%"))
-    s.add_row("max |error|", _fmt(res["max_abs_error_pct"], ".1f", "%"))
-    if probed:
-        f = res["probe"]["factors"]
-        said = ", ".join(f"{k} x{v:.2f}" for k, v in f.items())
-        s.add_row("probed: median / max |error|", f"{res['median_abs_error_pct_probed']:.1f}% / "
-                  f"{res['max_abs_error_pct_probed']:.1f}% (host now vs profile: {said})")
-    s.add_row("recommended", f"{res['recommended']['policy']}")
-    s.add_row("best measured", f"{res['best_measured']['name']} ({res['best_measured']['policy']})")
-    s.add_row("regret", _fmt(res["regret_pct"], ".1f", "%"))
-    s.add_row("speedup vs torch.cat (dynamic)", _fmt(res["speedup_vs_dynamic"], ".2f", "x"))
-    s.add_row("speedup vs static", _fmt(res["speedup_vs_static"], ".2f", "x"))
-    s.add_row("speedup vs exact-view r=256 (mlx)", _fmt(res["speedup_vs_mlx_256"], ".2f", "x"))
-    s.add_row("overhead vs floor", _fmt(res["overhead_vs_floor"], ".3f"))
-    if res["token_mismatch"]:
-        s.add_row("[red]token mismatch[/]", ", ".join(res["token_mismatch"]))
-    con.print(s)
+        typer.echo(json.dumps(data, indent=1, default=str))
+    else:
+        show(result, con)

@@ -12,8 +12,8 @@ from bmc_model.core.workload import Geometry, Workload
 
 def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool, group: int = 1) -> float:
     """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row)."""
-    a0, a1 = (prof.attn_masked if masked else prof.attn_exact).segment(2 * rho * width)
-    return a0 + a1 * 2 * rho * attn_rows_factor(prof, q, group) * width
+    attn_c0, attn_slope = (prof.attn_masked if masked else prof.attn_exact).segment(2 * rho * width)
+    return attn_c0 + attn_slope * 2 * rho * attn_rows_factor(prof, q, group) * width
 
 
 def write_s(prof: Profile, rho: float, q: int) -> float:
@@ -25,10 +25,10 @@ def layer_overhead_s(prof: Profile, geo: Geometry, rows: int) -> float:
     """One layer's cost beyond its matmuls, attention and writes, at `rows` token rows (batch * q): measured
     in place at real geometries (layer_fixed + (rows - 1) layer_row) when calibrated, else the tiny
     decoder's layer_s."""
-    fixed = prof.terms.get("layer_fixed")
+    fixed = prof.layer_fixed
     if fixed is None:
         return prof.layer_s
-    per_row = prof.terms.get("layer_row")
+    per_row = prof.layer_row
     x = geo.layer_weight_bytes
     return term_at(fixed, x) + (rows - 1) * (term_at(per_row, x) if per_row is not None else 0.0)
 
@@ -37,20 +37,20 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
               ev: Events | None = None) -> dict[str, Num]:
     """Seconds spent over the whole generation, by term; their sum is the total."""
     ev = ev or policy_events(policy, w, geo, prof, r)
-    L, rho, q, g = geo.layers, geo.rho, w.q, w.gamma
+    L, rho, q, gamma = geo.layers, geo.rho, w.q, w.gamma
     iters = w.tokens / w.advance
     rows = w.batch * q  # token rows each matmul processes
-    g_row = prof.scalars.get("gemv_row_s", 0.0)
-    head = term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows
-    layer = term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows
+    gemv_row_s = prof.gemv_row_s
+    head = term_at(prof.weights, geo.head_weight_bytes) + gemv_row_s * geo.head_out_rows
+    layer = term_at(prof.weights, geo.layer_weight_bytes) + gemv_row_s * geo.layer_out_rows
     weights = iters * (weights_row_factor(prof, rows, geo.head_weight_bytes, "head_rows") * head
                        + L * weights_row_factor(prof, rows, geo.layer_weight_bytes) * layer)
     masked = policy.width != "exact" or q > 1  # padded rows or a causal block need a mask
     att = prof.attn_masked if masked else prof.attn_exact
     fq = attn_rows_factor(prof, q, geo.group)
-    a0, a1 = att.segment(2 * rho * (w.prompt + w.seq) / 2)
-    useful = L * (iters * a0 + a1 * 2 * rho * fq * exact_width_sum(w))
-    redundant = L * a1 * 2 * rho * fq * (ev.width_sum - exact_width_sum(w))
+    attn_c0, attn_slope = att.segment(2 * rho * (w.prompt + w.seq) / 2)
+    useful = L * (iters * attn_c0 + attn_slope * 2 * rho * fq * exact_width_sum(w))
+    redundant = L * attn_slope * 2 * rho * fq * (ev.width_sum - exact_width_sum(w))
     return {
         "weights": weights,
         "attention_useful": useful,
@@ -59,8 +59,8 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
         "growth_alloc": 2 * L * ev.alloc_rows_sum_s,
         "growth_copy": 2 * L * ev.copy_rows_sum_s,
         "overhead": iters * (prof.step_s + L * layer_overhead_s(prof, geo, rows)),
-        "sd_iteration": iters * (prof.sd_iter_s if g > 0 else 0.0),
-        "draft": iters * g * w.draft_step_s,
+        "sd_iteration": iters * (prof.sd_iter_s if gamma > 0 else 0.0),
+        "draft": iters * gamma * w.draft_step_s,
     }
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from bmc_model.core.num import Num, is_array, vceil, vmax, vmin
-from bmc_model.core.profile import Curve, Profile, Term
+from bmc_model.core.profile import Curve, Profile
+from bmc_model.core.term import Term
 
 
 def term_at(term: Term, x: Num) -> Num:
@@ -19,67 +20,67 @@ def term_at(term: Term, x: Num) -> Num:
     return term.c0[i] + term.slope[i] * x
 
 
-def row_factor(prof: Profile, curve: str, slope: float, m: float) -> float:
-    """Cost of m rows relative to one: the measured curve (linear between points, the last
-    segment extended), else the linear 1 + slope (m - 1)."""
-    if m == 1:
+def row_factor(prof: Profile, curve: str, slope: float, rows: float) -> float:
+    """Cost of `rows` token rows relative to one: the measured curve (linear between points, the last
+    segment extended), else the linear 1 + slope (rows - 1)."""
+    if rows == 1:
         return 1.0
     pts = prof.curves.get(curve)
     if pts is None:
-        return 1.0 + slope * (m - 1)
-    return curve_at(pts, m)
+        return 1.0 + slope * (rows - 1)
+    return curve_at(pts, rows)
 
 
-def curve_at(pts: Curve, m: float) -> float:
+def curve_at(pts: Curve, rows: float) -> float:
     xs, ys = pts
     i = 1
-    while i < len(xs) - 1 and m > xs[i]:
+    while i < len(xs) - 1 and rows > xs[i]:
         i += 1
-    return ys[i - 1] + (ys[i] - ys[i - 1]) * (m - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return ys[i - 1] + (ys[i] - ys[i - 1]) * (rows - xs[i - 1]) / (xs[i] - xs[i - 1])
 
 
-def weights_row_factor(prof: Profile, m: float, nbytes: float, family: str = "weights_rows") -> float:
-    """Cost of m token rows over one for a matmul group of nbytes: from the FAMILY@B curves (linear
+def weights_row_factor(prof: Profile, rows: float, nbytes: float, family: str = "weights_rows") -> float:
+    """Cost of `rows` token rows over one for a matmul group of nbytes: from the FAMILY@B curves (linear
     in log B between the two around nbytes, the nearest outside them), else weights_rows. The LM
     head asks family "head_rows", and falls back to the layers' curves where it has none."""
     sized = prof.sized_curves(family)
     if not sized and family != "weights_rows":
         sized = prof.sized_curves()
-    if m == 1 or not sized:
-        return row_factor(prof, "weights_rows", prof.weights_row_slope, m)
+    if rows == 1 or not sized:
+        return row_factor(prof, "weights_rows", prof.weights_row_slope, rows)
     if nbytes <= sized[0][0]:
-        return curve_at(sized[0][1], m)
+        return curve_at(sized[0][1], rows)
     if nbytes >= sized[-1][0]:
-        return curve_at(sized[-1][1], m)
-    j = next(i for i, (b, _) in enumerate(sized) if b >= nbytes)
-    (b0, c0), (b1, c1) = sized[j - 1], sized[j]
-    f = math.log(nbytes / b0) / math.log(b1 / b0)
-    return (1 - f) * curve_at(c0, m) + f * curve_at(c1, m)
+        return curve_at(sized[-1][1], rows)
+    j = next(i for i, (size, _) in enumerate(sized) if size >= nbytes)
+    (size0, curve0), (size1, curve1) = sized[j - 1], sized[j]
+    frac = math.log(nbytes / size0) / math.log(size1 / size0)
+    return (1 - frac) * curve_at(curve0, rows) + frac * curve_at(curve1, rows)
 
 
 def touch_rate(prof: Profile) -> Term:
     """Seconds per byte of first touch, by the size of the buffer the bytes belong to."""
-    a = prof.alloc
-    return Term(c0=a.slope, slope=(0.0,) * len(a.slope), knots=a.knots)
+    alloc = prof.alloc
+    return Term(c0=alloc.slope, slope=(0.0,) * len(alloc.slope), knots=alloc.knots)
 
 
-def progression_sum(term: Term, a: Num, d: Num, count: Num) -> Num:
-    """sum_{k=0}^{count-1} t(a + d k) for a piecewise-affine t, d > 0, in closed form."""
+def progression_sum(term: Term, start: Num, step: Num, count: Num) -> Num:
+    """sum_{k=0}^{count-1} t(start + step k) for a piecewise-affine t, step > 0, in closed form."""
     edges = [-math.inf, *term.knots, math.inf]
     total: Num = 0.0
     for j in range(len(term.c0)):
-        lo = 0.0 if edges[j] == -math.inf else vmin(vmax(vceil((edges[j] - a) / d), 0.0), count)
-        hi = count if edges[j + 1] == math.inf else vmin(vmax(vceil((edges[j + 1] - a) / d), 0.0), count)
-        n = hi - lo
-        xsum = n * a + d * (lo + hi - 1.0) * n / 2.0
-        total = total + term.c0[j] * n + term.slope[j] * xsum
+        lo = 0.0 if edges[j] == -math.inf else vmin(vmax(vceil((edges[j] - start) / step), 0.0), count)
+        hi = count if edges[j + 1] == math.inf else vmin(vmax(vceil((edges[j + 1] - start) / step), 0.0), count)
+        members = hi - lo  # the progression's sizes on segment j: k in [lo, hi)
+        xsum = members * start + step * (lo + hi - 1.0) * members / 2.0
+        total = total + term.c0[j] * members + term.slope[j] * xsum
     return total
 
 
 def attn_rows_factor(prof: Profile, q: int, group: int = 1) -> float:
-    """Attention's per-byte cost at q new token rows over one. With GQA folded, a KV head attends with g q
-    query rows where one token row gives it g: the attn_q curve (calibrated on the primary geometry) at g q
-    over its value at g. (attn_exact / attn_masked are calibrated per geometry at one token row, so they
-    already hold the g rows of one.)"""
-    f = row_factor(prof, "attn_q", prof.attn_q_slope, group * q)
-    return f if group == 1 else f / row_factor(prof, "attn_q", prof.attn_q_slope, group)
+    """Attention's per-byte cost at q new token rows over one. With GQA folded, a KV head attends with
+    group q query rows where one token row gives it group: the attn_q curve (calibrated on the primary
+    geometry) at group q over its value at group. (attn_exact / attn_masked are calibrated per geometry at
+    one token row, so they already hold the group rows of one.)"""
+    ratio = row_factor(prof, "attn_q", prof.attn_q_slope, group * q)
+    return ratio if group == 1 else ratio / row_factor(prof, "attn_q", prof.attn_q_slope, group)

@@ -119,23 +119,23 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
     best: tuple[float, int, str, int] | None = None  # (seconds, gamma, width, r)
     per_gamma: dict[int, dict[str, Sweep]] = {}
     ceilings: dict[int, float] = {}  # gamma -> predicted seconds of the better of static and dynamic
-    def workload(g: int, pol: Policy, r=None) -> Workload:
-        return Workload(prompt, seq, batch, g, acc,
-                        draft_step_s(ctx, draft, draft_cost, pol, prompt, seq, batch, r) if g else 0.0)
+    def workload(gamma: int, pol: Policy, r=None) -> Workload:
+        return Workload(prompt, seq, batch, gamma, acc,
+                        draft_step_s(ctx, draft, draft_cost, pol, prompt, seq, batch, r) if gamma else 0.0)
 
     r_all = np.arange(1, seq + 1, dtype=np.float64)
-    for g in gammas:
+    for gamma in gammas:
         sweeps = {}
-        for wd in widths:
-            w = workload(g, Policy("fixed", 1, width=wd, pad=pad), r_all)  # type: ignore[arg-type]
-            sw = sweep_r(wd, w, ctx.geo, ctx.prof, max_mem=max_mem, pad=pad)
-            sweeps[_label(wd, pad)] = sw
+        for width in widths:
+            w = workload(gamma, Policy("fixed", 1, width=width, pad=pad), r_all)  # type: ignore[arg-type]
+            sw = sweep_r(width, w, ctx.geo, ctx.prof, max_mem=max_mem, pad=pad)
+            sweeps[_label(width, pad)] = sw
         # The tolerance trades speed for memory, but never below what users run today: no pick is
         # predicted slower than HF's StaticCache or DynamicCache at this gamma.
-        ceiling = min(float(total_seconds(NAMED[b], workload(g, NAMED[b]), ctx.geo, ctx.prof))
-                      for b in ("static", "dynamic"))
-        ceilings[g] = ceiling
-        cands = [(float(sw.seconds[rr - 1]), g, lab, rr) for lab, sw in sweeps.items()
+        ceiling = min(float(total_seconds(NAMED[base], workload(gamma, NAMED[base]), ctx.geo, ctx.prof))
+                      for base in ("static", "dynamic"))
+        ceilings[gamma] = ceiling
+        cands = [(float(sw.seconds[rr - 1]), gamma, lab, rr) for lab, sw in sweeps.items()
                  if (rr := smallest_within(sw, tolerance, ceiling)) is not None]
         if cands:
             top = min(cands)
@@ -143,44 +143,44 @@ def recommend(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, promp
             # a width mode ahead by less than the tolerance is not resolved by the model: prefer exact
             # (no mask, no padded rows read), the mode least exposed to error in the attention terms
             near = min(floor * (1.0 + tolerance), max(ceiling, floor))
-            exact = [c for c in cands if c[2] == "exact" and c[0] <= near]
+            exact = [cand for cand in cands if cand[2] == "exact" and cand[0] <= near]
             pick = exact[0] if exact else top
             if best is None or pick[0] < best[0] * (1.0 - 1e-12):
                 best = pick
-        per_gamma[g] = sweeps
+        per_gamma[gamma] = sweeps
     if best is None:
         raise BMCError(f"no configuration fits in --max-mem {max_mem:.0f} bytes of KV cache")
-    _, g_best, w_best, r_best = best
-    sweeps = per_gamma[g_best]
-    best_pol = sweeps[w_best].policy(r_best)
-    w = workload(g_best, best_pol)
+    _, gamma_best, width_best, r_best = best
+    sweeps = per_gamma[gamma_best]
+    best_pol = sweeps[width_best].policy(r_best)
+    w = workload(gamma_best, best_pol)
     pred = predict_at(ctx, best_pol, w)
 
     baselines: dict[str, Prediction] = {}
     base_pols = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "geometric": NAMED["geometric"],
                  "mlx": NAMED["mlx"], "llamacpp": NAMED["llamacpp"]}
-    cap_s = ceilings[g_best]
+    cap_s = ceilings[gamma_best]
     rp = smallest_within(sweeps["padded"], tolerance, cap_s) if "padded" in sweeps else None
-    if w_best != "padded" and rp is not None:
+    if width_best != "padded" and rp is not None:
         base_pols["bmc-padded"] = sweeps["padded"].policy(rp)
-    if w_best != "exact":
+    if width_best != "exact":
         base_pols["exact-same-r"] = Policy("fixed", r_best, width="exact")
     for name, pol in base_pols.items():
-        baselines[name] = predict_at(ctx, pol, workload(g_best, pol))
+        baselines[name] = predict_at(ctx, pol, workload(gamma_best, pol))
     no_sd = None
     if gammas != [0]:
         plain = Workload(prompt, seq, batch)
         baselines["dynamic-no-sd"] = predict_at(ctx, NAMED["dynamic"], plain)
         if 0 in per_gamma:
-            cands = [(per_gamma[0][k], smallest_within(per_gamma[0][k], tolerance, ceilings[0])) for k in per_gamma[0]]
-            sw0, r0 = min(((s, r) for s, r in cands if r is not None), key=lambda t: t[0].seconds[t[1] - 1])
+            pairs = [(sw, smallest_within(sw, tolerance, ceilings[0])) for sw in per_gamma[0].values()]
+            sw0, r0 = min(((sw, r) for sw, r in pairs if r is not None), key=lambda pair: pair[0].seconds[pair[1] - 1])
             no_sd = predict_at(ctx, sw0.policy(r0), plain)
         else:
             no_sd = predict_at(ctx, pred.policy, plain)
     closed = {lab: closed_form_r(w, ctx.geo, ctx.prof, sw.width) for lab, sw in sweeps.items()}
     notes = []
-    if g_best == 0 and gammas != [0]:
+    if gamma_best == 0 and gammas != [0]:
         notes.append("no SD: speculative decoding does not pay at this acceptance and draft cost")
-    return Recommendation(prediction=pred, sweeps=sweeps, argmin_r={k: s.argmin for k, s in sweeps.items()},
-                          chosen_r={k: smallest_within(s, tolerance, cap_s) for k, s in sweeps.items()},
+    return Recommendation(prediction=pred, sweeps=sweeps, argmin_r={lab: sw.argmin for lab, sw in sweeps.items()},
+                          chosen_r={lab: smallest_within(sw, tolerance, cap_s) for lab, sw in sweeps.items()},
                           closed_form_r=closed, baselines=baselines, no_sd=no_sd, tolerance=tolerance, notes=notes)

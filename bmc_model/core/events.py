@@ -29,16 +29,17 @@ class Events:
     prev_capacity: Num  # C_{K-1}, the buffer alive beside C_K at the last event (0 when K = 0)
 
 
-def _avg_pad(p1: float, s: Num) -> Num:
-    """Mean over slack s' in [0, s] of E[min(U, s')], U uniform on [0, p1]: pad-p's extra rows."""
+def _avg_pad(p1: float, slack: Num) -> Num:
+    """The mean over s in [0, slack] of the mean of min(U, s), U uniform on [0, p1]: the extra rows width
+    "pad" reads (p1 = pad - 1)."""
     if p1 <= 0:
-        return 0.0 * s
-    s = vmax(s, 1e-12)
-    small = s / 2.0 - s * s / (6.0 * p1)
-    large = (p1 * p1 / 3.0 + (s - p1) * p1 / 2.0) / s
-    if is_array(s):
-        return np.where(s <= p1, small, large)
-    return small if s <= p1 else large
+        return 0.0 * slack
+    slack = vmax(slack, 1e-12)
+    small = slack / 2.0 - slack * slack / (6.0 * p1)
+    large = (p1 * p1 / 3.0 + (slack - p1) * p1 / 2.0) / slack
+    if is_array(slack):
+        return np.where(slack <= p1, small, large)
+    return small if slack <= p1 else large
 
 
 def exact_width_sum(w: Workload) -> float:
@@ -46,7 +47,7 @@ def exact_width_sum(w: Workload) -> float:
     return it * (w.prompt + w.q) + w.advance * it * (it - 1.0) / 2.0
 
 
-# Gauss-Hermite nodes for E[f(mu + sigma Z)], Z standard normal (a threshold's spread from earlier events)
+# Gauss-Hermite nodes for the mean of f(mu + sigma Z), Z standard normal (a threshold's spread from earlier events)
 _GH_Z, _GH_W = np.polynomial.hermite_e.hermegauss(5)
 _GH_W = _GH_W / _GH_W.sum()
 _GH = list(zip(_GH_Z.tolist(), _GH_W.tolist()))
@@ -60,96 +61,96 @@ def _renewal_count(n1: Num, delta: Num, vf: Num, N: float) -> Num:
     return 1.0 + (N - 1.0 - n1 + 0.5) / delta + (vf - delta * delta) / (2.0 * delta * delta)
 
 
-def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, g: float
+def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, gap: float
                       ) -> tuple[float, float, float, float]:
     """fixed_events' SD expectation for one r in plain Python (as the array path, term for term):
     (n_1, Delta, expected K, the largest K possible)."""
     prefill = t1 < P
-    g1 = max(t1 - P, 0.0)
-    m1, v1 = ren.passage(g1)
-    n1, v1 = (P, 0.0) if prefill else (t1 + m1 - g1, v1)
-    delta, vf = ren.passage(g)
+    gap1 = max(t1 - P, 0.0)
+    mean1, v1 = ren.passage(gap1)
+    n1, v1 = (P, 0.0) if prefill else (t1 + mean1 - gap1, v1)
+    delta, vf = ren.passage(gap)
     k_max = max(math.ceil((N - n1) / delta), 0.0) + 1.0
     sd_max = math.sqrt(max(v1 + k_max * vf, 0.0))
-    sure = max(max(math.floor((N - 1.0 - q - _REACH * sd_max - (n1 + g)) / delta) + 1.0, 0.0), float(prefill))
+    sure = max(max(math.floor((N - 1.0 - q - _REACH * sd_max - (n1 + gap)) / delta) + 1.0, 0.0), float(prefill))
     span = int(math.ceil((2 * _REACH * sd_max + q) / delta)) + 2
     if span > _LOOP:
         return n1, delta, _renewal_count(n1, delta, vf, N), sure + span
-    row = ren.row(g)  # looked up once: this loop is most of an SD predict()
-    count, last = sure, sure
+    row = ren.row(gap)  # looked up once: this loop is most of an SD predict()
+    count, k_worst = sure, sure
     for i in range(span):
         j = sure + i
         if j == 0:
-            p = 1.0 if prefill else ren.cdf(g1, N - 1.0 - t1)
+            p = 1.0 if prefill else ren.cdf(gap1, N - 1.0 - t1)
         else:
-            tj, sd = n1 + (j - 1.0) * delta + g, math.sqrt(max(v1 + (j - 1.0) * vf, 0.0))
+            tj, sd = n1 + (j - 1.0) * delta + gap, math.sqrt(max(v1 + (j - 1.0) * vf, 0.0))
             if tj - _REACH * sd >= N - 1.0:  # every node past the last start: this and later events cannot be
                 break
             y, p = N - 1.0 - tj, 0.0
             for z, wz in _GH:
                 p += wz * row_at(row, y - z * sd)
         count += p
-        last = j + 1.0 if p > 1e-12 else last
-    return n1, delta, count, last
+        k_worst = j + 1.0 if p > 1e-12 else k_worst
+    return n1, delta, count, k_worst
 
 
 def _first_capacity(policy: Policy, w: Workload, r: Num) -> tuple[Num, Num]:
     """(m, C_0): rows past the valid ones after a growth event, and the prefill's capacity (torch.cat
     keeps no spare row after the prefill)."""
     q = float(w.q)
-    cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0
-    return vmax(r, q), vmin(float(w.prompt) + r - cat, float(w.cap))
+    is_cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0
+    return vmax(r, q), vmin(float(w.prompt) + r - is_cat, float(w.cap))
 
 
 def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num) -> Events:
     """Growth by r rows: closed form over K events spaced Delta rows apart.
 
     Plain decoding: K is exact. SD: iterations advance a random A rows. An event comes at the first
-    start more than g = m - q rows past the last one (the prefill: past C_0 - q), so events are spaced
-    Delta = g + mean excess apart, and event j happens only if it starts at or before the last start
+    start more than gap = m - q rows past the last one (the prefill: past C_0 - q), so events are spaced
+    Delta = gap + mean excess apart, and event j happens only if it starts at or before the last start
     N - 1: a probability from the excess's distribution, spread by the variance of the events before it.
     Costs are the expectation over events, capacities (memory) the worst case."""
     P, N, q = float(w.prompt), float(w.seq), float(w.q)
-    m, c0 = _first_capacity(policy, w, r)
+    m, c_init = _first_capacity(policy, w, r)
     if w.gamma == 0:
-        n1, delta = vmax(P, c0), m
+        n1, delta = vmax(P, c_init), m
         return _fixed_at(policy, w, geo, prof, r, n1, delta, vmax(vceil((N - n1) / delta), 0.0))
     ren = Renewal.of(w.accept, w.gamma)
     if not is_array(r):
-        n1, delta, count, last = _sd_events_scalar(ren, P, N, q, c0 - q, m - q)
+        n1, delta, count, k_worst = _sd_events_scalar(ren, P, N, q, c_init - q, m - q)
         ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count)
-        worst = ev if last == count else _fixed_at(policy, w, geo, prof, r, n1, delta, last)
+        worst = ev if k_worst == count else _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst)
         return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
                       worst.prev_capacity)
     # [R, 1]: events run along axis 1
-    r, m, c0 = (np.atleast_1d(np.asarray(v, dtype=np.float64))[:, None] for v in (r, m, c0))
-    t1 = c0 - q  # event 1: the first start past t1, the prefill's own P when P > t1
+    r, m, c_init = (np.atleast_1d(np.asarray(v, dtype=np.float64))[:, None] for v in (r, m, c_init))
+    t1 = c_init - q  # event 1: the first start past t1, the prefill's own P when P > t1
     prefill = (t1 < P) * 1.0
-    g1 = np.maximum(t1 - P, 0.0)
-    m1, v1 = ren.passage(g1)
-    n1, v1 = np.where(prefill > 0, P, t1 + m1 - g1), v1 * (1.0 - prefill)
-    g = m - q
-    delta, vf = ren.passage(g)
+    gap1 = np.maximum(t1 - P, 0.0)
+    mean1, v1 = ren.passage(gap1)
+    n1, v1 = np.where(prefill > 0, P, t1 + mean1 - gap1), v1 * (1.0 - prefill)
+    gap = m - q
+    delta, vf = ren.passage(gap)
     # events 1..sure surely start by N - 1: thresholds clear of it by q rows and the quadrature's
     # reach (_REACH sigma, sigma the spread at the last event); past 2 _REACH sigma more, none can
     k_max = np.maximum(np.ceil((N - n1) / delta), 0.0) + 1.0
     sd_max = np.sqrt(np.maximum(v1 + k_max * vf, 0.0))
-    sure = np.maximum(np.maximum(np.floor((N - 1.0 - q - _REACH * sd_max - (n1 + g)) / delta) + 1.0, 0.0), prefill)
+    sure = np.maximum(np.maximum(np.floor((N - 1.0 - q - _REACH * sd_max - (n1 + gap)) / delta) + 1.0, 0.0), prefill)
     spans = np.ceil((2 * _REACH * sd_max + q) / delta) + 2.0
     count = _renewal_count(n1, delta, vf, N)[:, 0]
-    last = (sure + spans)[:, 0]
+    k_worst = (sure + spans)[:, 0]
     for span in np.unique(spans[spans <= _LOOP]).astype(int).tolist():  # rows by how many events are uncertain
         i = np.nonzero(spans[:, 0] == span)[0]
         j = sure[i] + np.arange(span, dtype=np.float64)  # [R_i, J]: event j + 1
-        tj = n1[i] + (j - 1.0) * delta[i] + g[i]  # its threshold: g rows past event j's start (j >= 1)
+        tj = n1[i] + (j - 1.0) * delta[i] + gap[i]  # its threshold: gap rows past event j's start (j >= 1)
         sd = np.sqrt(np.maximum(v1[i] + (j - 1.0) * vf[i], 0.0))
-        p = ren.cdf(g[i][..., None], N - 1.0 - (tj[..., None] + _GH_Z * sd[..., None])) @ _GH_W  # E over the spread
-        p = np.where(j == 0, prefill[i] + (1.0 - prefill[i]) * ren.cdf(g1[i], N - 1.0 - t1[i]), p)
+        p = ren.cdf(gap[i][..., None], N - 1.0 - (tj[..., None] + _GH_Z * sd[..., None])) @ _GH_W  # over the spread
+        p = np.where(j == 0, prefill[i] + (1.0 - prefill[i]) * ren.cdf(gap1[i], N - 1.0 - t1[i]), p)
         count[i] = sure[i, 0] + p.sum(axis=1)
-        last[i] = sure[i, 0] + np.where(p > 1e-12, np.arange(1, span + 1), 0).max(axis=1)  # the worst case: memory
+        k_worst[i] = sure[i, 0] + np.where(p > 1e-12, np.arange(1, span + 1), 0).max(axis=1)  # for memory
     r, n1, delta = r[:, 0], n1[:, 0], delta[:, 0]
     ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count)
-    worst = _fixed_at(policy, w, geo, prof, r, n1, delta, last)
+    worst = _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst)
     return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
                   worst.prev_capacity)
 
@@ -158,20 +159,21 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
               k: Num) -> Events:
     """K = k events of fixed growth by r at n_1, n_1 + Delta, ...: their sizes, costs and attention width."""
     P, N, q, E, cap = float(w.prompt), float(w.seq), float(w.q), w.advance, float(w.cap)
-    m, c0 = _first_capacity(policy, w, r)
+    m, c_init = _first_capacity(policy, w, r)
     has = vmin(k, 1.0)
     n_last = vmin(n1 + (k - 1.0) * delta, N - 1.0)  # an event happens at a start, and starts stop at N - 1
-    c_last = vmin(n_last + m, cap) * has + c0 * (1.0 - has)
-    c_prev = (c0 + (n_last - delta + m - c0) * vmin(vmax(k - 1.0, 0.0), 1.0)) * has
+    c_last = vmin(n_last + m, cap) * has + c_init * (1.0 - has)
+    c_prev = (c_init + (n_last - delta + m - c_init) * vmin(vmax(k - 1.0, 0.0), 1.0)) * has
     rho = geo.rho
-    if policy.width == "exact" and "cat" in prof.terms:
+    cat = prof.cat
+    if policy.width == "exact" and cat is not None:
         # torch.empty + copy: the copy first-touches the valid rows' pages (as torch.cat does); the
         # spare rows' pages are touched later by the writes, charged here
         # rows charged at the first-touch rate of the buffer they sit in (its size picks the segment)
         rate = touch_rate(prof)
         alloc = progression_sum(rate, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0)) * rho * m
         alloc = alloc + term_at(rate, rho * c_last) * rho * (c_last - n_last) * has
-        copy = progression_sum(prof.cat, rho * n1, rho * delta, k)
+        copy = progression_sum(cat, rho * n1, rho * delta, k)
     else:
         alloc = progression_sum(prof.alloc, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0))
         alloc = alloc + term_at(prof.alloc, rho * c_last) * has
@@ -183,12 +185,12 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
         km = vmax(k - 1.0, 0.0)
         s_c = (km * (n1 + m) + delta * km * (km - 1.0) / 2.0 + c_last) * has
         first = (vmin(n1, N - 1.0) - P) * has + (N - P) * (1.0 - has)  # the prefill block: to the first event, or N
-        width = (first * c0 + delta * s_c - (n_last + delta - N) * c_last * has) / E
+        width = (first * c_init + delta * s_c - (n_last + delta - N) * c_last * has) / E
         if policy.width == "pad":
             p1 = float(policy.pad - 1)
-            mid = vmax(k - 1.0, 0.0) * delta * _avg_pad(p1, m - q)
-            last = (N - n_last) * _avg_pad(p1, c_last - n_last - q) * has
-            extra = (first * _avg_pad(p1, vmax(c0 - P - q, 0.0)) + mid + last) / E
+            mid_pad = vmax(k - 1.0, 0.0) * delta * _avg_pad(p1, m - q)
+            last_pad = (N - n_last) * _avg_pad(p1, c_last - n_last - q) * has
+            extra = (first * _avg_pad(p1, vmax(c_init - P - q, 0.0)) + mid_pad + last_pad) / E
             width = vmin(exact_width_sum(w) + extra, width)
     return Events(k, alloc, copy, width, c_last, c_prev)
 
@@ -208,9 +210,10 @@ def stepped_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile) ->
         events.append((n_e, new))
         start, cap_now = n_e, new
     rho = geo.rho
-    if policy.width == "exact" and "cat" in prof.terms:  # as in fixed_events
+    cat = prof.cat
+    if policy.width == "exact" and cat is not None:  # as in fixed_events
         alloc = sum(term_at(touch_rate(prof), rho * c) * rho * (c - n) for n, c in events)
-        copy = sum(term_at(prof.cat, rho * n) for n, _ in events)
+        copy = sum(term_at(cat, rho * n) for n, _ in events)
     else:
         alloc = sum(term_at(prof.alloc, rho * c) for _, c in events)
         copy = sum(term_at(prof.copy, rho * n) for n, _ in events)
@@ -218,10 +221,10 @@ def stepped_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile) ->
     if policy.width == "exact":
         width = exact
     else:
-        width = sum((b - a) * c for a, b, c in blocks) / E
+        width = sum((end - begin) * c for begin, end, c in blocks) / E
         if policy.width == "pad":
             p1 = float(policy.pad - 1)
-            extra = sum((b - a) * _avg_pad(p1, max(c - a - q, 0.0)) for a, b, c in blocks) / E
+            extra = sum((end - begin) * _avg_pad(p1, max(c - begin - q, 0.0)) for begin, end, c in blocks) / E
             width = min(exact + extra, width)
     final = blocks[-1][2]
     prev = events[-2][1] if len(events) > 1 else (policy.initial_capacity(P, cap) if events else 0)

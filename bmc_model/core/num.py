@@ -14,13 +14,13 @@ def is_array(x: object) -> bool:
     return type(x) is np.ndarray
 
 
-def vmin(a: Num, b: Num) -> Num:
-    return np.minimum(a, b) if type(a) is np.ndarray or type(b) is np.ndarray else min(a, b)
+def vmin(x: Num, y: Num) -> Num:
+    return np.minimum(x, y) if type(x) is np.ndarray or type(y) is np.ndarray else min(x, y)
 
 
-def vmax(a: Num, b: Num) -> Num:
-    return np.maximum(a, b) if type(a) is np.ndarray or type(b) is np.ndarray else max(a, b)
+def vmax(x: Num, y: Num) -> Num:
+    return np.maximum(x, y) if type(x) is np.ndarray or type(y) is np.ndarray else max(x, y)
 
 
-def vceil(a: Num) -> Num:
-    return np.ceil(a) if type(a) is np.ndarray else float(math.ceil(a))
+def vceil(x: Num) -> Num:
+    return np.ceil(x) if type(x) is np.ndarray else float(math.ceil(x))

@@ -1,6 +1,6 @@
 """Cache policies: a growth rule (how capacity grows) and a width rule (rows attention reads).
 
-The model (cost.py) and the runtime (runtime/cache.py) both obey exactly these rules:
+The model (events.py) and the runtime (runtime/cache.py) both obey exactly these rules:
 
 - capacity after prefill of P rows, C0 = initial_capacity(P, cap)
 - before writing q rows at valid length n: if n + q > C, C <- grown_capacity(n, q, C, cap)
@@ -53,12 +53,12 @@ class Policy:
     @property
     def label(self) -> str:
         if self.growth == "static":
-            g = "static"
+            rule = "static"
         elif self.growth == "geometric":
-            g = f"geometric x{self.factor:g}"
+            rule = f"geometric x{self.factor:g}"
         else:
-            g = f"r={self.r}"
-        return f"{g} {self.width_label}"
+            rule = f"r={self.r}"
+        return f"{rule} {self.width_label}"
 
     def initial_capacity(self, prompt: int, cap: int) -> int:
         if self.growth == "static":
@@ -100,12 +100,12 @@ NAMED = {
 def parse_policy(text: str, r: int | None = None) -> Policy:
     """'dynamic', 'static', 'mlx', ... or 'fixed:R:WIDTH', 'geometric:G:WIDTH', 'static:WIDTH'.
 
-    WIDTH is padded, exact or pad-P. 'bmc' is fixed r with padded width (needs r).
+    R is r, G the factor, WIDTH padded, exact or pad-P. 'bmc' is fixed r with padded width (needs r).
     """
-    t = text.strip().lower()
-    if t in NAMED:
-        return NAMED[t]
-    parts = t.split(":")
+    key = text.strip().lower()
+    if key in NAMED:
+        return NAMED[key]
+    parts = key.split(":")
     try:
         if parts[0] == "bmc":
             rr = int(parts[1]) if len(parts) > 1 else r
@@ -119,8 +119,8 @@ def parse_policy(text: str, r: int | None = None) -> Policy:
                 raise BMCError("policy 'fixed' needs r (fixed:R:WIDTH)")
             return Policy("fixed", rr, width=width, pad=pad)
         if parts[0] == "geometric":
-            g = float(parts[1]) if len(parts) > 1 and parts[1][0].isdigit() else 2.0
-            return Policy("geometric", factor=g, width=width, pad=pad)
+            factor = float(parts[1]) if len(parts) > 1 and parts[1][0].isdigit() else 2.0
+            return Policy("geometric", factor=factor, width=width, pad=pad)
         if parts[0] == "static":
             return Policy("static", width=width, pad=pad)
     except BMCError:

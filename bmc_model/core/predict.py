@@ -170,7 +170,7 @@ def predict_at(ctx: Context, pol: Policy, w: Workload) -> Prediction:
     ev = policy_events(pol, w, ctx.geo, ctx.prof)
     parts = breakdown(pol, w, ctx.geo, ctx.prof, ev=ev)
     scale = 1000.0 / w.tokens
-    ms = {k: float(v) * scale for k, v in parts.items()}
+    ms = {name: float(v) * scale for name, v in parts.items()}
     steady, peak = memory(pol, w, ctx.geo, ctx.prof, ev=ev)
     e = DTYPE_BYTES[ctx.dtype]
     wbytes = float((ctx.spec.layers * ctx.spec.layer_params() + ctx.spec.head_params()

@@ -25,13 +25,13 @@ Optional terms:
 Optional curves ({"x": [...], "ratio": [...]}, cost relative to x = 1, linear in between):
   weights_rows  matmul time with x token rows over one row (one row is a GEMV, more a GEMM)
   weights_rows@B  the same measured on a whole layer of B bytes (several geometries: the ratio
-                depends on the matrix shapes; the model interpolates in log B, see cost.py)
+                depends on the matrix shapes; the model interpolates in log B, see curves.py)
   head_rows@B   the same measured on an LM head of B bytes (one [vocab, hidden] matrix, whose
                 ratio differs from a layer's of equal bytes; absent: the layers' curves serve)
   attn_q        attention's per-byte cost with x query rows over one row
 Scalars:
-  attn_q_slope     relative extra attention cost per extra query row (q rows: 1 + s*(q-1))
-  weights_row_slope relative extra matmul cost per extra token row (m rows: 1 + s*(m-1))
+  attn_q_slope     relative extra attention cost per extra query row (1 + slope*(rows-1) at `rows` rows)
+  weights_row_slope relative extra matmul cost per extra token row (1 + slope*(rows-1) at `rows` rows)
   step_s           fixed framework cost per decode step (embedding, final norm, sampling)
   layer_s          fixed per-layer cost (norms, RoPE, activations, kernel launches)
   sd_iter_s        fixed cost of one speculative-decoding iteration (drafting bookkeeping)
@@ -49,11 +49,11 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-
-import numpy as np
+from typing import Generic, Literal, TypeVar, overload
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.paths import cache_dir
+from bmc_model.core.term import Term
 
 SCHEMA_VERSION = 1
 TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
@@ -68,45 +68,33 @@ Curve = tuple[tuple[float, ...], tuple[float, ...]]  # (x, ratio)
 RUNTIMES = {"bmc": ("step_s", "layer_s"), "hf": ("hf_step_s", "hf_layer_s")}
 
 
-@dataclass(frozen=True)
-class Term:
-    c0: tuple[float, ...]
-    slope: tuple[float, ...]
-    knots: tuple[float, ...] = ()
-    r2: float | None = None
-    ci95: tuple[tuple[float, float], ...] = ()
+_V = TypeVar("_V")
+_REQUIRED = object()
 
-    def __post_init__(self) -> None:
-        if len(self.c0) != len(self.knots) + 1 or len(self.slope) != len(self.c0):
-            raise BMCError("profile term: need len(c0) == len(slope) == len(knots) + 1")
-        if list(self.knots) != sorted(self.knots):
-            raise BMCError("profile term: knots must ascend")
 
-    def __call__(self, x: np.ndarray | float) -> np.ndarray | float:
-        if not self.knots:
-            return self.c0[0] + self.slope[0] * x
-        i = np.searchsorted(np.asarray(self.knots), x, side="right")
-        return np.asarray(self.c0)[i] + np.asarray(self.slope)[i] * x
+class _Entry(Generic[_V]):
+    """A term or scalar read as a typed attribute: prof.alloc is prof.terms["alloc"]. Absent, an optional
+    one reads its default; a required one raises AttributeError, as any missing attribute does."""
 
-    def segment(self, x: float) -> tuple[float, float]:
-        """(c0, slope) of the segment holding x: used by the closed-form optimum."""
-        i = int(np.searchsorted(np.asarray(self.knots), x, side="right"))
-        return self.c0[i], self.slope[i]
+    def __init__(self, table: Literal["terms", "scalars"], default: object = _REQUIRED) -> None:
+        self.table, self.default = table, default
 
-    def to_dict(self) -> dict:
-        d: dict = {"c0": list(self.c0), "slope": list(self.slope), "knots": list(self.knots)}
-        if self.r2 is not None:
-            d["r2"] = self.r2
-        if self.ci95:
-            d["ci95"] = [list(c) for c in self.ci95]
-        return d
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
-    @classmethod
-    def from_dict(cls, d: dict) -> Term:
-        return cls(c0=tuple(float(v) for v in d["c0"]), slope=tuple(float(v) for v in d["slope"]),
-                   knots=tuple(float(v) for v in d.get("knots", ())),
-                   r2=None if d.get("r2") is None else float(d["r2"]),
-                   ci95=tuple((float(a), float(b)) for a, b in d.get("ci95", ())))
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Entry[_V]: ...
+    @overload
+    def __get__(self, obj: Profile, owner: type | None = None) -> _V: ...
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        table = getattr(obj, self.table)
+        if self.name in table:
+            return table[self.name]
+        if self.default is _REQUIRED:
+            raise AttributeError(self.name)
+        return self.default
 
 
 @dataclass(frozen=True)
@@ -119,14 +107,24 @@ class Profile:
     raw: dict = field(default_factory=dict)
     curves: dict[str, Curve] = field(default_factory=dict)
 
-    def __getattr__(self, name: str):  # profile.alloc, profile.step_s, ...
-        terms = self.__dict__.get("terms", {})
-        if name in terms:
-            return terms[name]
-        scalars = self.__dict__.get("scalars", {})
-        if name in scalars:
-            return scalars[name]
-        raise AttributeError(name)
+    # the names of TERM_NAMES, OPTIONAL_TERMS, SCALAR_NAMES, OPTIONAL_SCALARS and RUNTIMES["hf"], typed
+    alloc = _Entry[Term]("terms")
+    copy = _Entry[Term]("terms")
+    write = _Entry[Term]("terms")
+    attn_exact = _Entry[Term]("terms")
+    attn_masked = _Entry[Term]("terms")
+    weights = _Entry[Term]("terms")
+    cat = _Entry[Term | None]("terms", None)
+    layer_fixed = _Entry[Term | None]("terms", None)
+    layer_row = _Entry[Term | None]("terms", None)
+    attn_q_slope = _Entry[float]("scalars")
+    weights_row_slope = _Entry[float]("scalars")
+    step_s = _Entry[float]("scalars")
+    layer_s = _Entry[float]("scalars")
+    sd_iter_s = _Entry[float]("scalars")
+    gemv_row_s = _Entry[float]("scalars", OPTIONAL_SCALARS["gemv_row_s"])
+    hf_step_s = _Entry[float | None]("scalars", None)
+    hf_layer_s = _Entry[float | None]("scalars", None)
 
     def for_runtime(self, runtime: str) -> Profile:
         """This profile with step_s / layer_s of `runtime` ("bmc": ours, "hf": transformers generate());
@@ -140,7 +138,7 @@ class Profile:
             step, layer = RUNTIMES[runtime]
             sc = {**self.scalars, "step_s": self.scalars[step], "layer_s": self.scalars[layer]}
             # the in-place layer terms describe bmc-tune's own decoder: another runtime keeps its layer_s
-            terms = {k: t for k, t in self.terms.items() if k not in IN_PLACE_TERMS}
+            terms = {name: t for name, t in self.terms.items() if name not in IN_PLACE_TERMS}
             cache[runtime] = replace(self, terms=terms, scalars=sc, source=f"{self.source} [{runtime} overhead]")
         return cache[runtime]
 
@@ -149,26 +147,26 @@ class Profile:
         cache = self.__dict__.setdefault("_sized", {})
         got = cache.get(family)
         if got is None:
-            got = sorted((b, c) for k, c in self.curves.items() if (b := _sized(k, family)) is not None)
+            got = sorted((size, c) for name, c in self.curves.items() if (size := _sized(name, family)) is not None)
             cache[family] = got
         return got
 
     def has_runtime(self, runtime: str) -> bool:
-        return all(k in self.scalars for k in RUNTIMES.get(runtime, ("?",)))
+        return all(name in self.scalars for name in RUNTIMES.get(runtime, ("?",)))
 
     @property
     def dtype(self) -> str:
         return str(self.host.get("dtype", "float32"))
 
     def describe(self) -> str:
-        h = self.host
-        return (f"{self.source} ({h.get('cpu', '?')}, {h.get('threads', '?')} threads, "
-                f"{h.get('device', '?')}, {h.get('dtype', '?')}, {self.date[:10] or 'undated'})")
+        host = self.host
+        return (f"{self.source} ({host.get('cpu', '?')}, {host.get('threads', '?')} threads, "
+                f"{host.get('device', '?')}, {host.get('dtype', '?')}, {self.date[:10] or 'undated'})")
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA_VERSION, "source": self.source, "date": self.date, "host": self.host,
-                "terms": {k: t.to_dict() for k, t in self.terms.items()}, "scalars": dict(self.scalars),
-                "curves": {k: {"x": list(x), "ratio": list(y)} for k, (x, y) in self.curves.items()},
+                "terms": {name: t.to_dict() for name, t in self.terms.items()}, "scalars": dict(self.scalars),
+                "curves": {name: {"x": list(x), "ratio": list(y)} for name, (x, y) in self.curves.items()},
                 "raw": self.raw}
 
     @classmethod
@@ -179,16 +177,17 @@ class Profile:
             raise BMCError(f"profile {source}: schema version {d.get('schema')!r}, this bmc-tune reads "
                            f"{SCHEMA_VERSION}; run `bmc-tune calibrate` again")
         try:
-            terms = {k: Term.from_dict(d["terms"][k]) for k in TERM_NAMES}
-            terms.update({k: Term.from_dict(d["terms"][k]) for k in OPTIONAL_TERMS if k in d["terms"]})
-            scalars = {k: float(d["scalars"][k]) for k in SCALAR_NAMES}
-            scalars.update({k: float(d["scalars"].get(k, v)) for k, v in OPTIONAL_SCALARS.items()})
-            scalars.update({k: float(d["scalars"][k]) for k in RUNTIMES["hf"] if k in d["scalars"]})
-            curves = {k: _curve(v) for k, v in d.get("curves", {}).items() if k in CURVE_NAMES or _sized(k)}
-        except KeyError as e:
-            raise BMCError(f"profile {source}: missing {e.args[0]!r}") from None
-        except (TypeError, ValueError, AttributeError) as e:
-            raise BMCError(f"profile {source}: malformed ({e})") from None
+            terms = {name: Term.from_dict(d["terms"][name]) for name in TERM_NAMES}
+            terms.update({name: Term.from_dict(d["terms"][name]) for name in OPTIONAL_TERMS if name in d["terms"]})
+            scalars = {name: float(d["scalars"][name]) for name in SCALAR_NAMES}
+            scalars.update({name: float(d["scalars"].get(name, v)) for name, v in OPTIONAL_SCALARS.items()})
+            scalars.update({name: float(d["scalars"][name]) for name in RUNTIMES["hf"] if name in d["scalars"]})
+            curves = {name: _curve(v) for name, v in d.get("curves", {}).items()
+                      if name in CURVE_NAMES or _sized(name)}
+        except KeyError as err:
+            raise BMCError(f"profile {source}: missing {err.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as err:
+            raise BMCError(f"profile {source}: malformed ({err})") from None
         return cls(terms=terms, scalars=scalars, host=dict(d.get("host", {})), date=str(d.get("date", "")),
                    source=source, raw=dict(d.get("raw", {})), curves=curves)
 
@@ -226,12 +225,12 @@ def read_profile(path: str | Path) -> Profile:
         text = path.read_text()
     except FileNotFoundError:
         raise BMCError(f"profile not found: {path}") from None
-    except OSError as e:
-        raise BMCError(f"profile {path}: cannot read ({e.strerror})") from None
+    except OSError as err:
+        raise BMCError(f"profile {path}: cannot read ({err.strerror})") from None
     try:
         d = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BMCError(f"profile {path}: corrupt JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BMCError(f"profile {path}: corrupt JSON ({err})") from None
     return Profile.from_dict(d, source=str(path))
 
 
@@ -241,9 +240,9 @@ def load_profile(profile: Profile | str | Path | None = None) -> Profile:
         return profile
     if profile is not None:
         return read_profile(profile)
-    p = default_profile_path()
-    if p.exists():
-        return read_profile(p)
+    path = default_profile_path()
+    if path.exists():
+        return read_profile(path)
     return embedded_profile()
 
 
@@ -271,4 +270,4 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
 def host_mismatch(profile: Profile, current: dict) -> list[str]:
     """Fingerprint keys whose values differ between the profile and this host."""
     keys = ("cpu", "cores", "threads", "device", "dtype", "torch")
-    return [k for k in keys if k in profile.host and k in current and profile.host[k] != current[k]]
+    return [key for key in keys if key in profile.host and key in current and profile.host[key] != current[key]]

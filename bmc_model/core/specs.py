@@ -1,4 +1,4 @@
-"""Model geometry: the few numbers the cost model needs, from presets or any HF config.json."""
+"""Model specs (ModelSpec): the numbers of a model's shape the cost model needs, from presets or any HF config.json."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ class ModelSpec:
     sliding_window: int | None = None
 
     def __post_init__(self) -> None:
-        for f in ("layers", "heads", "kv_heads", "head_dim", "hidden", "ffn", "vocab"):
-            v = getattr(self, f)
+        for name in ("layers", "heads", "kv_heads", "head_dim", "hidden", "ffn", "vocab"):
+            v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise BMCError(f"model {self.name!r}: {f} must be a positive integer, got {v!r}")
+                raise BMCError(f"model {self.name!r}: {name} must be a positive integer, got {v!r}")
         if self.heads % self.kv_heads:
             raise BMCError(f"model {self.name!r}: heads ({self.heads}) not a multiple of kv_heads ({self.kv_heads})")
         if self.dtype not in DTYPE_BYTES:
@@ -51,13 +51,13 @@ class ModelSpec:
     def layer_matrices(self) -> list[tuple[int, int]]:
         """(out, in) of one layer's weight matrices as the runtime holds them: wqkv fused, wo,
         w_in (gate and up fused when gated), w_down. Four GEMVs per layer and token."""
-        d = self.head_dim
-        return [((self.heads + 2 * self.kv_heads) * d, self.hidden), (self.hidden, self.heads * d),
+        hd = self.head_dim
+        return [((self.heads + 2 * self.kv_heads) * hd, self.hidden), (self.hidden, self.heads * hd),
                 ((2 if self.gated_mlp else 1) * self.ffn, self.hidden), (self.hidden, self.ffn)]
 
     def layer_out_rows(self) -> int:
         """Output rows (dot products) of one layer's matmuls for one token: each has a fixed cost."""
-        return sum(o for o, _ in self.layer_matrices())
+        return sum(n_out for n_out, _ in self.layer_matrices())
 
     def head_params(self) -> int:
         """The LM head, streamed once per step (tied or not, it is read)."""
@@ -85,14 +85,14 @@ def scaled_shapes(spec: ModelSpec, nbytes: float, elem: int) -> tuple[list[tuple
 
     Calibration times weight streaming at many sizes this way, keeping each inner dimension."""
     shapes = spec.layer_matrices()
-    s = nbytes / (sum(o * i for o, i in shapes) * elem)
-    out = [(max(1, round(o * s)), i) for o, i in shapes]
-    return out, sum(o * i for o, i in out) * elem
+    scale = nbytes / (sum(n_out * n_in for n_out, n_in in shapes) * elem)
+    out = [(max(1, round(n_out * scale)), n_in) for n_out, n_in in shapes]
+    return out, sum(n_out * n_in for n_out, n_in in out) * elem
 
 
 def _preset_files() -> list[tuple[str, str]]:
     root = resources.files("bmc_model") / "presets"
-    return [(p.name, p.read_text()) for p in root.iterdir() if p.name.endswith(".json")]
+    return [(entry.name, entry.read_text()) for entry in root.iterdir() if entry.name.endswith(".json")]
 
 
 @functools.cache
@@ -128,13 +128,13 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def _need(cfg: dict, path: Path | str, *keys: str) -> int:
-    for k in keys:
-        if k in cfg and cfg[k] is not None:
-            v = cfg[k]
+    for key in keys:
+        if key in cfg and cfg[key] is not None:
+            v = cfg[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise BMCError(f"{path}: field {k!r} must be a positive integer, got {v!r}")
+                raise BMCError(f"{path}: field {key!r} must be a positive integer, got {v!r}")
             return v
-    raise BMCError(f"{path}: missing field {' or '.join(repr(k) for k in keys)}")
+    raise BMCError(f"{path}: missing field {' or '.join(repr(key) for key in keys)}")
 
 
 def spec_from_config(path: str | Path) -> ModelSpec:
@@ -144,8 +144,8 @@ def spec_from_config(path: str | Path) -> ModelSpec:
         cfg = json.loads(path.read_text())
     except FileNotFoundError:
         raise BMCError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BMCError(f"{path}: not a readable JSON config ({e.__class__.__name__}: {e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BMCError(f"{path}: not a readable JSON config ({err.__class__.__name__}: {err})") from None
     if not isinstance(cfg, dict):
         raise BMCError(f"{path}: config must be a JSON object")
     return spec_from_config_dict(cfg, name=path.parent.name or path.stem, source=str(path))
@@ -178,11 +178,11 @@ def spec_from_config_dict(cfg: dict, name: str = "config", source: str | None = 
         ffn, gated = _need(cfg, path, "intermediate_size"), True
     kv = cfg.get("num_key_value_heads") or heads
     head_dim = cfg.get("head_dim") or hidden // heads
-    sw = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
+    window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
     return ModelSpec(name=name, layers=layers, heads=heads, kv_heads=kv, head_dim=head_dim, hidden=hidden,
                      ffn=ffn, vocab=_need(cfg, path, "vocab_size"), gated_mlp=gated,
                      tied_embeddings=bool(cfg.get("tie_word_embeddings", mtype == "opt")), dtype=dtype,
-                     sliding_window=sw if isinstance(sw, int) else None)
+                     sliding_window=window if isinstance(window, int) else None)
 
 
 def resolve_spec(model: str | ModelSpec | None = None, config: str | Path | None = None,

@@ -16,27 +16,28 @@ from bmc_model.core.workload import Geometry, Workload
 
 
 def closed_form_r(w: Workload, geo: Geometry, prof: Profile, width: str = "padded") -> float:
-    """r* = sqrt(A / B) from d/dr [A/r + B r] = 0 (docs/model.md, "The optimum").
+    """r* = sqrt(growth / padding) from d/dr [growth / r + padding r] = 0 (docs/model.md, "The optimum",
+    where they are A and B):
 
-    A = 2(alpha0 + kappa0) T + rho (alpha1 + kappa1)(2 P T + T^2)  [growth events, ~1/r]
-    B = rho (s T - 2 alpha1)                                        [padded rows, ~r]
-    with alloc(x) = alpha0 + alpha1 x, copy(x) = kappa0 + kappa1 x at the sizes reached and
-    attention slope s (per K+V byte). Plain decoding; widths other than padded read no padded
-    rows, so B <= 0 and the optimum is to grow once for the whole generation (r* = T).
+    growth  = 2 (alloc_c0 + copy_c0) T + rho (alloc_slope + copy_slope)(2 P T + T^2)  [growth events, ~1/r]
+    padding = rho (attn_slope T - 2 alloc_slope)                                       [padded rows, ~r]
+    with (c0, slope) of the alloc, copy and attn_masked segments at the sizes reached (attention's per K+V
+    byte). Plain decoding; widths other than padded read no padded rows, so padding <= 0 and the optimum
+    is to grow once for the whole generation (r* = T).
     """
     T, P, rho = float(w.tokens), float(w.prompt), geo.rho
     if width != "padded":
         return T
     r = math.sqrt(T)
     for _ in range(3):  # the alloc/copy segment depends on the sizes reached, which depend on r
-        a0, a1 = prof.alloc.segment(rho * (P + T / 2 + r))
-        k0, k1 = prof.copy.segment(rho * (P + T / 2))
-        s = prof.attn_masked.segment(2 * rho * (P + T / 2))[1]
-        A = 2 * (a0 + k0) * T + rho * (a1 + k1) * (2 * P * T + T * T)
-        B = rho * (s * T - 2 * a1)
-        if B <= 0 or A <= 0:
+        alloc_c0, alloc_slope = prof.alloc.segment(rho * (P + T / 2 + r))
+        copy_c0, copy_slope = prof.copy.segment(rho * (P + T / 2))
+        attn_slope = prof.attn_masked.segment(2 * rho * (P + T / 2))[1]
+        growth = 2 * (alloc_c0 + copy_c0) * T + rho * (alloc_slope + copy_slope) * (2 * P * T + T * T)
+        padding = rho * (attn_slope * T - 2 * alloc_slope)
+        if padding <= 0 or growth <= 0:
             return T
-        r = min(math.sqrt(A / B), T)
+        r = min(math.sqrt(growth / padding), T)
     return r
 
 

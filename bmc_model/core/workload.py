@@ -14,13 +14,14 @@ from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
 def reach(accept: tuple[float, ...], gamma: int) -> list[float]:
     """P(A >= j), j = 1..gamma + 1: an iteration keeps at least j rows (its first j - 1 drafts accepted)."""
     out = [1.0]
-    for k in range(gamma):
-        out.append(out[-1] * (accept[min(k, len(accept) - 1)] if accept else 0.0))
+    for i in range(gamma):
+        out.append(out[-1] * (accept[min(i, len(accept) - 1)] if accept else 0.0))
     return out
 
 
 def expected_advance(accept: tuple[float, ...], gamma: int) -> float:
-    """E = 1 + sum_k prod_{i<=k} a_i: rows kept per iteration (the bonus row included)."""
+    """E = sum_j P(A >= j) = 1 + sum_{j<=gamma} prod_{i<=j} a_i: rows kept per iteration (the bonus row
+    included)."""
     return sum(reach(accept, gamma))
 
 
@@ -76,11 +77,11 @@ class Geometry:
     head_weight_bytes: float
     layer_out_rows: float = 0.0  # output rows of one layer's matmuls (each a dot product)
     head_out_rows: float = 0.0  # the LM head's: vocab
-    group: int = 1  # query rows a KV head attends with per token row: g = heads / kv_heads when folded, else 1
+    group: int = 1  # query rows a KV head attends with per token row: heads / kv_heads when folded, else 1
 
     @classmethod
     def of(cls, spec: ModelSpec, batch: int, dtype: str | None = None, folded: bool = True) -> Geometry:
-        """folded: the runtime folds a KV head's g query heads into its query rows (bmc_model.runtime);
+        """folded: the runtime folds a KV head's group query heads into its query rows (bmc_model.runtime);
         transformers' attention does not."""
         e = DTYPE_BYTES[dtype or spec.dtype]
         return cls(layers=spec.layers, rho=float(batch * spec.kv_heads * spec.head_dim * e),

@@ -68,10 +68,9 @@ class BMCCache(Cache):
     layers up front and refuses sliding-window / non-attention layers. Without it layers appear on first use.
     `trim`: on the CPU, hand the freed old buffers back to the kernel after each growth event (glibc
     malloc_trim, host.release_heap). Buffers of a few MB come from the heap, glibc keeps freed heap pages
-    resident, and the next, larger buffers seldom fit there. Measured with SmolLM2 at 4096 rows (180 MB of
-    KV, 64 decoded tokens, r=22): the resident growth over the decode came out anywhere from 164 to 274 MB
-    between identical runs without trim, 184-187 MB with it. The pages handed back are faulted in again
-    when reused: about 5% of the step there (75.1 against 71.5 ms/token, interleaved), hence opt-in.
+    resident, and the next, larger buffers seldom fit there, so without trim the resident size can grow by
+    as much again as the cache. The pages handed back are faulted in again when reused, which costs a few
+    percent of the step, hence opt-in (figures: docs/results.md#bmccache).
     """
 
     def __init__(self, r: int | None = None, width: str | None = None, max_cache_len: int | None = None,

@@ -48,9 +48,8 @@ def tuned_policy(model: Any, seq: int, prompt: int | None = None, profile: Any =
     recommend_kwargs.setdefault("runtime", "hf")  # generate()'s own overhead, where the profile measured it
     if spec.kv_heads < spec.heads and recommend_kwargs["runtime"] == "hf":
         # An exact width gives transformers no mask, and with no mask it hands grouped K/V to SDPA with
-        # enable_gqa, a slower path on the CPU than its masked one, which the model does not price: SmolLM2
-        # (3 KV heads for 9) at N=8192 measured r=32 exact 104 ms/token against StaticCache's 97, with a
-        # higher resident peak. Masked widths only, then.
+        # enable_gqa, a slower path on the CPU than its masked one, with a higher resident peak, which the
+        # model does not price (docs/results.md#transformers-attention-paths). Masked widths only, then.
         recommend_kwargs.setdefault("widths", ("padded", "pad"))
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, profile=profile, **recommend_kwargs)
     pol = rec.policy

@@ -1,4 +1,5 @@
-"""A Llama-architecture decoder (RMSNorm, RoPE, GQA, SwiGLU) over plain tensors, gpt-fast style.
+"""A Llama-architecture decoder (RMSNorm, RoPE, GQA, SwiGLU; optional q/k/v biases, as in Qwen2) over plain
+tensors, gpt-fast style.
 
 Weights are plain tensors used with F.linear; q/k/v and gate/up projections are fused so one
 step is a few large GEMVs. Attention is F.scaled_dot_product_attention over the cache's views.
@@ -32,6 +33,11 @@ class LayerWeights:
     mlp_norm: torch.Tensor  # [hidden]
     w_in: torch.Tensor  # gated: [2 * ffn, hidden] (gate rows then up rows); else [ffn, hidden]
     w_down: torch.Tensor  # [hidden, ffn]
+    bqkv: torch.Tensor | None = None  # q/k/v biases [(heads + 2 * kv_heads) * head_dim] (Qwen2); None: no bias
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.attn_norm, self.wqkv, self.wo, self.mlp_norm, self.w_in, self.w_down, self.bqkv)
+                if t is not None]
 
 
 @dataclass
@@ -45,7 +51,7 @@ class Weights:
         seen: dict[int, int] = {}
         tensors = [self.embed, self.norm, self.lm_head]
         for lw in self.layers:
-            tensors += [lw.attn_norm, lw.wqkv, lw.wo, lw.mlp_norm, lw.w_in, lw.w_down]
+            tensors += lw.tensors()
         for t in tensors:
             seen[t.data_ptr()] = t.numel() * t.element_size()
         return sum(seen.values())
@@ -136,8 +142,8 @@ class Decoder:
 
         embed = mv(self.w.embed)
         head = embed if self.w.lm_head is self.w.embed else mv(self.w.lm_head)
-        layers = [LayerWeights(*(mv(t) for t in (lw.attn_norm, lw.wqkv, lw.wo, lw.mlp_norm, lw.w_in, lw.w_down)))
-                  for lw in self.w.layers]
+        layers = [LayerWeights(mv(lw.attn_norm), mv(lw.wqkv), mv(lw.wo), mv(lw.mlp_norm), mv(lw.w_in), mv(lw.w_down),
+                               None if lw.bqkv is None else mv(lw.bqkv)) for lw in self.w.layers]
         return Decoder(self.spec, Weights(embed, layers, mv(self.w.norm), head), dtype=self.dtype,
                        rope_theta=self.rope_theta, norm_eps=self.eps)
 
@@ -178,7 +184,7 @@ class Decoder:
         s = self.spec
         b, q, _ = h.shape
         d, nh, nkv, g = s.head_dim, s.heads, s.kv_heads, self.group
-        qkv = self._linear(h, lw.wqkv)  # [b, q, (heads + 2 kv_heads) * head_dim]
+        qkv = self._linear(h, lw.wqkv, lw.bqkv)  # [b, q, (heads + 2 kv_heads) * head_dim]
         xq, xk, xv = qkv.split([nh * d, nkv * d, nkv * d], dim=-1)
         xq = _rotate(xq.view(b, q, nh, d), cos, sin)  # [b, q, heads, head_dim]
         xk = _rotate(xk.view(b, q, nkv, d), cos, sin)

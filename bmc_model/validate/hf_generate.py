@@ -23,7 +23,6 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from rich.table import Table
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import NAMED, Policy
@@ -31,9 +30,10 @@ from bmc_model.hf.cache import make_policy
 from bmc_model.hf.tune import tuned_policy
 from bmc_model.validate import smollm2
 from bmc_model.validate.hf_measure import run_generate
+from bmc_model.validate.hf_result import HFRowResult, HFValidateResult
 from bmc_model.validate.lockstep import run_lockstep
 from bmc_model.validate.memory import MemoryEstimate, fits
-from bmc_model.validate.memprobe import run_probe
+from bmc_model.validate.memprobe import median_probe, run_probe
 from bmc_model.validate.workloads import CACHES, WORKLOADS, build, kv_bytes
 
 CONTEXTS = {"kv": (2048, 4096), "smollm2": (1024, 4096, 8192)}
@@ -76,7 +76,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
                 threads: int | None = 2, profile: Any = None, policy: Policy | str | None = None, memory: bool = True,
                 prefill: str = "synthetic", quick: bool = False, seed: int = 0, trim: bool = False,
                 kv_ffn: int | None = None, memory_reps: int | None = None,
-                progress: Callable[[str], None] | None = None) -> tuple[dict, Table]:
+                progress: Callable[[str], None] | None = None) -> HFValidateResult:
     """Measure HF generate() with the three caches and put the cost model's predictions beside them.
 
     workloads: "kv" (random weights, Llama-2-7b attention geometry, 2 layers) and/or "smollm2" (real
@@ -89,7 +89,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
     quick: tiny sizes for a smoke run. trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width
     (default 4096; 11008 is Llama-2-7b's whole layer).
-    Returns (JSON-able dict, rich Table).
+    Returns an HFValidateResult (to_dict(): the JSON validate --hf prints).
     """
     say = progress or (lambda msg: None)
     new_tokens = _check("new_tokens", new_tokens if new_tokens is not None else
@@ -112,7 +112,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
 
     prof = get_profile(profile)
     torch.set_num_threads(threads)
-    rows: list[dict] = []
+    rows: list[HFRowResult] = []
     workload_notes: dict[str, str] = {}
     for name in names:
         say(f"building workload {name}")
@@ -133,18 +133,16 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
 
     import transformers
 
-    result = {"schema": 1, "kind": "hf-generate", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-              "host": fingerprint(threads=threads), "transformers": transformers.__version__,
-              "torch": torch.__version__, "threads": threads, "dtype": "float32", "new_tokens": new_tokens,
-              "reps": reps, "memory_reps": mem_reps if memory else 0, "prefill": prefill, "quick": quick,
-              "bmc_trim": trim, "profile": prof.describe(),
-              "hf_overhead_calibrated": prof.has_runtime("hf"),
-              "workloads": workload_notes, "notes": notes, "rows": rows, "checks": _checks(rows)}
-    return result, table(result)
+    return HFValidateResult(
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(), host=fingerprint(threads=threads),
+        transformers=transformers.__version__, torch=torch.__version__, threads=threads, dtype="float32",
+        new_tokens=new_tokens, reps=reps, memory_reps=mem_reps if memory else 0, prefill=prefill, quick=quick,
+        bmc_trim=trim, profile=prof.describe(), hf_overhead_calibrated=prof.has_runtime("hf"),
+        workloads=workload_notes, notes=notes, rows=rows)
 
 
 def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy, memory, prefill, quick,
-              seed, say, predict, trim=False, kv_ffn=None, mem_reps=1) -> list[dict]:
+              seed, say, predict, trim=False, kv_ffn=None, mem_reps=1) -> list[HFRowResult]:
     model, spec = loaded.model, loaded.spec
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
@@ -160,7 +158,8 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
     for kind in CACHES:
         run_generate(model, kind, pol, warm + 4, warm, batch, 4, prefill, seed, trim=trim)
     samples: dict[str, list[float]] = {k: [] for k in CACHES}
-    info: dict[str, dict] = {}
+    kv_bytes_final: dict[str, int] = {}
+    grow_events: dict[str, int] = {}  # bmc only
     outs: dict[str, torch.Tensor] = {}
     # step by step (lockstep.py) when the three caches fit in RAM at once, else whole runs in turn
     # (weights already loaded; 25% allocator slack on the KV peaks, 1 GiB for activations and logits)
@@ -169,9 +168,9 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
 
     def record(rep: int, kind: str, clock: Any, cache: Any, out: torch.Tensor) -> None:
         samples[kind].append(clock.decode_ms_per_token())
-        info[kind] = {"kv_bytes_final": kv_bytes(cache)}
+        kv_bytes_final[kind] = kv_bytes(cache)
         if kind == "bmc":
-            info[kind]["grow_events"] = cache.stats()["grow_events"]
+            grow_events[kind] = cache.stats()["grow_events"]
         outs[kind] = out
         say(f"{case}: rep {rep + 1}/{reps} {kind}: {samples[kind][-1]:.2f} ms/token")
 
@@ -206,102 +205,20 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
     for kind in CACHES:
         p = preds[kind]
         m = med[kind]
-        rows.append({
-            "workload": loaded.name, "model": spec.name, "seq": seq, "prompt": prompt, "batch": batch,
-            "cache": kind, "policy": policies[kind].label, "policy_source": rec_note if kind == "bmc" else "",
-            "measured_ms_per_token": _num(m), "samples_ms_per_token": [_num(s) for s in samples[kind]],
-            "predicted_ms_per_token": p.ms_per_token,
-            "error_pct": _num(100.0 * (p.ms_per_token - m) / m) if m and not math.isnan(m) else None,
-            "speedup_vs_dynamic": _num(med["dynamic"] / m), "predicted_speedup_vs_dynamic":
-                preds["dynamic"].ms_per_token / p.ms_per_token,
-            "predicted_breakdown_ms": p.breakdown, "predicted_peak_kv_bytes": p.peak_memory_bytes,
-            "predicted_kv_bytes": p.memory_bytes,
-            "tokens_match_dynamic": bool(torch.equal(outs[kind], outs["dynamic"])),
-            **info.get(kind, {}), "memory": mem.get(kind), "interleave": "step" if step_wise else "run",
-        })
+        rows.append(HFRowResult(
+            workload=loaded.name, model=spec.name, seq=seq, prompt=prompt, batch=batch, cache=kind,
+            policy=policies[kind].label, policy_source=rec_note if kind == "bmc" else "",
+            measured_ms_per_token=_num(m), samples_ms_per_token=[_num(s) for s in samples[kind]],
+            predicted_ms_per_token=p.ms_per_token,
+            error_pct=_num(100.0 * (p.ms_per_token - m) / m) if m and not math.isnan(m) else None,
+            speedup_vs_dynamic=_num(med["dynamic"] / m),
+            predicted_speedup_vs_dynamic=preds["dynamic"].ms_per_token / p.ms_per_token,
+            predicted_breakdown_ms=p.breakdown, predicted_peak_kv_bytes=p.peak_memory_bytes,
+            predicted_kv_bytes=p.memory_bytes, tokens_match_dynamic=bool(torch.equal(outs[kind], outs["dynamic"])),
+            kv_bytes_final=kv_bytes_final[kind], grow_events=grow_events.get(kind), memory=mem.get(kind),
+            interleave="step" if step_wise else "run"))
     return rows
-
-
-def median_probe(probes: list[dict]) -> dict:
-    """One cache's memory probes as one: the median of each numeric field, and every probe under "probes";
-    the first error, if any probe failed."""
-    failed = [p for p in probes if "error" in p]
-    if failed:
-        return {**failed[0], "probes": probes}
-    out: dict[str, Any] = {}
-    for k, v in probes[0].items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = statistics.median(p[k] for p in probes)
-        else:
-            out[k] = v
-    return {**out, "probes": probes} if len(probes) > 1 else out
 
 
 def _job(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim, clock):
     return run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim=trim, streamer=clock)
-
-
-def _checks(rows: list[dict]) -> dict:
-    """The issue's targets, evaluated on the measured numbers (reported, never asserted).
-
-    bmc_never_slower compares medians. bmc_never_slower_in_any_repetition is False only where BMC was
-    slower than a baseline in every repetition (the three caches run side by side in each, so the
-    per-repetition ratios are paired): medians a fraction of a percent apart at a tie otherwise count as
-    slower half the time."""
-    by = {(r["workload"], r["seq"], r["batch"], r["cache"]): r for r in rows}
-    cases = sorted({(r["workload"], r["seq"], r["batch"]) for r in rows})
-    out: dict[str, Any] = {"bmc_2x_over_dynamic_at_kv_4096": None, "bmc_never_slower": True,
-                           "bmc_never_slower_in_any_repetition": True, "bmc_peak_below_dynamic": None,
-                           "per_case": []}
-    two_x = []
-    peaks = []
-    for c in cases:
-        d, s, b = (by.get((*c, k)) for k in CACHES)
-        if not (d and s and b) or b["measured_ms_per_token"] is None:
-            continue
-        sp_d = d["measured_ms_per_token"] / b["measured_ms_per_token"]
-        sp_s = s["measured_ms_per_token"] / b["measured_ms_per_token"]
-        # repetition by repetition (the three ran side by side in each): the other's time over BMC's
-        paired = {k: [o / m for o, m in zip(r["samples_ms_per_token"], b["samples_ms_per_token"])]
-                  for k, r in (("dynamic", d), ("static", s))}
-        item = {"case": f"{c[0]} N={c[1]} B={c[2]}", "bmc_speedup_vs_dynamic": sp_d, "bmc_speedup_vs_static": sp_s,
-                "paired_speedups": paired}
-        out["bmc_never_slower"] = bool(out["bmc_never_slower"] and sp_d >= 1.0 and sp_s >= 1.0)
-        # slower in every repetition: a difference larger than the repetitions' own scatter
-        out["bmc_never_slower_in_any_repetition"] = bool(
-            out["bmc_never_slower_in_any_repetition"] and all(max(v) >= 1.0 for v in paired.values()))
-        if c[0] == "kv" and c[1] == 4096:
-            two_x.append(sp_d >= 2.0)
-        md, mb = d.get("memory") or {}, b.get("memory") or {}
-        if "decode_peak_increase" in md and "decode_peak_increase" in mb:
-            item["decode_peak_increase_bytes"] = {"dynamic": md["decode_peak_increase"],
-                                                  "static": (s.get("memory") or {}).get("decode_peak_increase"),
-                                                  "bmc": mb["decode_peak_increase"]}
-            peaks.append(mb["decode_peak_increase"] < md["decode_peak_increase"])
-        out["per_case"].append(item)
-    out["bmc_2x_over_dynamic_at_kv_4096"] = all(two_x) if two_x else None
-    out["bmc_peak_below_dynamic"] = all(peaks) if peaks else None
-    return out
-
-
-def _mb(x: float | None) -> str:
-    return "-" if x is None else f"{x / 2**20:.0f}"
-
-
-def table(result: dict) -> Table:
-    t = Table(title=f"HF generate(): decode ms/token, fp32, {result['threads']} threads, "
-                    f"{result['new_tokens']} new tokens, median of {result['reps']}")
-    for col in ("workload", "N", "B", "cache", "policy", "measured", "predicted", "err %", "x dyn (meas)",
-                "x dyn (pred)", "peak RSS MB", "decode peak MB", "pred KV peak MB"):
-        t.add_column(col, justify="left" if col in ("workload", "cache", "policy") else "right")
-    for r in result["rows"]:
-        mem = r.get("memory") or {}
-        meas = r["measured_ms_per_token"]
-        t.add_row(r["workload"], str(r["seq"]), str(r["batch"]), r["cache"], r["policy"],
-                  "-" if meas is None else f"{meas:.2f}", f"{r['predicted_ms_per_token']:.2f}",
-                  "-" if r["error_pct"] is None else f"{r['error_pct']:+.0f}",
-                  "-" if r["speedup_vs_dynamic"] is None else f"{r['speedup_vs_dynamic']:.2f}",
-                  f"{r['predicted_speedup_vs_dynamic']:.2f}",
-                  _mb(mem.get("peak_increase")), _mb(mem.get("decode_peak_increase")),
-                  _mb(r["predicted_peak_kv_bytes"]))
-    return t

@@ -17,9 +17,11 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 PREFIX = "BMC_MEMPROBE "
 
@@ -77,6 +79,21 @@ def run_probe(req: dict, timeout: float = 1800.0) -> dict:
             return json.loads(line[len(PREFIX):])
     tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"memory probe failed (exit {out.returncode}): {tail}"}
+
+
+def median_probe(probes: list[dict]) -> dict:
+    """One cache's memory probes as one: the median of each numeric field, and every probe under "probes";
+    the first error, if any probe failed."""
+    failed = [p for p in probes if "error" in p]
+    if failed:
+        return {**failed[0], "probes": probes}
+    out: dict[str, Any] = {}
+    for k, v in probes[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(p[k] for p in probes)
+        else:
+            out[k] = v
+    return {**out, "probes": probes} if len(probes) > 1 else out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ which ("interleave": "step" or "run"). Each measurement is the mean ms per decod
 the table reports the median over repeats. The prediction for a row is predict() with the same
 profile, geometry, policy, P, N and batch.
 
-On the CPU, after each repeat's runs, runtime/matmul_probe.py times the decoder's own matmuls (one row,
+On the CPU, after each repeat's runs, validate/probe.py times the decoder's own matmuls (one row,
 and batch rows), torch.cat and one layer's attention at the run's middle length (about two seconds), and
 every row is predicted a second time with the profile's weights, cat and attention terms rescaled to what
 it measured in that minute ("probed"). It runs beside the configurations, not among them: validate's
@@ -19,10 +19,8 @@ is the model's own error.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bmc_model.calibrate.plan import DEVICES, stream_bytes
 from bmc_model.core.decide import recommend
@@ -34,13 +32,9 @@ from bmc_model.core.profile import Profile
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.workload import Geometry
 from bmc_model.runtime.device import cuda_free_bytes
+from bmc_model.validate.compare import Chosen, Config
 from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
-
-
-@dataclass(frozen=True)
-class Config:
-    name: str  # "dynamic", "static", "recommended", "r=64 padded", ...
-    policy: Policy
+from bmc_model.validate.plain_result import RowResult, ValidateResult
 
 
 def plan_configs(rec_policy: Policy, names: list[str], r_grid: list[int], widths: tuple[str, ...]) -> list[Config]:
@@ -60,7 +54,7 @@ def plan_configs(rec_policy: Policy, names: list[str], r_grid: list[int], widths
 def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile: Profile,
                  names: list[str], r_grid: list[int], widths: tuple[str, ...] = ("padded", "exact"),
                  repeats: int = 3, threads: int | None = None, seed: int = 0, device: str = "cpu",
-                 progress: Callable[[str], None] | None = None) -> dict:
+                 progress: Callable[[str], None] | None = None) -> ValidateResult:
     """Measure each configuration `repeats` times, interleaved; compare with predictions.
 
     device "cuda": the decoder and caches live on the GPU (weights drawn on the CPU, then moved), steps
@@ -143,49 +137,14 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
     rows = []
     for c in configs:
-        meas = statistics.median(times[c.name])
         pk = {"model": spec, "seq": seq, "prompt": prompt, "policy": c.policy, "batch": batch, "dtype": dtype}
-        pred = predict(**pk, profile=profile)
-        row = {"name": c.name, "policy": c.policy.label, "growth": c.policy.growth,
-               "r": c.policy.r if c.policy.growth == "fixed" else None, "width": c.policy.width_label,
-               "measured_ms": meas, "measured_runs_ms": times[c.name], "predicted_ms": pred.ms_per_token,
-               "error_pct": 100.0 * (pred.ms_per_token - meas) / meas,
-               "growth_events_measured": events[c.name], "growth_events_predicted": pred.growth_events,
-               "predicted_breakdown_ms": pred.breakdown}
-        if probed is not None:
-            pp = predict(**pk, profile=probed).ms_per_token
-            row.update({"predicted_ms_probed": pp, "error_pct_probed": 100.0 * (pp - meas) / meas})
-        rows.append(row)
-    by = {r["name"]: r for r in rows}
-    errs = [abs(r["error_pct"]) for r in rows]
-    errs_probed = [abs(r["error_pct_probed"]) for r in rows if "error_pct_probed" in r]
-    best = min(rows, key=lambda r: r["measured_ms"])
-    rec_ms = by["recommended"]["measured_ms"]
-
-    def speedup(name: str) -> float | None:
-        return by[name]["measured_ms"] / rec_ms if name in by else None
-
-    return {
-        "model": spec.name, "layers": spec.layers, "seq": seq, "prompt": prompt, "batch": batch, "dtype": dtype,
-        "device": device if device == "cpu" else f"cuda ({torch.cuda.get_device_name()})",
-        "synthetic_prompt": True, "threads": n_threads, "repeats": repeats, "wall_s": wall,
-        "interleave": "step" if lockstep else "run",
-        "rows": rows,
-        "median_abs_error_pct": statistics.median(errs), "max_abs_error_pct": max(errs),
-        "median_abs_error_pct_probed": statistics.median(errs_probed) if errs_probed else None,
-        "max_abs_error_pct_probed": max(errs_probed) if errs_probed else None,
-        "probe": {"factors": factors, "width": mid} if probed is not None else None,
-        "recommended": {"policy": rec.policy.label, "r": rec.r, "width": rec.width},
-        "recommended_r": rec.r, "recommended_width": rec.width,
-        "best_measured": {"name": best["name"], "policy": best["policy"]},
-        "best_measured_r": best["r"],
-        "regret_pct": 100.0 * (rec_ms / best["measured_ms"] - 1.0),
-        "speedup_vs_dynamic": speedup("dynamic"), "speedup_vs_static": speedup("static"),
-        "speedup_vs_mlx_256": speedup("mlx"), "speedup_vs_geometric": speedup("geometric"),
-        "overhead_vs_floor": (rec_ms / by["floor"]["measured_ms"]) if "floor" in by else None,
-        "token_mismatch": mismatched,
-        "host": fingerprint(threads=n_threads, dtype=dtype),
-        "profile": {"source": profile.source, "host": profile.host, "date": profile.date},
-        "geometry_rho_bytes": Geometry.of(spec, batch, dtype).rho,
-    }
-
+        rows.append(RowResult.of(c, times[c.name], events[c.name], predict(**pk, profile=profile),
+                                 predict(**pk, profile=probed) if probed is not None else None))
+    return ValidateResult(
+        model=spec.name, layers=spec.layers, seq=seq, prompt=prompt, batch=batch, dtype=dtype,
+        device=device if device == "cpu" else f"cuda ({torch.cuda.get_device_name()})",
+        threads=n_threads, repeats=repeats, wall_s=wall, interleave="step" if lockstep else "run", rows=rows,
+        recommended=Chosen.of(rec), token_mismatch=mismatched, host=fingerprint(threads=n_threads, dtype=dtype),
+        profile={"source": profile.source, "host": profile.host, "date": profile.date},
+        geometry_rho_bytes=Geometry.of(spec, batch, dtype).rho,
+        probe_factors=factors if probed is not None else None, probe_width=mid)

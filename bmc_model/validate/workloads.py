@@ -3,9 +3,8 @@
 kv       random weights at Llama-2-7b attention geometry (32 heads x 128, hidden 4096), 2 layers, with the
          parts the cache never sees cut down: vocabulary 4096 (the 32000-row LM head would add the same ~30 ms
          to every cache's step) and FFN 4096 (Llama-2-7b's 11008 would add the same ~50 ms). KV-heavy, as the
-         workload is meant to be: at N=4096, B=1 torch.cat's allocation and copy are most of the step
-         (measured 2026-11-26 with the full FFN: DynamicCache 186 ms/token against StaticCache's 104, so
-         growth was 44% of the step). kv_ffn=11008 builds that full-FFN layer.
+         workload is meant to be: at N=4096, B=1 torch.cat's allocation and copy are a large part of the step
+         (figures: docs/results.md, "HF kv workload"). kv_ffn=11008 builds Llama-2-7b's full-FFN layer.
 smollm2  real SmolLM2-135M-Instruct weights (30 layers, 3 KV heads x 64): small KV rows, modest gains.
 
 Prefill is "synthetic" by default: random K/V rows for the P prompt positions are written through

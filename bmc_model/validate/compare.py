@@ -1,0 +1,52 @@
+"""What validate's runs and results share: a configuration to run, the fields that name its policy in a
+result row, the configuration recommend() chose as results report it, the signed prediction error, and the
+rule for fields a row's JSON carries only where they apply."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bmc_model.core.decide import Recommendation
+from bmc_model.core.policy import Policy
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str  # "dynamic", "static", "recommended", "r=64 padded", "sd-bmc", ...
+    policy: Policy
+    gamma: int = 0  # draft tokens per iteration; 0: plain decoding
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A configuration recommend() picked, as a result reports it."""
+
+    policy: str
+    r: int
+    width: str
+
+    @classmethod
+    def of(cls, rec: Recommendation) -> Chosen:
+        return cls(rec.policy.label, rec.r, rec.width)
+
+
+def policy_fields(name: str, policy: Policy) -> dict[str, Any]:
+    """A row's opening fields: its name and its policy's label, growth, r (fixed growth only) and width."""
+    return {"name": name, "policy": policy.label, "growth": policy.growth,
+            "r": policy.r if policy.growth == "fixed" else None, "width": policy.width_label}
+
+
+def error_pct(predicted: float, measured: float) -> float:
+    """Positive when the model predicts a slower step than was measured."""
+    return 100.0 * (predicted - measured) / measured
+
+
+def asdict_where_set(obj: Any, optional: Iterable[str]) -> dict[str, Any]:
+    """asdict(obj) without those optional fields that are None (absent from the JSON, not null)."""
+    d = asdict(obj)
+    for k in optional:
+        if d[k] is None:
+            del d[k]
+    return d

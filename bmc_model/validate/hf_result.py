@@ -1,0 +1,140 @@
+"""What `bmc-tune validate --hf` found: HF generate() with each cache, measured beside predict(), and the
+comparisons between the caches evaluated on the measured numbers (reported, never asserted).
+
+to_dict() is the JSON `validate --hf --json` prints and benchmarks/hf_generate.py writes: fields in that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bmc_model.validate.compare import asdict_where_set
+
+
+@dataclass
+class HFRowResult:
+    """One (workload, N, B, cache): decode ms/token, median over repetitions, beside predict()'s."""
+
+    workload: str
+    model: str
+    seq: int
+    prompt: int
+    batch: int
+    cache: str  # "dynamic", "static" or "bmc"
+    policy: str
+    policy_source: str  # bmc only: where its policy came from
+    measured_ms_per_token: float | None
+    samples_ms_per_token: list[float | None]
+    predicted_ms_per_token: float
+    error_pct: float | None
+    speedup_vs_dynamic: float | None
+    predicted_speedup_vs_dynamic: float
+    predicted_breakdown_ms: dict[str, float]
+    predicted_peak_kv_bytes: float
+    predicted_kv_bytes: float
+    tokens_match_dynamic: bool
+    kv_bytes_final: int
+    grow_events: int | None  # bmc only
+    memory: dict[str, Any] | None  # the fresh-process memory probes' median (memprobe.py); None without
+    interleave: str  # "step": side by side, step by step; "run": whole runs in turn
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict_where_set(self, ("grow_events",))
+
+
+@dataclass
+class CaseCheck:
+    case: str
+    bmc_speedup_vs_dynamic: float
+    bmc_speedup_vs_static: float
+    paired_speedups: dict[str, list[float]]  # per repetition (the caches ran side by side): the other's time / BMC's
+    decode_peak_increase_bytes: dict[str, Any] | None = None  # with memory probes only
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict_where_set(self, ("decode_peak_increase_bytes",))
+
+
+@dataclass
+class Checks:
+    """bmc_never_slower compares medians. bmc_never_slower_in_any_repetition is False only where BMC was
+    slower than a baseline in every repetition: medians a fraction of a percent apart at a tie otherwise
+    count as slower half the time. None: no case to judge."""
+
+    bmc_2x_over_dynamic_at_kv_4096: bool | None = None
+    bmc_never_slower: bool = True
+    bmc_never_slower_in_any_repetition: bool = True
+    bmc_peak_below_dynamic: bool | None = None
+    per_case: list[CaseCheck] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "per_case": [c.to_dict() for c in self.per_case]}
+
+
+def _peaks(d: HFRowResult, s: HFRowResult, b: HFRowResult) -> dict[str, Any] | None:
+    md, mb = d.memory or {}, b.memory or {}
+    if "decode_peak_increase" not in md or "decode_peak_increase" not in mb:
+        return None
+    return {"dynamic": md["decode_peak_increase"], "static": (s.memory or {}).get("decode_peak_increase"),
+            "bmc": mb["decode_peak_increase"]}
+
+
+def check(rows: list[HFRowResult]) -> Checks:
+    """BMC against DynamicCache and StaticCache, case by case, on the measured numbers."""
+    by = {(r.workload, r.seq, r.batch, r.cache): r for r in rows}
+    out = Checks()
+    two_x: list[bool] = []
+    peaks: list[bool] = []
+    for c in sorted({(r.workload, r.seq, r.batch) for r in rows}):
+        d, s, b = (by.get((*c, k)) for k in ("dynamic", "static", "bmc"))
+        if not (d and s and b) or b.measured_ms_per_token is None:
+            continue
+        sp_d = d.measured_ms_per_token / b.measured_ms_per_token  # type: ignore[operator]
+        sp_s = s.measured_ms_per_token / b.measured_ms_per_token  # type: ignore[operator]
+        paired = {k: [o / m for o, m in zip(r.samples_ms_per_token, b.samples_ms_per_token)]  # type: ignore[operator]
+                  for k, r in (("dynamic", d), ("static", s))}
+        item = CaseCheck(f"{c[0]} N={c[1]} B={c[2]}", sp_d, sp_s, paired, _peaks(d, s, b))
+        out.bmc_never_slower = bool(out.bmc_never_slower and sp_d >= 1.0 and sp_s >= 1.0)
+        # slower in every repetition: a difference larger than the repetitions' own scatter
+        out.bmc_never_slower_in_any_repetition = bool(
+            out.bmc_never_slower_in_any_repetition and all(max(v) >= 1.0 for v in paired.values()))
+        if c[0] == "kv" and c[1] == 4096:
+            two_x.append(sp_d >= 2.0)
+        if item.decode_peak_increase_bytes is not None:
+            peaks.append(item.decode_peak_increase_bytes["bmc"] < item.decode_peak_increase_bytes["dynamic"])
+        out.per_case.append(item)
+    out.bmc_2x_over_dynamic_at_kv_4096 = all(two_x) if two_x else None
+    out.bmc_peak_below_dynamic = all(peaks) if peaks else None
+    return out
+
+
+@dataclass
+class HFValidateResult:
+    date: str  # ISO 8601, UTC
+    host: dict[str, Any]
+    transformers: str
+    torch: str
+    threads: int
+    dtype: str
+    new_tokens: int
+    reps: int
+    memory_reps: int  # 0: no memory probes
+    prefill: str
+    quick: bool
+    bmc_trim: bool
+    profile: Any
+    hf_overhead_calibrated: bool
+    workloads: dict[str, str]  # name -> what it is
+    notes: list[str]
+    rows: list[HFRowResult]
+
+    @property
+    def checks(self) -> Checks:
+        return check(self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {k: getattr(self, k) for k in ("date", "host", "transformers", "torch", "threads", "dtype",
+                                             "new_tokens", "reps", "memory_reps", "prefill", "quick", "bmc_trim",
+                                             "profile", "hf_overhead_calibrated", "workloads", "notes")}
+        return {"schema": 1, "kind": "hf-generate", **head, "rows": [r.to_dict() for r in self.rows],
+                "checks": self.checks.to_dict()}

@@ -1,0 +1,143 @@
+"""What `bmc-tune validate` found: each configuration measured beside its prediction, and the summary figures.
+
+to_dict() is the JSON `validate --json` prints and `--out` writes: fields in that order, summaries derived.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bmc_model.core.predict import Prediction
+from bmc_model.validate.compare import Chosen, Config, asdict_where_set, error_pct, policy_fields
+
+
+@dataclass
+class RowResult:
+    """One configuration: the median of its runs beside predict()'s figure."""
+
+    name: str
+    policy: str
+    growth: str
+    r: int | None
+    width: str
+    measured_ms: float
+    measured_runs_ms: list[float]
+    predicted_ms: float
+    error_pct: float
+    growth_events_measured: float
+    growth_events_predicted: float
+    predicted_breakdown_ms: dict[str, float]
+    predicted_ms_probed: float | None = None  # predicted with the probed profile (CPU runs only)
+    error_pct_probed: float | None = None
+
+    @classmethod
+    def of(cls, c: Config, runs_ms: list[float], events: float, pred: Prediction,
+           probed: Prediction | None) -> RowResult:
+        meas = statistics.median(runs_ms)
+        more = {} if probed is None else {"predicted_ms_probed": probed.ms_per_token,
+                                          "error_pct_probed": error_pct(probed.ms_per_token, meas)}
+        return cls(**policy_fields(c.name, c.policy), measured_ms=meas, measured_runs_ms=runs_ms,
+                   predicted_ms=pred.ms_per_token, error_pct=error_pct(pred.ms_per_token, meas),
+                   growth_events_measured=events, growth_events_predicted=pred.growth_events,
+                   predicted_breakdown_ms=pred.breakdown, **more)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict_where_set(self, ("predicted_ms_probed", "error_pct_probed"))
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+@dataclass
+class ValidateResult:
+    model: str
+    layers: int
+    seq: int
+    prompt: int
+    batch: int
+    dtype: str
+    device: str  # "cpu", or "cuda (<the GPU's name>)"
+    threads: int
+    repeats: int
+    wall_s: float
+    interleave: str  # "step": side by side, step by step; "run": whole runs in turn
+    rows: list[RowResult]
+    recommended: Chosen
+    token_mismatch: list[str]  # configurations whose tokens differ from the first run's
+    host: dict[str, Any]
+    profile: dict[str, Any]
+    geometry_rho_bytes: float
+    probe_factors: dict[str, float] | None = None  # host now over the profile, per term (None: no probe)
+    probe_width: int = 0  # the length the probe timed cat and attention at
+    synthetic_prompt: bool = True
+
+    def row(self, name: str) -> RowResult | None:
+        return next((r for r in self.rows if r.name == name), None)
+
+    @property
+    def abs_errors(self) -> list[float]:
+        return [abs(r.error_pct) for r in self.rows]
+
+    @property
+    def abs_errors_probed(self) -> list[float]:
+        return [abs(r.error_pct_probed) for r in self.rows if r.error_pct_probed is not None]
+
+    @property
+    def median_abs_error_pct(self) -> float:
+        return statistics.median(self.abs_errors)
+
+    @property
+    def median_abs_error_pct_probed(self) -> float | None:
+        return _median(self.abs_errors_probed)
+
+    @property
+    def best(self) -> RowResult:
+        return min(self.rows, key=lambda r: r.measured_ms)
+
+    @property
+    def recommended_ms(self) -> float:
+        return self.row("recommended").measured_ms  # type: ignore[union-attr]
+
+    @property
+    def regret_pct(self) -> float:
+        return 100.0 * (self.recommended_ms / self.best.measured_ms - 1.0)
+
+    def speedup(self, name: str) -> float | None:
+        """name's measured ms over the recommended configuration's (None when name did not run)."""
+        r = self.row(name)
+        return r.measured_ms / self.recommended_ms if r is not None else None
+
+    @property
+    def overhead_vs_floor(self) -> float | None:
+        floor = self.row("floor")
+        return self.recommended_ms / floor.measured_ms if floor is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "model": self.model, "layers": self.layers, "seq": self.seq, "prompt": self.prompt, "batch": self.batch,
+            "dtype": self.dtype, "device": self.device, "synthetic_prompt": self.synthetic_prompt,
+            "threads": self.threads, "repeats": self.repeats, "wall_s": self.wall_s, "interleave": self.interleave,
+            "rows": [r.to_dict() for r in self.rows],
+            "median_abs_error_pct": self.median_abs_error_pct, "max_abs_error_pct": max(self.abs_errors),
+            "median_abs_error_pct_probed": self.median_abs_error_pct_probed,
+            "max_abs_error_pct_probed": max(self.abs_errors_probed, default=None),
+            "probe": {"factors": self.probe_factors, "width": self.probe_width}
+            if self.probe_factors is not None else None,
+            "recommended": asdict(self.recommended),
+            "recommended_r": self.recommended.r, "recommended_width": self.recommended.width,
+            "best_measured": {"name": best.name, "policy": best.policy},
+            "best_measured_r": best.r,
+            "regret_pct": self.regret_pct,
+            "speedup_vs_dynamic": self.speedup("dynamic"), "speedup_vs_static": self.speedup("static"),
+            "speedup_vs_mlx_256": self.speedup("mlx"), "speedup_vs_geometric": self.speedup("geometric"),
+            "overhead_vs_floor": self.overhead_vs_floor,
+            "token_mismatch": self.token_mismatch,
+            "host": self.host,
+            "profile": self.profile,
+            "geometry_rho_bytes": self.geometry_rho_bytes,
+        }

@@ -1,0 +1,129 @@
+"""Rendering validate's results for people: rich tables for plain and HF validation, plain text for SD.
+The only module in validate/ that prints; the run functions return typed results."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from bmc_model.validate.hf_result import HFValidateResult
+from bmc_model.validate.plain_result import ValidateResult
+from bmc_model.validate.sd_result import SDValidateResult
+
+_HOW = {"step": "configurations side by side step by step", "run": "runs interleaved (caches too big together)"}
+
+
+def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def _mb(x: float | None) -> str:
+    return "-" if x is None else f"{x / 2**20:.0f}"
+
+
+def show(result: ValidateResult | SDValidateResult | HFValidateResult, con: Console) -> None:
+    """Print any validate result the way `bmc-tune validate` does."""
+    if isinstance(result, ValidateResult):
+        print_plain(result, con)
+    elif isinstance(result, SDValidateResult):
+        con.print(sd_text(result), highlight=False, markup=False)
+    else:
+        con.print(hf_table(result))
+
+
+def plain_table(res: ValidateResult) -> Table:
+    t = Table(title="Measured vs predicted ms/token")
+    probed = bool(res.abs_errors_probed)
+    for col in ("configuration", "policy", "measured", "predicted", "error", "events (meas/pred)",
+                *(("probed", "error") if probed else ())):
+        t.add_column(col, justify="left" if col in ("configuration", "policy") else "right")
+    for r in sorted(res.rows, key=lambda r: r.measured_ms):
+        more = (f"{r.predicted_ms_probed:.2f}", f"{r.error_pct_probed:+.1f}%") if probed else ()
+        t.add_row(r.name, r.policy, f"{r.measured_ms:.2f}", f"{r.predicted_ms:.2f}", f"{r.error_pct:+.1f}%",
+                  f"{r.growth_events_measured:.0f}/{r.growth_events_predicted:.0f}", *more)
+    return t
+
+
+def plain_summary(res: ValidateResult) -> Table:
+    s = Table(title="Summary", show_header=False)
+    s.add_row("median |error|", _fmt(res.median_abs_error_pct, ".1f", "%"))
+    s.add_row("max |error|", _fmt(max(res.abs_errors), ".1f", "%"))
+    probed = res.abs_errors_probed
+    if probed and res.probe_factors is not None:
+        said = ", ".join(f"{k} x{v:.2f}" for k, v in res.probe_factors.items())
+        s.add_row("probed: median / max |error|", f"{res.median_abs_error_pct_probed:.1f}% / "
+                  f"{max(probed):.1f}% (host now vs profile: {said})")
+    best = res.best
+    s.add_row("recommended", res.recommended.policy)
+    s.add_row("best measured", f"{best.name} ({best.policy})")
+    s.add_row("regret", _fmt(res.regret_pct, ".1f", "%"))
+    s.add_row("speedup vs torch.cat (dynamic)", _fmt(res.speedup("dynamic"), ".2f", "x"))
+    s.add_row("speedup vs static", _fmt(res.speedup("static"), ".2f", "x"))
+    s.add_row("speedup vs exact-view r=256 (mlx)", _fmt(res.speedup("mlx"), ".2f", "x"))
+    s.add_row("overhead vs floor", _fmt(res.overhead_vs_floor, ".3f"))
+    if res.token_mismatch:
+        s.add_row("[red]token mismatch[/]", ", ".join(res.token_mismatch))
+    return s
+
+
+def print_plain(res: ValidateResult, con: Console) -> None:
+    con.print(f"[bold]{res.model}[/] on {res.device}, fp32, batch {res.batch}, {res.threads} threads, "
+              f"decode {res.prompt} -> {res.seq} (prompt K/V synthesized), median of {res.repeats} "
+              f"runs, {_HOW.get(res.interleave, 'interleaved')}; host {res.host['cpu']}")
+    con.print(plain_table(res))
+    con.print(plain_summary(res))
+
+
+def _x(f: float | None) -> str:
+    return "-" if f is None else f"{f:.2f}x"
+
+
+def sd_text(out: SDValidateResult) -> str:
+    """The SD result as a plain-text table (validate --sd and benchmarks/sd_bench.py)."""
+    lines = [f"workload {out.workload}: {out.workload_note}",
+             f"model {out.model}  prompt {out.prompt}  seq {out.seq}  gamma {out.gamma}  "
+             f"repeats {out.repeats} (interleaved by {out.interleave})  threads {out.threads}",
+             f"{'config':<10} {'policy':<22} {'gamma':>5} {'measured ms':>12} {'predicted ms':>13} {'error %':>8} "
+             f"{'growth':>7} {'advance':>8} {'probed ms':>10} {'error %':>8}"]
+    for r in out.rows:
+        adv = f"{r.advance_measured:.2f}" if r.advance_measured is not None else "1"
+        lines.append(f"{r.name:<10} {r.policy:<22} {r.gamma:>5} {r.measured_ms:>12.2f} "
+                     f"{r.predicted_ms:>13.2f} {r.error_pct:>+8.1f} {r.growth_events_measured:>7} {adv:>8} "
+                     f"{r.predicted_ms_probed:>10.2f} {r.error_pct_probed:>+8.1f}")
+    mm, acc = out.verify_matmuls, out.acceptance
+    att = mm.attention
+    per = ", ".join(f"{a:.2f}" for a in acc.per_position)
+    synth = " SYNTHETIC" if acc.synthetic else ""
+    lines += [f"acceptance overall {acc.overall:.3f}, alpha-equivalent {acc.alpha_equivalent:.3f} "
+              f"(per position {per}){synth}",
+              f"speedup SD+BMC vs SD+cat    {out.ratio('sd-cat', 'sd-bmc'):.2f}x "
+              f"(predicted {out.ratio('sd-cat', 'sd-bmc', predicted=True):.2f}x)",
+              f"speedup SD+BMC vs plain cat {out.ratio('plain-cat', 'sd-bmc'):.2f}x "
+              f"(predicted {out.ratio('plain-cat', 'sd-bmc', predicted=True):.2f}x)",
+              f"max |error| SD rows {out.max_abs_error_pct_sd:.1f}%, all rows {out.max_abs_error_pct:.1f}%",
+              f"verify matmuls at {mm.rows} rows, timed alongside: layers {mm.measured_ratio['layers']:.2f}x, "
+              f"head {mm.measured_ratio['head']:.2f}x one row (profile: {mm.profile_ratio['layers']:.2f}x, "
+              f"{mm.profile_ratio['head']:.2f}x), one row {mm.one_row_over_profile:.2f}x the profile's "
+              f"charge, torch.cat at {mm.cat.rows} rows {_x(mm.cat.over_profile)} the profile's, "
+              f"attention at {att.width} rows {_x(att.exact_over_profile)} (1 row) and "
+              f"{_x(att.masked_over_profile)} ({mm.rows} rows) the profile's; with these, max |error| "
+              f"SD rows {out.max_abs_error_pct_sd_probed:.1f}% (the 'probed' columns)",
+              f"tuner: best gamma {out.tuner.best_gamma} -> {out.tuner.verdict}; measured: SD "
+              f"{'pays' if out.sd_pays_measured else 'does not pay'} over plain BMC",
+              f"tokens identical to the plain cat reference: {out.tokens_match_reference}"]
+    return "\n".join(lines)
+
+
+def hf_table(result: HFValidateResult) -> Table:
+    t = Table(title=f"HF generate(): decode ms/token, fp32, {result.threads} threads, "
+                    f"{result.new_tokens} new tokens, median of {result.reps}")
+    for col in ("workload", "N", "B", "cache", "policy", "measured", "predicted", "err %", "x dyn (meas)",
+                "x dyn (pred)", "peak RSS MB", "decode peak MB", "pred KV peak MB"):
+        t.add_column(col, justify="left" if col in ("workload", "cache", "policy") else "right")
+    for r in result.rows:
+        mem = r.memory or {}
+        t.add_row(r.workload, str(r.seq), str(r.batch), r.cache, r.policy, _fmt(r.measured_ms_per_token),
+                  f"{r.predicted_ms_per_token:.2f}", _fmt(r.error_pct, "+.0f"), _fmt(r.speedup_vs_dynamic),
+                  f"{r.predicted_speedup_vs_dynamic:.2f}", _mb(mem.get("peak_increase")),
+                  _mb(mem.get("decode_peak_increase")), _mb(r.predicted_peak_kv_bytes))
+    return t
