@@ -1,4 +1,4 @@
-"""The restructured code reproduces the recorded predictions, recommendations and CLI output bit for bit."""
+"""The code reproduces the recorded predictions, recommendations and CLI output bit for bit."""
 
 import json
 
@@ -16,5 +16,5 @@ def test_matches_golden(now, name):
     recorded = json.loads((GOLDEN / f"{name}.json").read_text())
     current = json.loads(json.dumps(now[name], sort_keys=True))
     assert len(current) == len(recorded)
-    for i, (a, b) in enumerate(zip(current, recorded)):
-        assert a == b, f"{name} case {i} differs"
+    differ = [i for i, (a, b) in enumerate(zip(current, recorded)) if a != b]
+    assert not differ, f"{name}: {len(differ)} of {len(recorded)} cases differ, first ones: {differ[:20]}"

@@ -30,6 +30,7 @@ class ModelSpec:
     hf_id: str = ""
     aliases: tuple[str, ...] = field(default=())
     sliding_window: int | None = None
+    max_context: int | None = None  # positions the model was trained for (max_position_embeddings)
 
     def __post_init__(self) -> None:
         for name in ("layers", "heads", "kv_heads", "head_dim", "hidden", "ffn", "vocab"):
@@ -179,10 +180,12 @@ def spec_from_config_dict(cfg: dict, name: str = "config", source: str | None = 
     kv = cfg.get("num_key_value_heads") or heads
     head_dim = cfg.get("head_dim") or hidden // heads
     window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
+    context = cfg.get("max_position_embeddings")
     return ModelSpec(name=name, layers=layers, heads=heads, kv_heads=kv, head_dim=head_dim, hidden=hidden,
                      ffn=ffn, vocab=_need(cfg, path, "vocab_size"), gated_mlp=gated,
                      tied_embeddings=bool(cfg.get("tie_word_embeddings", mtype == "opt")), dtype=dtype,
-                     sliding_window=window if isinstance(window, int) else None)
+                     sliding_window=window if isinstance(window, int) else None,
+                     max_context=context if isinstance(context, int) and context > 0 else None)
 
 
 def resolve_spec(model: str | ModelSpec | None = None, config: str | Path | None = None,
