@@ -17,7 +17,7 @@ import numpy as np
 
 GOLDEN = Path(__file__).parent / "golden"
 PRESETS = ("llama-7b", "llama3-8b", "mistral-7b", "opt-6.7b", "qwen2.5-coder-1.5b", "smollm2-135m",
-           "tinyllama-1.1b", "llama-70b")
+           "tinyllama-1.1b", "llama-70b", "gemma3-270m")
 POLICIES = ("dynamic", "static", "geometric", "mlx", "llamacpp", "floor", "bmc:64", "fixed:32:exact",
             "fixed:200:pad-256", "fixed:7:padded")
 SD = ({}, {"gamma": 4, "alpha": 0.8}, {"gamma": 7, "alpha": [0.9, 0.7, 0.5], "draft_cost": 0.1},
@@ -42,6 +42,16 @@ def _rec(rec) -> dict:
             "argmin_r": rec.argmin_r, "chosen_r": rec.chosen_r, "closed_form_r": rec.closed_form_r,
             "baselines": {k: _pred(b) for k, b in rec.baselines.items()},
             "no_sd": None if rec.no_sd is None else _pred(rec.no_sd), "notes": rec.notes}
+
+
+def _or_error(run) -> dict:
+    """The output, or the one-line error a bad case gets (bounds are part of the behaviour)."""
+    from bmc_model import BMCError
+
+    try:
+        return run()
+    except BMCError as err:
+        return {"error": str(err)}
 
 
 def predict_cases() -> list[dict]:
@@ -85,12 +95,22 @@ def compute() -> dict[str, object]:
     from bmc_model import predict, recommend
     from bmc_model.cli import app
 
-    preds = [_pred(predict(**c)) for c in predict_cases()]
-    recs = [_rec(recommend(**c)) for c in recommend_cases()]
+    preds = [_or_error(lambda c=c: _pred(predict(**c))) for c in predict_cases()]
+    recs = [_or_error(lambda c=c: _rec(recommend(**c))) for c in recommend_cases()]
     runner = CliRunner()
-    cli = [runner.invoke(app, args, env={"COLUMNS": "200", "XDG_CACHE_HOME": "/nonexistent"}).output
-           for args in CLI_CASES]
+    cli = [_host_free(runner.invoke(app, args, env={"COLUMNS": "200", "XDG_CACHE_HOME": "/nonexistent"}).output,
+                      "--json" in args) for args in CLI_CASES]
     return {"predict": preds, "recommend": recs, "cli": cli}
+
+
+def _host_free(output: str, is_json: bool) -> object:
+    """The output without what depends on the host it runs on (the profile's host warning)."""
+    text = "\n".join(line for line in output.splitlines() if not line.startswith("warning:"))
+    if not is_json:
+        return text
+    out = json.loads(text)
+    out["profile"].pop("warning", None)
+    return out
 
 
 def write() -> None:

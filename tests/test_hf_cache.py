@@ -1,4 +1,5 @@
-"""BMCCache inside HF generate(): token-identical to DynamicCache in every generate mode, on a tiny random Llama."""
+"""BMCCache inside HF generate(): token-identical to DynamicCache in every generate mode, on a tiny random Llama
+and on tiny sliding-window models (Mistral-style, Gemma-3-style mixed)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ from transformers import (  # noqa: E402
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
-    MistralForCausalLM,
 )
 
 from bmc_model.core.errors import BMCError  # noqa: E402
-from bmc_model.hf import BMCCache, BMCLayer  # noqa: E402
+from bmc_model.hf import BMCCache, BMCLayer, BMCSlidingLayer  # noqa: E402
 
 NEW = 20
 RS = (1, 5, 64)
@@ -235,10 +235,10 @@ def test_continuation_and_reset(model, prompt):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(r=0), "r must be a positive integer"),
-    (dict(r=-3), "r must be a positive integer"),
-    (dict(r=2.5), "r must be a positive integer"),
-    (dict(r=True), "r must be a positive integer"),
+    (dict(r=0), "r must be"),
+    (dict(r=-3), "r must be"),
+    (dict(r=2.5), "r must be"),
+    (dict(r=True), "r must be"),
     (dict(r=8, width="wide"), "unknown width"),
     (dict(r=8, width="pad-0"), "unknown width"),
     (dict(), "needs r"),
@@ -254,13 +254,83 @@ def test_bad_arguments_raise_bmc_error(kwargs, match):
 def sliding_configs():
     common = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
                   max_position_embeddings=256, sliding_window=6, pad_token_id=0, bos_token_id=None, eos_token_id=None)
-    return [MistralConfig(num_hidden_layers=2, **common),
-            Gemma3TextConfig(num_hidden_layers=7, head_dim=16, **common)]  # Gemma-3: 5 sliding + 1 full per 6
+    return {"mistral": MistralConfig(num_hidden_layers=2, **common),  # every layer slides
+            "gemma3": Gemma3TextConfig(num_hidden_layers=7, head_dim=16, **common)}  # 5 sliding, 1 full, 1 sliding
 
 
-@pytest.mark.parametrize("config", sliding_configs(), ids=["mistral", "gemma3"])
-def test_sliding_window_config_is_refused(config, model):
-    with pytest.raises(BMCError, match="sliding"):
+@pytest.fixture(scope="module")
+def sliding_models():
+    """Tiny random sliding-window models, each with a perturbed copy of itself as assistant; prompts (the
+    `prompt` fixture, 44 tokens, and the batch's 10) are longer than their window of 6."""
+    out = {}
+    for i, (name, config) in enumerate(sliding_configs().items()):
+        torch.manual_seed(10 + i)
+        model = transformers.AutoModelForCausalLM.from_config(config).eval()
+        a = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in a.parameters():
+                p.add_(torch.randn_like(p) * 0.002)
+        out[name] = (model, a)
+    return out
+
+
+# r = 1 is torch.cat's rule on the sliding layers (a copy of the window each token); 64 never runs out of room
+SLIDING_POLICIES = ("bmc:1", "fixed:4:exact", "bmc:5", "fixed:64:pad-8", "geometric:exact")
+_SLIDING_REFERENCE: dict[tuple[str, str], torch.Tensor] = {}
+
+
+@pytest.mark.parametrize("policy", SLIDING_POLICIES)
+@pytest.mark.parametrize("mode", ["greedy", "sample", "batch_left_pad", "beam", "assisted", "prompt_lookup"])
+@pytest.mark.parametrize("name", ["mistral", "gemma3"])
+def test_sliding_window_models_match_dynamic_cache(name, mode, policy, sliding_models, prompt, monkeypatch,
+                                                   one_thread):
+    """Built from the config, BMCCache holds each sliding layer in a window buffer: tokens identical to
+    DynamicCache's (whose sliding layers keep the last W - 1 rows), in every generate mode."""
+    model, assistant = sliding_models[name]
+    kw = mode_kwargs(mode, prompt, assistant)
+    if (name, mode) not in _SLIDING_REFERENCE:
+        _SLIDING_REFERENCE[name, mode] = generate(model, DynamicCache(config=model.config), **kw)
+    ref = _SLIDING_REFERENCE[name, mode]
+    cache = BMCCache(policy=policy, config=model.config)
+    spy = Spy(cache, monkeypatch)
+    assert torch.equal(generate(model, cache, **kw), ref)
+    window = model.config.sliding_window
+    kinds = [type(la).__name__ for la in cache.layers]
+    assert kinds == [type(la).__name__.replace("DynamicSlidingWindowLayer", "BMCSlidingLayer").replace(
+        "DynamicLayer", "BMCLayer") for la in DynamicCache(config=model.config).layers]
+    speculative = mode in ("assisted", "prompt_lookup")
+    for la in cache.layers:
+        if isinstance(la, BMCSlidingLayer):
+            assert la.end - la.start == window - 1  # holds the window's rows, not the context
+            if not speculative:  # (assisted generation keeps its whole prefill until the next event)
+                assert la.capacity <= window - 1 + la.rule.r
+    if speculative:
+        assert any(n < 0 for n in spy.crops), "no draft was ever rejected: crop untested"
+
+
+@pytest.mark.parametrize("name", ["mistral", "gemma3"])
+def test_sliding_layers_hold_the_window_and_grow_every_r_tokens(name, sliding_models, prompt):
+    model, _ = sliding_models[name]
+    long = torch.cat([prompt, prompt], dim=1)  # 88 tokens: far past the window
+    ref = generate(model, DynamicCache(config=model.config), inputs=long)
+    static = BMCCache(policy="static:padded", max_cache_len=long.shape[1] + NEW, config=model.config)
+    assert torch.equal(generate(model, static, inputs=long), ref)
+    cache = BMCCache(r=4, width="exact", config=model.config)
+    assert torch.equal(generate(model, cache, inputs=long), ref)
+    sliding = [la for la in cache.layers if isinstance(la, BMCSlidingLayer)]
+    full = [la for la in cache.layers if not isinstance(la, BMCSlidingLayer)]
+    assert sliding and all(la.capacity == 5 + 4 for la in sliding)  # W - 1 kept rows and r of room
+    assert all(la.grow_events == 1 + (NEW - 1) // 4 for la in sliding)  # the prefill's buffer, then every r
+    assert all(la.capacity >= long.shape[1] + NEW - 1 for la in full)  # full layers hold the context
+    assert cache.get_seq_length() == long.shape[1] + NEW - 1
+    # K and V of 9 rows, 2 KV heads of 16, fp32
+    assert cache.stats()["kv_bytes"] == sum(la.kv_bytes() for la in full) + len(sliding) * 2 * 9 * 2 * 16 * 4
+
+
+def test_unsupported_layer_kinds_are_refused_by_name(model):
+    config = copy.deepcopy(sliding_configs()["mistral"])
+    config.layer_types = ["full_attention", "linear_attention"]
+    with pytest.raises(BMCError, match="linear_attention"):
         BMCCache(r=8, config=config)
 
     class Fake:
@@ -268,16 +338,27 @@ def test_sliding_window_config_is_refused(config, model):
 
     fake = Fake()
     fake.config = config
-    with pytest.raises(BMCError, match="sliding"):
+    with pytest.raises(BMCError, match="linear_attention"):
         BMCCache.tuned(fake, seq=64)
 
 
+def test_tuned_on_a_sliding_model(sliding_models, prompt):
+    from bmc_model.hf.tune import spec_for_model
+
+    model, _ = sliding_models["gemma3"]
+    spec = spec_for_model(model)
+    assert (spec.sliding_window, spec.sliding_count, spec.layers) == (6, 6, 7)
+    cache = BMCCache.tuned(model, seq=prompt.shape[1] + NEW)
+    assert sum(isinstance(la, BMCSlidingLayer) for la in cache.layers) == 6
+    ref = generate(model, DynamicCache(config=model.config), inputs=prompt)
+    assert torch.equal(generate(model, cache, inputs=prompt), ref)
+
+
 @pytest.mark.parametrize("width", WIDTHS)
-def test_sliding_model_without_config_keeps_full_history_and_stays_exact(width, prompt):
+def test_sliding_model_without_config_keeps_full_history_and_stays_exact(width, prompt, sliding_models):
     """Without a config BMCCache cannot see layer types: it keeps every row, and HF's sliding mask does
     the windowing, so the tokens are still DynamicCache's (which windows its own sliding layers)."""
-    torch.manual_seed(0)
-    mistral = MistralForCausalLM(sliding_configs()[0]).eval()
+    mistral, _ = sliding_models["mistral"]
     ref = generate(mistral, DynamicCache(config=mistral.config), inputs=prompt)
     assert torch.equal(generate(mistral, BMCCache(r=4, width=width), inputs=prompt), ref)
 

@@ -1,4 +1,5 @@
-"""BMCLayer on its own: growth rule, returned views, crop / reset / beam operations against a torch.cat reference."""
+"""BMCLayer on its own: growth rule, returned views, crop / reset / beam operations against a torch.cat reference;
+BMCSlidingLayer against transformers' own sliding layer and the cost model's rule."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import WIDTHS  # noqa: E402
+from conftest import WIDTHS, policies  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from transformers.cache_utils import DynamicSlidingWindowLayer  # noqa: E402
 
 from bmc_model.core.errors import BMCError  # noqa: E402
-from bmc_model.core.policy import Policy  # noqa: E402
-from bmc_model.hf import BMCCache, BMCLayer  # noqa: E402
+from bmc_model.core.policy import Policy, parse_policy  # noqa: E402
+from bmc_model.hf import BMCCache, BMCLayer, BMCSlidingLayer  # noqa: E402
 
 B, H, D = 2, 3, 4  # [batch, kv_heads, rows, head_dim]
 
@@ -124,3 +126,106 @@ def test_cache_answers_mask_sizes_before_its_layers_exist():
     assert cache.is_compileable  # so HF builds the decode mask over the padding
     assert not BMCCache(r=16, width="exact").is_compileable
     assert cache.get_seq_length() == 0 and cache.get_max_length() == -1 and cache.get_max_cache_shape() == -1
+
+
+# -- BMCSlidingLayer: a window buffer that returns what transformers' DynamicSlidingWindowLayer returns --------
+
+
+def sliding(policy: Policy | str, window: int, cap: int | None = None) -> BMCSlidingLayer:
+    return BMCSlidingLayer(parse_policy(policy) if isinstance(policy, str) else policy, window, cap)
+
+
+sliding_ops = st.lists(st.tuples(st.sampled_from(["update", "update", "crop"]), st.integers(1, 9)), min_size=1,
+                       max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(window=st.integers(2, 9), policy=policies(), record=st.booleans(), ops=sliding_ops)
+def test_sliding_layer_returns_what_hf_sliding_layer_returns(window, policy, record, ops):
+    """Same K and V (values and order), same mask sizes, same length, after every update and crop; without
+    past recording (plain generate) it holds only the window's W - 1 rows, as HF's does."""
+    la, ref = sliding(policy, window), DynamicSlidingWindowLayer(sliding_window=window)
+    if record:
+        la.activate_past_recording()
+        ref.activate_past_recording()
+    budget = 0  # rows a crop may remove: some of the last update's, once, as assisted generation does (HF's
+    for op, k in ops:  # layer mis-crops a second time, and fails on a crop before its first update)
+        n = la.get_seq_length()
+        if op == "crop":
+            k = min(k, budget)
+            if k == 0 or (not record and n >= window):  # HF cannot crop there without past recording
+                continue
+            la.crop(-k)
+            ref.crop(-k)
+            budget = 0
+        else:
+            sizes = same_mask_sizes(la, ref, k, policy)
+            new = rows(k, n)
+            keys, values = la.update(new, -new)
+            ref_keys, ref_values = ref.update(new, -new)
+            assert keys.shape[2] == values.shape[2] == sizes[0]
+            assert torch.equal(keys[:, :, :ref_keys.shape[2]], ref_keys)
+            assert torch.equal(values[:, :, :ref_keys.shape[2]], ref_values)
+            budget = k
+            if not record:
+                assert la.end - la.start == ref.keys.shape[2] == min(n + k, window - 1)
+        assert la.get_seq_length() == ref.get_seq_length()
+        same_mask_sizes(la, ref, 1, policy)
+
+
+def same_mask_sizes(la: BMCSlidingLayer, ref, q: int, policy: Policy) -> tuple[int, int]:
+    """HF's (kv_length, kv_offset), but for a padded width while no row has left the window: wider, from 0."""
+    sizes, ref_sizes = la.get_mask_sizes(q), ref.get_mask_sizes(q)
+    if sizes != ref_sizes:
+        assert policy.width != "exact" and not la.windowed and sizes[1] == ref_sizes[1] == 0
+        assert sizes[0] > ref_sizes[0]
+    return sizes
+
+
+def test_sliding_layer_refuses_a_crop_past_the_rows_it_dropped():
+    la = sliding("bmc:8", 4)
+    la.update(rows(10, 0), rows(10, 0))  # a prefill past the window: only its last 3 rows are kept
+    assert la.capacity == 3 + 8 and la.end - la.start == 3
+    with pytest.raises(BMCError, match="no longer holds"):
+        la.crop(-1)
+    keys, _ = la.update(rows(2, 10), rows(2, 10))  # a verify of 2 rows can always be cropped back
+    assert torch.equal(keys, rows(5, 7))
+    la.crop(-2)
+    assert la.get_seq_length() == 10 and torch.equal(la.keys[:, :, la.start:la.end], rows(3, 7))
+    with pytest.raises(BMCError, match="negative"):
+        la.crop(1)
+    recording = sliding("bmc:8", 4)
+    recording.activate_past_recording()  # assisted generation: the whole prefill is kept until its crop
+    recording.update(rows(10, 0), rows(10, 0))
+    recording.crop(-4)
+    assert recording.get_seq_length() == 6 and torch.equal(recording.keys[:, :, recording.start:recording.end],
+                                                           rows(3, 3))
+
+
+@pytest.mark.parametrize("policy", ["dynamic", "bmc:5", "fixed:3:exact", "mlx", "geometric", "static",
+                                    "fixed:200:pad-16"])
+@pytest.mark.parametrize("prompt,seq,window", [(37, 160, 16), (3, 90, 40), (100, 130, 64), (20, 50, 64), (40, 41, 40)])
+def test_sliding_layer_events_are_the_cost_models(policy, prompt, seq, window):
+    """The layer's growth events and final buffer, decoding token by token, are core.events' for a sliding
+    layer: the runtime and the model follow one rule (core/sliding.py). (Static and geometric growth with the
+    prompt inside the window and the generation past it: the layer follows the cache's own rule until the
+    window fills, the model the window's rule from the start; there only the bound is checked.)"""
+    from bmc_model.core.events import policy_events
+    from bmc_model.core.profile import embedded_profile
+    from bmc_model.core.specs import ModelSpec
+    from bmc_model.core.workload import Geometry, Workload
+
+    pol = parse_policy(policy)
+    la = sliding(pol, window, seq)
+    la.update(rows(prompt, 0), rows(prompt, 0))
+    for n in range(prompt, seq):
+        la.update(rows(1, n), rows(1, n))
+    spec = ModelSpec(name="t", layers=1, heads=H, kv_heads=H, head_dim=D, hidden=H * D, ffn=8, vocab=8,
+                     dtype="float32", sliding_window=window)
+    ev = policy_events(pol, Workload(prompt, seq), Geometry.of(spec, B), embedded_profile())
+    if pol.growth != "fixed" and prompt <= window < seq:
+        assert la.capacity <= window - 1 + la.rule.r and la.end - la.start == window - 1
+        return
+    assert la.grow_events - 1 == ev.count  # (the first is the prefill's buffer)
+    assert la.capacity == ev.final_capacity
+    assert la.kv_bytes() == 2 * B * H * D * 4 * ev.final_capacity

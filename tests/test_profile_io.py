@@ -83,7 +83,7 @@ def test_profile_show_prints_tables_and_charts(tmp_path):
     res = runner.invoke(app, ["profile", "show", str(path), "--no-charts"])
     assert res.exit_code == 0 and "o raw median" not in res.output
     res = runner.invoke(app, ["profile", "show", str(path), "--json"])
-    assert res.exit_code == 0 and json.loads(res.output)["terms"]["copy"]["slope"]
+    assert res.exit_code == 0 and json.loads(res.stdout)["terms"]["copy"]["slope"]  # the warning: on stderr
 
 
 def test_profile_show_default_is_the_cached_or_embedded_profile(tmp_path, monkeypatch):
@@ -95,12 +95,13 @@ def test_profile_show_default_is_the_cached_or_embedded_profile(tmp_path, monkey
     assert res.exit_code == 0 and "test cpu" in res.output
 
 
-@pytest.mark.parametrize("content,match", [(None, "profile not found"), ("{not json", "corrupt JSON"),
-                                           ('{"schema": 99}', "schema version")])
+@pytest.mark.parametrize("content,match", [(None, "profile not found"), (b"{not json", "corrupt JSON"),
+                                           (b'{"schema": 99}', "schema version"), (b"\xff\xfe{", "not UTF-8"),
+                                           (b"[" * 100_000, "nested too deeply")])
 def test_profile_show_bad_files_are_one_line_errors(tmp_path, content, match):
     path = tmp_path / "p.json"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content)
     res = runner.invoke(app, ["profile", "show", str(path)])
     assert res.exit_code == 2
     assert match in res.output and "Traceback" not in res.output
@@ -154,8 +155,9 @@ def test_sized_row_curves_interpolate_in_log_bytes_and_clamp(tmp_path):
     d["curves"] = {k: v for k, v in d["curves"].items() if "@" not in k}
     d["curves"]["weights_rows@1000000"] = {"x": [1, 8], "ratio": [1.0, 1.5]}
     d["curves"]["weights_rows@100000000"] = {"x": [1, 8], "ratio": [1.0, 3.5]}
-    d["curves"]["weights_rows@bogus"] = {"x": [1, 8], "ratio": [1.0, 9.0]}  # not a size: ignored
+    d["curves"]["weights_rows_unknown"] = {"x": [1, 8], "ratio": [1.0, 9.0]}  # no family's: ignored
     prof = read_profile(write_profile(Profile.from_dict(d, "x"), tmp_path / "p.json"))
+    assert "weights_rows_unknown" not in prof.curves
     assert [b for b, _ in prof.sized_curves()] == [1e6, 1e8]
     assert weights_row_factor(prof, 1, 5e6) == 1.0
     assert weights_row_factor(prof, 8, 1e6) == pytest.approx(1.5)

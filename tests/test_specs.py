@@ -18,13 +18,38 @@ CONFIG_JSON = {
     "smollm2-135m": (30, 9, 3, 64, 576, 1536, 49152),
     "qwen2.5-coder-0.5b": (24, 14, 2, 64, 896, 4864, 151936),
     "qwen2.5-coder-1.5b": (28, 12, 2, 128, 1536, 8960, 151936),
+    "gemma3-270m": (18, 4, 1, 256, 640, 2048, 262144),  # also the GGUF's metadata (gemma3.* keys)
 }
+# (sliding window, sliding layers) as each config.json says (Gemma-3: layer_types, 5 sliding then 1 full)
+WINDOWS = {"mistral-7b": (4096, 32), "gemma3-270m": (512, 15)}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIG_JSON))
 def test_presets_match_config_json(name):
     s = get_spec(name)
     assert (s.layers, s.heads, s.kv_heads, s.head_dim, s.hidden, s.ffn, s.vocab) == CONFIG_JSON[name]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_JSON))
+def test_presets_sliding_windows(name):
+    s = get_spec(name)
+    assert (s.sliding_window, s.sliding_count) == WINDOWS.get(name, (None, 0))
+
+
+def test_sliding_fields_are_checked_and_old_json_still_loads():
+    from bmc_model.core.specs import ModelSpec
+
+    base = get_spec("llama-7b").to_dict()
+    base.pop("sliding_layers")  # a spec JSON from before the field: every layer slides when a window is given
+    old = ModelSpec(**{**base, "aliases": (), "sliding_window": 4096})
+    assert old.sliding_layers is None and old.sliding_count == old.layers
+    for field, value, match in [("sliding_layers", 33, "exceeds layers"), ("sliding_layers", -1, "sliding_layers"),
+                                ("sliding_window", 0, "sliding_window"), ("sliding_window", True, "sliding_window"),
+                                ("max_context", 0, "max_context")]:
+        with pytest.raises(BMCError, match=match):
+            ModelSpec(**{**base, "aliases": (), "sliding_window": 4096, field: value})
+    with pytest.raises(BMCError, match="needs a sliding_window"):
+        ModelSpec(**{**base, "aliases": (), "sliding_layers": 3})
 
 
 def test_every_preset_is_checked():

@@ -89,7 +89,8 @@ def _attn_q_slope(pts: list[Point], q_rows: tuple[int, ...]) -> tuple[float, dic
     except ValueError as e:
         raise BMCError(f"calibration: cannot fit attn_q_slope ({e})") from None
     srt = sorted(pts, key=lambda p: p.x)
-    return f.slope, {**points_raw(pts), "q": [int(p.key[0]) for p in srt],  # type: ignore[index]
+    # more query rows never cost less: a noisy fit just below 0 is 0 (profile_check refuses a negative one)
+    return max(f.slope, 0.0), {**points_raw(pts), "q": [int(p.key[0]) for p in srt],  # type: ignore[index]
                      "slope_by_q": {str(k): v for k, v in slopes.items()}, "ci95": list(f.ci95)}
 
 
@@ -100,7 +101,7 @@ def _row_slope(pts: list[Point], rows_x: float) -> tuple[float, dict]:
         f = fit_ratio_slope([m - 1 for m in ms], [t[m] / t[1] for m in ms])
     except (ValueError, KeyError) as e:
         raise BMCError(f"calibration: cannot fit weights_row_slope ({e})") from None
-    return f.slope, {"m": ms, "t": [t[m] for m in ms], "x": rows_x, "ci95": list(f.ci95)}
+    return max(f.slope, 0.0), {"m": ms, "t": [t[m] for m in ms], "x": rows_x, "ci95": list(f.ci95)}
 
 
 def _row_curves(pts: list[Point], family: str = "weights_rows") -> tuple[dict[str, tuple], dict]:

@@ -8,16 +8,25 @@ from typing import Any
 
 import typer
 
+from bmc_model.cli.groups import PlainFlagsGroup, RootGroup
+from bmc_model.cli.layout import one_line
 from bmc_model.core.errors import BMCError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+__all__ = ["PlainFlagsGroup", "app", "fail", "guarded", "main", "warn"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=RootGroup,
                   help="Calibrated KV-cache growth model and r-tuner (BMC).")
 
 
 def fail(message: str) -> None:
     """Print a one-line error and exit 2."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    """One line on stderr, whatever the output mode: JSON on stdout stays parseable, and the warning is seen."""
+    typer.echo(f"warning: {one_line(message)}", err=True)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

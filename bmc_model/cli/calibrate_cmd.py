@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bmc_model.cli import app, guarded
+from bmc_model.cli.options import to_json
 from bmc_model.core.errors import BMCError
 from bmc_model.core.profile import default_profile_path, write_profile
+from bmc_model.core.profile_check import first_problem
 
 
 class RichReporter:
@@ -82,17 +84,21 @@ def calibrate_cmd(
     with Progress(*columns, console=err, transient=as_json) as progress:
         result = calibrate(quick=quick, device=device, threads=threads, dtype=dtype, model=model,
                            reporter=RichReporter(progress, budgets))
+    problem = first_problem(result.profile)
+    if problem:  # the fits are bounded so that this does not happen; if it does, keep the old profile
+        raise BMCError(f"calibration produced an unphysical profile ({problem}); {path} left as it was: "
+                       "calibrate again on a quiet machine")
     try:
         write_profile(result.profile, path)
     except OSError as e:
         raise BMCError(f"cannot write the profile to {path}: {e.strerror or e}") from None
     if as_json:
-        typer.echo(json.dumps({"path": str(path), "elapsed_s": result.elapsed_s, "notes": result.notes,
-                               "cat_residual": result.cat_residual, "profile": result.profile.to_dict()}, indent=1))
+        typer.echo(to_json({"path": str(path), "elapsed_s": result.elapsed_s, "notes": result.notes,
+                            "cat_residual": result.cat_residual, "profile": result.profile.to_dict()}))
         return
-    from bmc_model.cli.profile_cmd import render
+    from bmc_model.cli.profile_view import render
 
     con = Console()
     render(result.profile, con, with_charts=False)
-    con.print(f"[bold green]profile written to {path}[/] ({result.elapsed_s:.1f} s; "
-              f"`bmc-tune profile show {path}` draws the fits)")
+    con.print(f"[bold green]profile written to {escape(str(path))}[/] ({result.elapsed_s:.1f} s; "
+              f"`bmc-tune profile show {escape(str(path))}` draws the fits)")

@@ -11,7 +11,10 @@ MARKS = "*o+x#@"
 def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], width: int = 64, height: int = 14,
                logx: bool = True, x_label: str = "r", y_label: str = "ms/token",
                highlight: tuple[float, float] | None = None) -> str:
-    pts = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if math.isfinite(y) and x > 0]
+    if highlight and not _plottable(*highlight):
+        highlight = None
+    pts = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if _plottable(x, y)]
+    pts += [highlight] if highlight else []  # in range: the curves are samples, the optimum may lie between
     if not pts:
         return "(nothing to plot)"
 
@@ -30,7 +33,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], width
 
     for (xs, ys), mark in zip(series.values(), MARKS):
         for x, y in zip(xs, ys):
-            if math.isfinite(y) and x > 0:
+            if _plottable(x, y):
                 put(x, y, mark)
     if highlight:
         put(*highlight, "R")
@@ -46,3 +49,8 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], width
     legend = "   ".join(f"{m} {n}" for n, m in zip(series, MARKS))
     lines.append(" " * 11 + legend + ("   R recommended" if highlight else "") + f"   (y: {y_label})")
     return "\n".join(lines)
+
+
+def _plottable(x: float, y: float) -> bool:
+    """Finite y at a finite x > 0 (the x axis is logarithmic): NaN marks an infeasible r."""
+    return math.isfinite(x) and math.isfinite(y) and x > 0

@@ -1,29 +1,18 @@
-"""Parsing helpers shared by commands: sizes with suffixes, acceptance files, profile notes."""
+"""Parsing helpers shared by commands: sizes with suffixes, acceptance files, profile notes, JSON output."""
 
 from __future__ import annotations
 
+import glob
 import json
-import re
+import math
+import numbers
+import os
 from pathlib import Path
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import fingerprint
+from bmc_model.core.inputs import SIZE_HELP, parse_bytes  # noqa: F401  (the core's, shared with the API)
 from bmc_model.core.profile import Profile, host_mismatch
-
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_bytes(text: str | None) -> float | None:
-    """'8G', '512MiB', '1e9' -> bytes."""
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?)?b?\s*", text.lower())
-    if not m:
-        raise BMCError(f"cannot read a size from {text!r} (e.g. 8G, 512MiB, 1e9)")
-    value = float(m.group(1)) * _UNITS[m.group(2) or ""]
-    if value <= 0:
-        raise BMCError(f"size must be positive, got {text!r}")
-    return value
 
 
 def parse_alpha(text: str | None) -> float | list[float] | None:
@@ -55,15 +44,53 @@ def parse_alpha(text: str | None) -> float | list[float] | None:
     return vals[0] if len(vals) == 1 else vals
 
 
-def profile_note(prof: Profile, device: str | None = None) -> tuple[str, str | None]:
-    """A line naming the profile, and a warning when it was measured on another host. device: where the
-    predictions are for (validate's --device); None: the profile's own (a GPU profile read on its host)."""
-    dev = device or prof.host.get("device", "cpu")
-    diff = host_mismatch(prof, fingerprint(dtype=prof.dtype, threads=prof.host.get("threads"), device=dev))
-    warn = None
-    if diff and prof.source != "embedded default":
-        warn = f"profile was measured on another host ({', '.join(diff)} differ): run `bmc-tune calibrate`"
-    elif diff:
-        warn = (f"embedded default profile is from another host ({', '.join(diff)} differ): "
-                "run `bmc-tune calibrate` for this one")
+def profile_note(prof: Profile, device: str | None = None, threads: int | None = None) -> tuple[str, str | None]:
+    """A line naming the profile, and a warning when it was measured on another host. device, threads: what
+    the predictions are for (validate's --device and --threads); None: this host as it runs by default,
+    every core it may use, and its GPU only if the profile is a GPU one and this host has one."""
+    dev = device or _this_device(str(prof.host.get("device", "cpu")))
+    here = fingerprint(dtype=prof.dtype, threads=threads, device=dev)
+    diff = host_mismatch(prof, here)
+    if not diff:
+        return f"profile: {prof.describe()}", None
+    # numbers and device names are short and say what to fix; a CPU model or torch version is just named
+    what = "; ".join(f"{k}: {prof.host[k]} there, {here[k]} here" if k in ("cores", "threads", "device", "dtype")
+                     else f"{k} differs" for k in diff)
+    if prof.source != "embedded default":
+        warn = f"profile was measured on another host ({what}): run `bmc-tune calibrate`"
+    else:
+        warn = f"embedded default profile is from another host ({what}): run `bmc-tune calibrate` for this one"
     return f"profile: {prof.describe()}", warn
+
+
+def _this_device(profile_device: str) -> str:
+    """The device a prediction runs on here: a GPU profile's where this host has an NVIDIA GPU (seen without
+    importing torch, seconds of start-up for every command), else the CPU."""
+    if profile_device == "cpu":
+        return "cpu"
+    gpus = "/proc/driver/nvidia/gpus"  # the driver's list; a container may show only the device files
+    try:
+        listed = os.path.isdir(gpus) and bool(os.listdir(gpus))
+    except OSError:
+        listed = False
+    return profile_device if listed or glob.glob("/dev/nvidia[0-9]*") else "cpu"
+
+
+def to_json(obj: object) -> str:
+    """Strict JSON (what --json promises): a NaN or infinity, which json.dumps writes as the non-JSON
+    NaN / Infinity, becomes null; paths and other objects their str."""
+    return json.dumps(_finite(obj), indent=1, allow_nan=False, default=str)
+
+
+def _finite(obj: object) -> object:
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, numbers.Integral):  # numpy integers too
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from bmc_model.calibrate.plan import DEVICES
-from bmc_model.cli import app, guarded
+from bmc_model.cli import app, guarded, warn
 from bmc_model.cli.options import profile_note
 from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import NAMED
@@ -94,10 +94,8 @@ def validate_cmd(
         raise BMCError("--device cuda needs --profile: a profile calibrated on that GPU "
                        "(bmc-tune calibrate --device cuda --out FILE)")
     prof = _profile(profile, quick, threads, con)
-    line, warn = profile_note(prof, device)
-    con.print(f"[dim]{line}[/]")
-    if warn:
-        con.print(f"[yellow]warning: {warn}[/]")
+    line, warning = profile_note(prof, device, threads)
+    con.print(line, style="dim", markup=False, highlight=False)
     if sd:
         from bmc_model.validate.speculative import measure_sd
 
@@ -119,6 +117,8 @@ def validate_cmd(
                                   repeats=reps, threads=threads, device=device, progress=lambda m: status.update(m))
     from bmc_model.validate.report import show
 
+    if warning:  # with the results it qualifies: an error before them stays the one line on stderr
+        warn(warning)
     data = result.to_dict()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

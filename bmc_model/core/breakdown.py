@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from bmc_model.core.curves import attn_rows_factor, term_at, weights_row_factor
 from bmc_model.core.events import Events, exact_width_sum, policy_events
-from bmc_model.core.num import Num
+from bmc_model.core.num import Num, vmax
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile
+from bmc_model.core.sliding import sliding_count, sliding_width_sum
 from bmc_model.core.workload import Geometry, Workload
 
 
@@ -35,9 +36,12 @@ def layer_overhead_s(prof: Profile, geo: Geometry, rows: int) -> float:
 
 def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None,
               ev: Events | None = None) -> dict[str, Num]:
-    """Seconds spent over the whole generation, by term; their sum is the total."""
+    """Seconds spent over the whole generation, by term; their sum is the total. The L_s sliding layers
+    (core/sliding.py) read and grow as their own events say; weights, writes and overhead are every layer's."""
     ev = ev or policy_events(policy, w, geo, prof, r)
     L, rho, q, gamma = geo.layers, geo.rho, w.q, w.gamma
+    L_s = sliding_count(geo, w)
+    L_f = L - L_s
     iters = w.tokens / w.advance
     rows = w.batch * q  # token rows each matmul processes
     gemv_row_s = prof.gemv_row_s
@@ -49,15 +53,23 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     att = prof.attn_masked if masked else prof.attn_exact
     fq = attn_rows_factor(prof, q, geo.group)
     attn_c0, attn_slope = att.segment(2 * rho * (w.prompt + w.seq) / 2)
-    useful = L * (iters * attn_c0 + attn_slope * 2 * rho * fq * exact_width_sum(w))
-    redundant = L * attn_slope * 2 * rho * fq * (ev.width_sum - exact_width_sum(w))
+    useful = L_f * (iters * attn_c0 + attn_slope * 2 * rho * fq * exact_width_sum(w))
+    redundant = L_f * attn_slope * 2 * rho * fq * (ev.width_sum - exact_width_sum(w)) if L_f else 0.0
+    alloc, copy = 2 * L_f * ev.alloc_rows_sum_s, 2 * L_f * ev.copy_rows_sum_s
+    if L_s:
+        evs = ev if L_f == 0 else ev.sliding
+        width = sliding_width_sum(w, geo.window)  # exact rows: nothing redundant
+        slide_c0, slide_slope = att.segment(2 * rho * width / iters)
+        useful = useful + L_s * (iters * slide_c0 + slide_slope * 2 * rho * fq * width)
+        alloc = alloc + 2 * L_s * evs.alloc_rows_sum_s
+        copy = copy + 2 * L_s * evs.copy_rows_sum_s
     return {
         "weights": weights,
         "attention_useful": useful,
         "attention_redundant": redundant,
         "kv_write": iters * L * write_s(prof, rho, q),
-        "growth_alloc": 2 * L * ev.alloc_rows_sum_s,
-        "growth_copy": 2 * L * ev.copy_rows_sum_s,
+        "growth_alloc": alloc,
+        "growth_copy": copy,
         "overhead": iters * (prof.step_s + L * layer_overhead_s(prof, geo, rows)),
         "sd_iteration": iters * (prof.sd_iter_s if gamma > 0 else 0.0),
         "draft": iters * gamma * w.draft_step_s,
@@ -74,8 +86,18 @@ def memory(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | N
     """(KV bytes held at the end, largest KV footprint at any moment).
 
     At a growth event tensors are replaced one at a time, so the peak is every tensor at its new
-    capacity plus one old buffer still alive.
+    capacity plus one old buffer still alive. Sliding layers hold their window's buffer, which may have
+    been larger before their last event (its room clipped at the end of the generation): the peak takes
+    the larger of the two.
     """
     ev = ev or policy_events(policy, w, geo, prof, r)
-    steady = 2 * geo.layers * geo.rho * ev.final_capacity
-    return steady, steady + geo.rho * ev.prev_capacity
+    L_s, rho = sliding_count(geo, w), geo.rho
+    if not L_s:
+        steady = 2 * geo.layers * rho * ev.final_capacity
+        return steady, steady + rho * ev.prev_capacity
+    L_f = geo.layers - L_s
+    evs = ev if L_f == 0 else ev.sliding
+    full = 2 * L_f * rho * ev.final_capacity
+    old = vmax(ev.prev_capacity, evs.prev_capacity) if L_f else evs.prev_capacity
+    most = 2 * L_s * rho * vmax(evs.final_capacity, evs.prev_capacity)
+    return full + 2 * L_s * rho * evs.final_capacity, full + most + rho * old

@@ -77,6 +77,15 @@ def progression_sum(term: Term, start: Num, step: Num, count: Num) -> Num:
     return total
 
 
+def capped_progression_sum(term: Term, start: Num, step: Num, count: Num, top: Num | None) -> Num:
+    """sum_{k<count} t(min(start + step k, top)): the progression's sizes stop at top (a sliding layer's
+    buffers stop growing at the window); top None: progression_sum itself."""
+    if top is None:
+        return progression_sum(term, start, step, count)
+    below = vmin(vmax(vceil((top - start) / step), 0.0), count)  # sizes under top: k < below
+    return progression_sum(term, start, step, below) + (count - below) * term_at(term, top)
+
+
 def attn_rows_factor(prof: Profile, q: int, group: int = 1) -> float:
     """Attention's per-byte cost at q new token rows over one. With GQA folded, a KV head attends with
     group q query rows where one token row gives it group: the attn_q curve (calibrated on the primary

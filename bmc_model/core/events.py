@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bmc_model.core.curves import progression_sum, term_at, touch_rate
+from bmc_model.core.curves import capped_progression_sum, term_at, touch_rate
 from bmc_model.core.num import Num, is_array, vceil, vmax, vmin
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile
 from bmc_model.core.renewal import Renewal, row_at
+from bmc_model.core.sliding import sliding_count, sliding_policy, sliding_width_sum
 from bmc_model.core.workload import Geometry, Workload
 
 
@@ -27,6 +28,7 @@ class Events:
     width_sum: Num  # sum over iterations of W rows
     final_capacity: Num  # C_K (C_0 when K = 0)
     prev_capacity: Num  # C_{K-1}, the buffer alive beside C_K at the last event (0 when K = 0)
+    sliding: Events | None = None  # the sliding layers' own, beside the full layers' (core/sliding.py)
 
 
 def _avg_pad(p1: float, slack: Num) -> Num:
@@ -102,24 +104,26 @@ def _first_capacity(policy: Policy, w: Workload, r: Num) -> tuple[Num, Num]:
     return vmax(r, q), vmin(float(w.prompt) + r - is_cat, float(w.cap))
 
 
-def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num) -> Events:
+def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num, window: int | None = None
+                 ) -> Events:
     """Growth by r rows: closed form over K events spaced Delta rows apart.
 
     Plain decoding: K is exact. SD: iterations advance a random A rows. An event comes at the first
     start more than gap = m - q rows past the last one (the prefill: past C_0 - q), so events are spaced
     Delta = gap + mean excess apart, and event j happens only if it starts at or before the last start
     N - 1: a probability from the excess's distribution, spread by the variance of the events before it.
-    Costs are the expectation over events, capacities (memory) the worst case."""
+    Costs are the expectation over events, capacities (memory) the worst case. With a window: a sliding
+    layer's events, at the same times, their sizes capped (_fixed_at)."""
     P, N, q = float(w.prompt), float(w.seq), float(w.q)
     m, c_init = _first_capacity(policy, w, r)
     if w.gamma == 0:
         n1, delta = vmax(P, c_init), m
-        return _fixed_at(policy, w, geo, prof, r, n1, delta, vmax(vceil((N - n1) / delta), 0.0))
+        return _fixed_at(policy, w, geo, prof, r, n1, delta, vmax(vceil((N - n1) / delta), 0.0), window)
     ren = Renewal.of(w.accept, w.gamma)
     if not is_array(r):
         n1, delta, count, k_worst = _sd_events_scalar(ren, P, N, q, c_init - q, m - q)
-        ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count)
-        worst = ev if k_worst == count else _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst)
+        ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count, window)
+        worst = ev if k_worst == count else _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst, window)
         return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
                       worst.prev_capacity)
     # [R, 1]: events run along axis 1
@@ -149,15 +153,19 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
         count[i] = sure[i, 0] + p.sum(axis=1)
         k_worst[i] = sure[i, 0] + np.where(p > 1e-12, np.arange(1, span + 1), 0).max(axis=1)  # for memory
     r, n1, delta = r[:, 0], n1[:, 0], delta[:, 0]
-    ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count)
-    worst = _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst)
+    ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count, window)
+    worst = _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst, window)
     return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
                   worst.prev_capacity)
 
 
 def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num, n1: Num, delta: Num,
-              k: Num) -> Events:
-    """K = k events of fixed growth by r at n_1, n_1 + Delta, ...: their sizes, costs and attention width."""
+              k: Num, window: int | None = None) -> Events:
+    """K = k events of fixed growth by r at n_1, n_1 + Delta, ...: their sizes, costs and attention width.
+
+    window: a sliding layer's (exact width), which keeps min(n, W - 1) rows: each event copies those and
+    allocates them plus the same room as a full layer's, so every size drops the max(n - (W - 1), 0) rows
+    past the window, and sums over events stop growing at it."""
     P, N, q, E, cap = float(w.prompt), float(w.seq), float(w.q), w.advance, float(w.cap)
     m, c_init = _first_capacity(policy, w, r)
     has = vmin(k, 1.0)
@@ -165,21 +173,30 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
     c_last = vmin(n_last + m, cap) * has + c_init * (1.0 - has)
     c_prev = (c_init + (n_last - delta + m - c_init) * vmin(vmax(k - 1.0, 0.0), 1.0)) * has
     rho = geo.rho
+    top_copy = top_alloc = None  # sizes past these are the window's (None: no window)
+    if window is not None:
+        keep = window - 1.0
+        drop_p, drop_prev = max(P - keep, 0.0), vmax(n_last - delta - keep, 0.0)
+        c_last = c_last - vmax(n_last - keep, 0.0) * has - drop_p * (1.0 - has)
+        c_prev = c_prev - (drop_p + (drop_prev - drop_p) * vmin(vmax(k - 1.0, 0.0), 1.0)) * has
+        n_last = vmin(n_last, keep)  # the rows the last event copies
+        top_copy, top_alloc = rho * keep, rho * (keep + m)
     cat = prof.cat
     if policy.width == "exact" and cat is not None:
         # torch.empty + copy: the copy first-touches the valid rows' pages (as torch.cat does); the
         # spare rows' pages are touched later by the writes, charged here
         # rows charged at the first-touch rate of the buffer they sit in (its size picks the segment)
         rate = touch_rate(prof)
-        alloc = progression_sum(rate, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0)) * rho * m
+        alloc = capped_progression_sum(rate, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0), top_alloc) * rho * m
         alloc = alloc + term_at(rate, rho * c_last) * rho * (c_last - n_last) * has
-        copy = progression_sum(cat, rho * n1, rho * delta, k)
+        copy = capped_progression_sum(cat, rho * n1, rho * delta, k, top_copy)
     else:
-        alloc = progression_sum(prof.alloc, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0))
+        alloc = capped_progression_sum(prof.alloc, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0), top_alloc)
         alloc = alloc + term_at(prof.alloc, rho * c_last) * has
-        copy = progression_sum(prof.copy, rho * n1, rho * delta, k)
+        copy = capped_progression_sum(prof.copy, rho * n1, rho * delta, k, top_copy)
     if policy.width == "exact":
-        width = exact_width_sum(w) + 0.0 * r + 0.0 * k
+        exact = exact_width_sum(w) if window is None else sliding_width_sum(w, window)
+        width = exact + 0.0 * r + 0.0 * k
     else:
         # sum of C_k over events (only the last can be capped) weighted by block lengths
         km = vmax(k - 1.0, 0.0)
@@ -231,7 +248,23 @@ def stepped_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile) ->
     return Events(float(len(events)), alloc, copy, width, float(final), float(prev))
 
 
+def sliding_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None) -> Events:
+    """A sliding layer's events under `policy` (its rule: core/sliding.sliding_policy)."""
+    rule = sliding_policy(policy, geo.window)
+    step = (float(policy.r) if r is None else r) if policy.growth == "fixed" else float(rule.r)
+    return fixed_events(rule, w, geo, prof, step, geo.window)
+
+
 def policy_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None) -> Events:
+    """The full-attention layers' events, with the sliding layers' in `.sliding`; when every layer slides,
+    theirs alone."""
+    sliding = sliding_count(geo, w)
+    if sliding == geo.layers:
+        return sliding_events(policy, w, geo, prof, r)
     if policy.growth == "fixed":
-        return fixed_events(policy, w, geo, prof, float(policy.r) if r is None else r)
-    return stepped_events(policy, w, geo, prof)
+        ev = fixed_events(policy, w, geo, prof, float(policy.r) if r is None else r)
+    else:
+        ev = stepped_events(policy, w, geo, prof)
+    if sliding:
+        ev.sliding = sliding_events(policy, w, geo, prof, r)
+    return ev

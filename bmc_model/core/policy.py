@@ -12,9 +12,11 @@ The model (events.py) and the runtime (runtime/cache.py) both obey exactly these
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
+from bmc_model.core import bounds
 from bmc_model.core.errors import BMCError
 
 Growth = Literal["fixed", "geometric", "static"]
@@ -34,12 +36,14 @@ class Policy:
             raise BMCError(f"unknown growth {self.growth!r} (fixed, geometric, static)")
         if self.width not in ("padded", "exact", "pad"):
             raise BMCError(f"unknown width {self.width!r} (padded, exact, pad)")
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
-            raise BMCError(f"r must be a positive integer, got {self.r!r}")
-        if self.growth == "geometric" and not self.factor > 1.0:
-            raise BMCError(f"geometric factor must be > 1, got {self.factor}")
-        if self.pad < 1:
-            raise BMCError(f"pad must be a positive integer, got {self.pad}")
+        r = bounds.int_in("r", self.r, 1, bounds.ROWS_MAX)
+        pad = bounds.int_in("pad", self.pad, 1, bounds.ROWS_MAX)
+        factor = bounds.factor(self.factor) if self.growth == "geometric" else 2.0
+        # A field the rule does not read is reset to its default, so that two policies that behave alike
+        # compare (and hash) alike and every label parses back to an equal Policy.
+        object.__setattr__(self, "r", r if self.growth == "fixed" else 1)
+        object.__setattr__(self, "factor", factor)
+        object.__setattr__(self, "pad", pad if self.width == "pad" else 256)
 
     @property
     def width_label(self) -> str:
@@ -55,7 +59,7 @@ class Policy:
         if self.growth == "static":
             rule = "static"
         elif self.growth == "geometric":
-            rule = f"geometric x{self.factor:g}"
+            rule = f"geometric x{_number(self.factor)}"
         else:
             rule = f"r={self.r}"
         return f"{rule} {self.width_label}"
@@ -97,43 +101,130 @@ NAMED = {
 }
 
 
-def parse_policy(text: str, r: int | None = None) -> Policy:
-    """'dynamic', 'static', 'mlx', ... or 'fixed:R:WIDTH', 'geometric:G:WIDTH', 'static:WIDTH'.
+def _number(x: float) -> str:
+    """The factor as labels print it: short where that loses nothing (x2, x1.5), else every digit."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
 
-    R is r, G the factor, WIDTH padded, exact or pad-P. 'bmc' is fixed r with padded width (needs r).
-    """
+
+WIDTH_HELP = "padded, exact, pad or pad-P, e.g. pad-256"
+_PAD_P = re.compile(r"pad-([0-9]+)", re.ASCII)
+
+
+def parse_width(text: object, pad: int = 256) -> tuple[Width, int]:
+    """A width label, any case: 'padded', 'exact', 'pad-P' (what Policy.width_label prints) or 'pad' (rounded
+    up to `pad` rows). Returns (Policy.width, Policy.pad)."""
+    if not isinstance(text, str):
+        raise BMCError(f"width must be one of {WIDTH_HELP}, got {text!r} ({type(text).__name__})")
     key = text.strip().lower()
+    if key in ("padded", "exact"):
+        return key, 256  # type: ignore[return-value]
+    if key == "pad":
+        return "pad", pad
+    m = _PAD_P.fullmatch(key)
+    if m and int(m.group(1)) >= 1:
+        return "pad", int(m.group(1))
+    raise BMCError(f"unknown width {text!r} ({WIDTH_HELP})")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """A policy as text gives it: r and width None where the text leaves them to the caller's r and width
+    (the width then defaults to `default_width`), set where the text fixes them."""
+
+    growth: Growth
+    r: int | None = None
+    factor: float = 2.0
+    width: Width | None = None
+    pad: int = 256
+    default_width: Width = "exact"
+
+    @classmethod
+    def of(cls, pol: Policy) -> _Rule:
+        return cls(pol.growth, pol.r if pol.growth == "fixed" else None, pol.factor, pol.width, pol.pad)
+
+    @classmethod
+    def named(cls, pol: Policy) -> _Rule:
+        """A named policy fixes its r; its width is a default a given width replaces (static with width exact
+        is static exact: the preallocated 'floor')."""
+        return cls(pol.growth, pol.r if pol.growth == "fixed" else None, pol.factor, None, pol.pad, pol.width)
+
+    def complete(self, r: object, width: object, pad: int, text: str) -> Policy:
+        if r is not None:
+            if self.growth != "fixed":
+                how = "allocates seq + gamma rows once" if self.growth == "static" else "grows by a factor"
+                raise BMCError(f"policy {text!r} {how} and takes no r (r={r!r}): give r without a policy, "
+                               "or policy 'fixed' with r")
+            if self.r is not None and self.r != r:
+                raise BMCError(f"policy {text!r} grows by r={self.r}, which conflicts with r={r!r}: give one")
+        rr = self.r if r is None else r
+        if self.growth == "fixed" and rr is None:
+            raise BMCError(f"policy {text!r} needs r ({text.split(':')[0]}:R, or r=R beside it)")
+        w, p = (self.width or self.default_width, self.pad) if width is None else parse_width(width, pad)
+        if width is not None and self.width is not None and (w, p if w == "pad" else 256) != (self.width, self.pad):
+            raise BMCError(f"policy {text!r} has width {Policy(width=self.width, pad=self.pad).width_label}, "
+                           f"which conflicts with width={width!r}: give one")
+        return Policy(self.growth, 1 if rr is None else rr, factor=self.factor, width=w, pad=p)  # type: ignore
+
+
+_LABEL = re.compile(r"(?:r=(?P<r>\S+)|geometric x(?P<factor>\S+)|(?P<static>static)) (?P<width>\S+)")
+
+
+def _spec_of_label(key: str) -> str:
+    """'r=40 exact', 'geometric x2 exact', 'static pad-256' (Policy.label) -> the same as a fixed:R:WIDTH spec."""
+    m = _LABEL.fullmatch(" ".join(key.split()))
+    if m is None:
+        return key
+    if m["r"] is not None:
+        return f"fixed:{m['r']}:{m['width']}"
+    if m["factor"] is not None:
+        return f"geometric:{m['factor']}:{m['width']}"
+    return f"static:{m['width']}"
+
+
+def _rule(text: str) -> _Rule:
+    key = _spec_of_label(text.strip().lower())
     if key in NAMED:
-        return NAMED[key]
-    parts = key.split(":")
+        return _Rule.named(NAMED[key])
+    head, *rest = key.split(":")
+    if len(rest) > 2 or head not in ("bmc", "fixed", "geometric", "static") or "" in rest:
+        raise ValueError(key)
+    first = rest[0] if rest and rest[0][:1].isdigit() else None
+    wtext = rest[-1] if rest and rest[-1] is not first else None
+    if len(rest) == 2 and (first is None or wtext is None):
+        raise ValueError(key)
+    width, pad = parse_width(wtext) if wtext is not None else (None, 256)
+    if head in ("bmc", "fixed"):
+        rr = None if first is None else int(first)
+        return _Rule("fixed", rr, width=width, pad=pad, default_width="padded" if head == "bmc" else "exact")
+    if head == "geometric":
+        return _Rule("geometric", factor=2.0 if first is None else float(first), width=width, pad=pad)
+    if first is not None:
+        raise ValueError(key)
+    return _Rule("static", width=width, pad=pad, default_width="padded")
+
+
+POLICY_HELP = (f"named: {', '.join(NAMED)}; bmc:R; fixed:R:WIDTH, geometric:G:WIDTH, static:WIDTH; or a label "
+               "as recommend prints it: 'r=R WIDTH', 'geometric xG WIDTH', 'static WIDTH'")
+
+
+def parse_policy(text: object, r: object = None, width: object = None, pad: int = 256) -> Policy:
+    """A policy from text, any case: a name ('dynamic', 'static', 'mlx', ...), a spec ('fixed:R:WIDTH',
+    'geometric:G:WIDTH', 'static:WIDTH', 'bmc:R': fixed growth, padded unless ':WIDTH' follows) or a label
+    as Policy.label prints it ('r=40 exact', 'geometric x2 exact', 'static padded'), which parses back to an
+    equal Policy.
+
+    R is r, G the factor, WIDTH a width label (parse_width). `r` and `width`, where given, complete what the
+    text leaves open ('bmc' needs r; a named policy's width is a default) and must agree with what it fixes.
+    """
+    if isinstance(text, Policy):
+        return _Rule.of(text).complete(r, width, pad, text.label)
+    if not isinstance(text, str):
+        raise BMCError(f"policy must be a Policy or a name/spec/label ({POLICY_HELP}), got {text!r}")
     try:
-        if parts[0] == "bmc":
-            rr = int(parts[1]) if len(parts) > 1 else r
-            if rr is None:
-                raise BMCError("policy 'bmc' needs r (bmc:R)")
-            return Policy("fixed", rr, width="padded")
-        width, pad = _parse_width(parts[-1]) if len(parts) > 1 and not parts[-1][0].isdigit() else ("exact", 256)
-        if parts[0] == "fixed":
-            rr = int(parts[1]) if len(parts) > 1 and parts[1][0].isdigit() else r
-            if rr is None:
-                raise BMCError("policy 'fixed' needs r (fixed:R:WIDTH)")
-            return Policy("fixed", rr, width=width, pad=pad)
-        if parts[0] == "geometric":
-            factor = float(parts[1]) if len(parts) > 1 and parts[1][0].isdigit() else 2.0
-            return Policy("geometric", factor=factor, width=width, pad=pad)
-        if parts[0] == "static":
-            return Policy("static", width=width, pad=pad)
+        rule = _rule(text)
     except BMCError:
-        raise
-    except (ValueError, IndexError):
-        pass
-    raise BMCError(f"unknown policy {text!r} (named: {', '.join(NAMED)}, bmc:R, or fixed:R:WIDTH, "
-                   "geometric:G:WIDTH, static:WIDTH with WIDTH padded|exact|pad-P)")
-
-
-def _parse_width(text: str) -> tuple[Width, int]:
-    if text in ("padded", "exact"):
-        return text, 256  # type: ignore[return-value]
-    if text.startswith("pad-"):
-        return "pad", int(text[4:])
-    raise ValueError(text)
+        raise  # a precise message (an unknown width in the spec)
+    except (ValueError, IndexError, OverflowError):
+        raise BMCError(f"unknown policy {text!r} ({POLICY_HELP})") from None
+    return rule.complete(r, width, pad, text)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-import math
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bmc_model.core import bounds
 from bmc_model.core.breakdown import breakdown, memory
 from bmc_model.core.errors import BMCError
 from bmc_model.core.events import policy_events
-from bmc_model.core.policy import NAMED, Policy, parse_policy
-from bmc_model.core.profile import Profile, default_profile_path, embedded_profile, load_profile
-from bmc_model.core.specs import DTYPE_BYTES, ModelSpec, resolve_spec
-from bmc_model.core.workload import Geometry, Workload
+from bmc_model.core.policy import NAMED, Policy, parse_policy, parse_width
+from bmc_model.core.profile import Profile
+from bmc_model.core.request import Context, get_profile, request
+from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
+from bmc_model.core.workload import Workload
+
+# get_profile lives in request.py; callers import it from here too
+__all__ = ["Prediction", "get_profile", "predict", "predict_at", "resolve_policy"]
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Prediction:
     weights_bytes: float
     growth_events: float
     profile: str
+    notes: list[str] = field(default_factory=list)  # what the caller should know (a seq past the context)
 
     @property
     def tokens_per_s(self) -> float:
@@ -55,118 +58,30 @@ class Prediction:
                 "peak_memory_bytes": self.peak_memory_bytes, "growth_events": self.growth_events}
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_profile(path: str, mtime: float) -> Profile:
-    return load_profile(path)
+def resolve_policy(policy: object, r: object, width: object, seq: int, gamma: int) -> Policy:
+    """The policy from predict()'s policy, r and width (see parse_policy for how they combine).
 
-
-def get_profile(profile: Profile | str | Path | None) -> Profile:
-    """Like load_profile, but reuses a parsed file until it changes (schedulers call per request)."""
-    if isinstance(profile, Profile):
-        return profile
-    if profile is None:
-        path = str(default_profile_path())
-        try:
-            return _cached_profile(path, os.stat(path).st_mtime)
-        except FileNotFoundError:
-            return _embedded()
-    path = os.fspath(profile)
-    try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        return load_profile(Path(path))  # raises the proper one-line error
-    return _cached_profile(path, mtime)
-
-
-@functools.lru_cache(maxsize=1)
-def _embedded() -> Profile:
-    return embedded_profile()
-
-
-@functools.lru_cache(maxsize=256)
-def _spec(model: str, config: str | None, layers: int | None) -> ModelSpec:
-    return resolve_spec(model, config, layers)
-
-
-def _as_spec(model: str | ModelSpec | None, config: str | Path | None, layers: int | None) -> ModelSpec:
-    if isinstance(model, ModelSpec):
-        return model.with_layers(layers)
-    return _spec(model or "llama-7b", None if config is None else str(config), layers)
-
-
-def check_int(name: str, v: object, low: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise BMCError(f"{name} must be an integer >= {low}, got {v!r}")
-    return v
-
-
-def acceptance(alpha: float | Sequence[float] | None) -> tuple[float, ...]:
-    if alpha is None:
-        return ()
-    vals = (alpha,) if isinstance(alpha, (int, float)) else tuple(alpha)
-    for a in vals:
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a < 1.0 or math.isnan(a):
-            raise BMCError(f"alpha must be in [0, 1), got {a!r}")
-    return tuple(float(a) for a in vals)
-
-
-def resolve_policy(policy: Policy | str | None, r: int | None, width: str | None, pad: int = 256) -> Policy:
-    if isinstance(policy, Policy):
-        return policy
+    No policy: r alone is fixed growth by r with padded width (or `width`); neither is HF's DynamicCache;
+    a width alone names no growth, which is an error rather than a guess. An r a user gives is at most
+    seq + gamma (past that the cache never grows twice)."""
+    if width is not None:
+        parse_width(width)  # an unknown width says so before anything says what it needs
     if r is not None:
-        check_int("r", r)
+        r = bounds.r(r, seq, gamma)
     if policy is None:
         if r is None:
+            if width is not None:
+                raise BMCError(f"width {width!r} needs r or a policy (e.g. r=64, width={width!r}; or "
+                               f"policy='static', width={width!r})")
             return NAMED["dynamic"]
-        return Policy("fixed", r, width=width or "padded", pad=pad)  # type: ignore[arg-type]
-    pol = parse_policy(policy, r)
-    if width is not None and pol.growth == "fixed" and policy in ("fixed", "bmc"):
-        pol = Policy("fixed", pol.r, width=width, pad=pad)  # type: ignore[arg-type]
+        policy = "bmc"  # fixed growth by r, padded unless width says otherwise
+    pol = parse_policy(policy, r, width)
+    if r is None and pol.growth == "fixed" and isinstance(policy, str) and policy.strip().lower() not in NAMED:
+        bounds.r(pol.r, seq, gamma)  # an r spelt in a policy string is the user's too (not a named one's)
     return pol
 
 
-@dataclass(frozen=True)
-class Context:
-    spec: ModelSpec
-    geo: Geometry
-    prof: Profile
-    dtype: str
-
-
-def context(model, config, layers, batch, dtype, profile, runtime: str = "bmc") -> Context:
-    spec = _as_spec(model, config, layers)
-    prof = get_profile(profile).for_runtime(runtime)
-    dt = dtype or prof.dtype
-    if dt not in DTYPE_BYTES:
-        raise BMCError(f"unknown dtype {dt!r} (use {', '.join(DTYPE_BYTES)})")
-    return Context(spec, Geometry.of(spec, batch, dt, folded=runtime == "bmc"), prof, dt)
-
-
-def draft_step_s(ctx: Context, draft, draft_cost, policy: Policy, prompt: int, seq: int, batch: int,
-                  r=None) -> float:
-    """Seconds of one draft step: a draft model's own plain decode, or a cost ratio, or 0.
-
-    The draft's cache grows under the same policy as the target's (for every r at once in a sweep).
-    """
-    if draft is not None and draft_cost is not None:
-        raise BMCError("give either a draft model or a draft cost ratio, not both")
-    if draft_cost is not None:
-        if not 0.0 <= draft_cost < 10.0:
-            raise BMCError(f"draft cost ratio must be in [0, 10), got {draft_cost}")
-        plain = Workload(prompt, seq, batch)
-        return draft_cost * sum(breakdown(policy, plain, ctx.geo, ctx.prof, r).values()) / plain.tokens
-    if draft is None:
-        return 0.0
-    dspec = _as_spec(draft, None, None)
-    if dspec.vocab != ctx.spec.vocab:
-        raise BMCError(f"draft {dspec.name} has vocabulary {dspec.vocab}, target {ctx.spec.name} has "
-                       f"{ctx.spec.vocab}: they must match")
-    dgeo = Geometry.of(dspec, batch, ctx.dtype)
-    plain = Workload(prompt, seq, batch)
-    return sum(breakdown(policy, plain, dgeo, ctx.prof, r).values()) / plain.tokens
-
-
-def predict_at(ctx: Context, pol: Policy, w: Workload) -> Prediction:
+def predict_at(ctx: Context, pol: Policy, w: Workload, notes: tuple[str, ...] = ()) -> Prediction:
     ev = policy_events(pol, w, ctx.geo, ctx.prof)
     parts = breakdown(pol, w, ctx.geo, ctx.prof, ev=ev)
     scale = 1000.0 / w.tokens
@@ -178,10 +93,10 @@ def predict_at(ctx: Context, pol: Policy, w: Workload) -> Prediction:
     return Prediction(model=ctx.spec.name, policy=pol, seq=w.seq, prompt=w.prompt, batch=w.batch, dtype=ctx.dtype,
                       gamma=w.gamma, advance=w.advance, ms_per_token=sum(ms.values()), breakdown=ms,
                       memory_bytes=float(steady), peak_memory_bytes=float(peak), weights_bytes=wbytes,
-                      growth_events=float(ev.count), profile=ctx.prof.describe())
+                      growth_events=float(ev.count), profile=ctx.prof.describe(), notes=list(notes))
 
 
-def predict(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, prompt: int | None = None,
+def predict(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int | None = None,
             policy: Policy | str | None = None, r: int | None = None, width: str | None = None,
             batch: int = 1, dtype: str | None = None, profile: Profile | str | Path | None = None,
             layers: int | None = None, config: str | Path | None = None, gamma: int = 0,
@@ -189,25 +104,24 @@ def predict(model: str | ModelSpec | None = "llama-7b", seq: int = 2048, prompt:
             draft_cost: float | None = None, runtime: str = "bmc") -> Prediction:
     """Predicted decode cost per token for one growth policy, r, width and workload.
 
-    `policy` is a Policy, a name (dynamic, static, geometric, mlx, llamacpp, floor, bmc:R,
-    fixed:R:WIDTH, ...) or None with `r` (growth by r rows, padded width unless `width`).
-    `seq` is the length at the end of generation, `prompt` the length before (default seq // 2).
+    `model` is a preset name, an HF id or a ModelSpec (default llama-7b), or None with `config` (an HF
+    config.json); giving both is an error.
+    `policy` is a Policy, a name (dynamic, static, geometric, mlx, llamacpp, floor), a spec (bmc:R,
+    fixed:R:WIDTH, geometric:G:WIDTH, static:WIDTH) or a label as Policy.label prints it ("r=40 exact"),
+    any case; or None with `r` (growth by r rows, padded width unless `width`). `width` (padded, exact,
+    pad-P) replaces a named policy's width (static + exact is static exact) and must agree with one a spec
+    spells; r must agree with a policy's own r. A width alone, or r with a policy that has none, is an error.
+    `seq` is the length at the end of generation, `prompt` the length before (default seq // 2); sizes are
+    bounded as core/bounds.py says (a seq past the model's context gives a note in `notes`).
     With gamma > 0: speculative decoding, alpha the acceptance (scalar or per draft position),
     the drafter a model (`draft`), a cost ratio to the target step (`draft_cost`), or neither
-    (prompt lookup: drafting costs only the per-iteration overhead).
+    (prompt lookup: drafting costs only the per-iteration overhead); alpha, draft and draft_cost need it.
+    `model` or `config` (an HF config.json) names the model, not both.
     `runtime` is the code that runs the model: "bmc" (bmc_model.runtime) or "hf" (transformers
     generate(), whose per-step and per-layer overhead the profile may hold as hf_step_s / hf_layer_s).
+    Every bad argument raises BMCError; numpy integers and floats are accepted wherever Python ones are.
     """
-    check_int("seq", seq, 2)
-    prompt = seq // 2 if prompt is None else prompt
-    check_int("prompt", prompt)
-    check_int("batch", batch)
-    pol = resolve_policy(policy, r, width)
-    ctx = context(model, config, layers, batch, dtype, profile, runtime)
-    acc = acceptance(alpha)
-    if gamma and not acc:
-        raise BMCError("speculative decoding (gamma > 0) needs an acceptance rate alpha")
-    plain_pol = pol
-    w = Workload(prompt, seq, batch, gamma, acc,
-                 draft_step_s(ctx, draft, draft_cost, plain_pol, prompt, seq, batch) if gamma else 0.0)
-    return predict_at(ctx, pol, w)
+    req = request(model, seq, prompt, batch, dtype, profile, layers, config, gamma, alpha, draft, draft_cost,
+                  runtime)
+    pol = resolve_policy(policy, r, width, req.seq, req.gammas[0])
+    return predict_at(req.ctx, pol, req.workload(req.gammas[0], pol), req.notes)

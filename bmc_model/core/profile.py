@@ -1,4 +1,5 @@
-"""Host profile: the fitted cost coefficients the model reads, and their JSON file.
+"""Host profile: the fitted cost coefficients the model reads, and their JSON file (checked on every load:
+profile_check.py says what is physical).
 
 Schema (version 1), every time in seconds and every size in bytes:
 
@@ -53,7 +54,7 @@ from typing import Generic, Literal, TypeVar, overload
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.paths import cache_dir
-from bmc_model.core.term import Term
+from bmc_model.core.term import Term, as_number, as_numbers
 
 SCHEMA_VERSION = 1
 TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
@@ -156,7 +157,8 @@ class Profile:
 
     @property
     def dtype(self) -> str:
-        return str(self.host.get("dtype", "float32"))
+        dtype = self.host.get("dtype")  # profile_check allows only a known name, or none (null: none)
+        return dtype if isinstance(dtype, str) else "float32"
 
     def describe(self) -> str:
         host = self.host
@@ -171,25 +173,58 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: object, source: str) -> Profile:
+        """Parse and check (profile_check.py): a bad entry is one BMCError naming it, never a later NaN."""
+        from bmc_model.core.profile_check import check_profile  # it reads this module's names
+
         if not isinstance(d, dict):
             raise BMCError(f"profile {source}: not a JSON object")
-        if d.get("schema") != SCHEMA_VERSION:
+        if isinstance(d.get("schema"), bool) or d.get("schema") != SCHEMA_VERSION:  # true == 1 in Python
             raise BMCError(f"profile {source}: schema version {d.get('schema')!r}, this bmc-tune reads "
                            f"{SCHEMA_VERSION}; run `bmc-tune calibrate` again")
         try:
-            terms = {name: Term.from_dict(d["terms"][name]) for name in TERM_NAMES}
-            terms.update({name: Term.from_dict(d["terms"][name]) for name in OPTIONAL_TERMS if name in d["terms"]})
-            scalars = {name: float(d["scalars"][name]) for name in SCALAR_NAMES}
-            scalars.update({name: float(d["scalars"].get(name, v)) for name, v in OPTIONAL_SCALARS.items()})
-            scalars.update({name: float(d["scalars"][name]) for name in RUNTIMES["hf"] if name in d["scalars"]})
-            curves = {name: _curve(v) for name, v in d.get("curves", {}).items()
-                      if name in CURVE_NAMES or _sized(name)}
-        except KeyError as err:
-            raise BMCError(f"profile {source}: missing {err.args[0]!r}") from None
-        except (TypeError, ValueError, AttributeError) as err:
-            raise BMCError(f"profile {source}: malformed ({err})") from None
-        return cls(terms=terms, scalars=scalars, host=dict(d.get("host", {})), date=str(d.get("date", "")),
-                   source=source, raw=dict(d.get("raw", {})), curves=curves)
+            tables = {key: _table(d, key, required=key in ("terms", "scalars"))
+                      for key in ("terms", "scalars", "curves", "host", "raw")}
+            terms = {name: _term(tables["terms"], name) for name in (*TERM_NAMES, *OPTIONAL_TERMS)
+                     if name in TERM_NAMES or name in tables["terms"]}
+            scalars = {name: _scalar(tables["scalars"], name) for name in SCALAR_NAMES}
+            scalars.update({name: _scalar(tables["scalars"], name, v) for name, v in OPTIONAL_SCALARS.items()})
+            scalars.update({name: _scalar(tables["scalars"], name) for name in RUNTIMES["hf"]
+                            if name in tables["scalars"]})
+            curves = {name: _curve(v, f"curve {name!r}") for name, v in tables["curves"].items()
+                      if name in CURVE_NAMES or name.partition("@")[0] in SIZED_FAMILIES and "@" in name}
+        except BMCError as err:
+            raise BMCError(f"profile {source}: {err}") from None
+        prof = cls(terms=terms, scalars=scalars, host=tables["host"], date=str(d.get("date", "")), source=source,
+                   raw=tables["raw"], curves=curves)
+        check_profile(prof)
+        return prof
+
+
+def _table(d: dict, key: str, required: bool) -> dict:
+    if key not in d and not required:
+        return {}
+    if key not in d:
+        raise BMCError(f"missing {key!r}")
+    if not isinstance(d[key], dict):
+        raise BMCError(f"{key!r} must be an object")
+    return dict(d[key])
+
+
+def _term(terms: dict, name: str) -> Term:
+    if name not in terms:
+        raise BMCError(f"missing term {name!r}")
+    try:
+        return Term.from_dict(terms[name])
+    except BMCError as err:
+        raise BMCError(f"term {name!r}: {err}") from None
+
+
+def _scalar(scalars: dict, name: str, default: float | None = None) -> float:
+    if name not in scalars and default is not None:
+        return default
+    if name not in scalars:
+        raise BMCError(f"missing scalar {name!r}")
+    return as_number(scalars[name], f"scalar {name!r}")
 
 
 def _sized(name: str, family: str | None = None) -> float | None:
@@ -203,10 +238,13 @@ def _sized(name: str, family: str | None = None) -> float | None:
         return None
 
 
-def _curve(d: dict) -> Curve:
-    x, y = tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["ratio"])
-    if len(x) != len(y) or len(x) < 2 or list(x) != sorted(set(x)) or x[0] != 1.0 or min(y) <= 0:
-        raise ValueError("a curve needs >= 2 ascending x from 1 and positive ratios")
+def _curve(d: object, what: str) -> Curve:
+    """Two equal-length lists; what makes a curve physical is profile_check's to say."""
+    if not isinstance(d, dict) or "x" not in d or "ratio" not in d:
+        raise BMCError(f"{what} must be an object with lists x and ratio")
+    x, y = as_numbers(d["x"], f"{what} x"), as_numbers(d["ratio"], f"{what} ratio")
+    if len(x) != len(y):
+        raise BMCError(f"{what}: x has {len(x)} points, ratio {len(y)}")
     return x, y
 
 
@@ -220,18 +258,40 @@ def embedded_profile() -> Profile:
 
 
 def read_profile(path: str | Path) -> Profile:
+    """A profile file, checked. The cached default one, if bad, says so and how to fix it: every command
+    reads it, and falling back to the embedded default unasked would hide that the calibration is lost."""
     path = Path(path)
     try:
-        text = path.read_text()
+        return _read(path)
+    except BMCError as err:
+        if not _is_default(path):
+            raise
+        raise BMCError(f"{err} (this is the cached default profile: run `bmc-tune calibrate` to measure a new "
+                       f"one, or delete {path} to use the embedded default)") from None
+
+
+def _read(path: Path) -> Profile:
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BMCError(f"profile not found: {path}") from None
     except OSError as err:
-        raise BMCError(f"profile {path}: cannot read ({err.strerror})") from None
+        raise BMCError(f"profile {path}: cannot read ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not an error
+    except UnicodeDecodeError as err:
+        raise BMCError(f"profile {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") from None
     try:
         d = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except json.JSONDecodeError as err:
         raise BMCError(f"profile {path}: corrupt JSON ({err})") from None
+    except RecursionError:
+        raise BMCError(f"profile {path}: corrupt JSON (nested too deeply)") from None
     return Profile.from_dict(d, source=str(path))
+
+
+def _is_default(path: Path) -> bool:
+    return os.path.abspath(path) == os.path.abspath(default_profile_path())
 
 
 def load_profile(profile: Profile | str | Path | None = None) -> Profile:
@@ -241,9 +301,11 @@ def load_profile(profile: Profile | str | Path | None = None) -> Profile:
     if profile is not None:
         return read_profile(profile)
     path = default_profile_path()
-    if path.exists():
-        return read_profile(path)
-    return embedded_profile()
+    try:
+        present = path.exists()  # False for a missing file, or an XDG_CACHE_HOME that is a file
+    except OSError:  # e.g. a cache folder we may not enter: read_profile says so, naming the fix
+        present = True
+    return read_profile(path) if present else embedded_profile()
 
 
 def write_profile(profile: Profile, path: str | Path) -> Path:
@@ -267,7 +329,9 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
     return path
 
 
+HOST_KEYS = ("cpu", "cores", "threads", "device", "dtype", "torch")
+
+
 def host_mismatch(profile: Profile, current: dict) -> list[str]:
-    """Fingerprint keys whose values differ between the profile and this host."""
-    keys = ("cpu", "cores", "threads", "device", "dtype", "torch")
-    return [key for key in keys if key in profile.host and key in current and profile.host[key] != current[key]]
+    """Fingerprint keys (HOST_KEYS) whose values differ between the profile and this host."""
+    return [key for key in HOST_KEYS if key in profile.host and key in current and profile.host[key] != current[key]]

@@ -29,8 +29,9 @@ class ModelSpec:
     dtype: str = "float16"
     hf_id: str = ""
     aliases: tuple[str, ...] = field(default=())
-    sliding_window: int | None = None
+    sliding_window: int | None = None  # W: a sliding layer attends to (and keeps) the last W positions only
     max_context: int | None = None  # positions the model was trained for (max_position_embeddings)
+    sliding_layers: int | None = None  # how many layers slide (Gemma-3: 5 of 6); None: all, when there is a window
 
     def __post_init__(self) -> None:
         for name in ("layers", "heads", "kv_heads", "head_dim", "hidden", "ffn", "vocab"):
@@ -41,6 +42,22 @@ class ModelSpec:
             raise BMCError(f"model {self.name!r}: heads ({self.heads}) not a multiple of kv_heads ({self.kv_heads})")
         if self.dtype not in DTYPE_BYTES:
             raise BMCError(f"model {self.name!r}: unknown dtype {self.dtype!r} (use {', '.join(DTYPE_BYTES)})")
+        for name, low in (("sliding_window", 1), ("sliding_layers", 0), ("max_context", 1)):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+                raise BMCError(f"model {self.name!r}: {name} must be an integer >= {low} or null, got {v!r}")
+        if self.sliding_layers is not None and self.sliding_layers > self.layers:
+            raise BMCError(f"model {self.name!r}: sliding_layers ({self.sliding_layers}) exceeds layers "
+                           f"({self.layers})")
+        if self.sliding_layers and self.sliding_window is None:
+            raise BMCError(f"model {self.name!r}: sliding_layers ({self.sliding_layers}) needs a sliding_window")
+
+    @property
+    def sliding_count(self) -> int:
+        """Layers that attend over the window only (0 without a window)."""
+        if self.sliding_window is None:
+            return 0
+        return self.layers if self.sliding_layers is None else self.sliding_layers
 
     # Parameter counts; the cost model turns them into bytes with the dtype in use.
     def layer_params(self) -> int:
@@ -73,7 +90,11 @@ class ModelSpec:
             return self
         if layers < 1:
             raise BMCError(f"--layers must be a positive integer, got {layers}")
-        return replace(self, layers=layers, name=f"{self.name}[{layers}L]")
+        # the same share of sliding layers, rounded (a truncated Gemma-3 stays mostly sliding)
+        sliding = self.sliding_layers
+        if sliding is not None:
+            sliding = (sliding * layers + self.layers // 2) // self.layers
+        return replace(self, layers=layers, name=f"{self.name}[{layers}L]", sliding_layers=sliding)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -128,18 +149,8 @@ def get_spec(name: str) -> ModelSpec:
     raise BMCError(f"unknown model {name!r}{hint} (known: {known}; or pass --config config.json)")
 
 
-def _need(cfg: dict, path: Path | str, *keys: str) -> int:
-    for key in keys:
-        if key in cfg and cfg[key] is not None:
-            v = cfg[key]
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise BMCError(f"{path}: field {key!r} must be a positive integer, got {v!r}")
-            return v
-    raise BMCError(f"{path}: missing field {' or '.join(repr(key) for key in keys)}")
-
-
 def spec_from_config(path: str | Path) -> ModelSpec:
-    """Read an HF config.json: Llama, Mistral, Qwen2, Gemma, OPT and GPT-2 field names."""
+    """Read an HF config.json (the families bmc_model.core.configs knows; others are refused by name)."""
     path = Path(path)
     try:
         cfg = json.loads(path.read_text())
@@ -147,6 +158,8 @@ def spec_from_config(path: str | Path) -> ModelSpec:
         raise BMCError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BMCError(f"{path}: not a readable JSON config ({err.__class__.__name__}: {err})") from None
+    except RecursionError:
+        raise BMCError(f"{path}: not a readable JSON config (nested too deeply)") from None
     if not isinstance(cfg, dict):
         raise BMCError(f"{path}: config must be a JSON object")
     return spec_from_config_dict(cfg, name=path.parent.name or path.stem, source=str(path))
@@ -154,38 +167,11 @@ def spec_from_config(path: str | Path) -> ModelSpec:
 
 def spec_from_config_dict(cfg: dict, name: str = "config", source: str | None = None) -> ModelSpec:
     """The same from a config already in memory (e.g. `model.config.to_dict()`); `name` is the fallback
-    when the dict has no `_name_or_path`, `source` labels error messages (default: the name)."""
-    path = source or name
-    if not isinstance(cfg, dict):
-        raise BMCError(f"{path}: config must be a JSON object")
-    mtype = str(cfg.get("model_type", "")).lower()
-    name = str(cfg.get("_name_or_path") or name) or "config"
-    dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float16")
-    dtype = dtype if dtype in DTYPE_BYTES else "float16"
-    if mtype == "gpt2" or "n_layer" in cfg:
-        hidden = _need(cfg, path, "n_embd", "hidden_size")
-        heads = _need(cfg, path, "n_head", "num_attention_heads")
-        layers = _need(cfg, path, "n_layer", "num_hidden_layers")
-        ffn = cfg.get("n_inner") or 4 * hidden
-        return ModelSpec(name=name, layers=layers, heads=heads, kv_heads=heads, head_dim=hidden // heads,
-                         hidden=hidden, ffn=ffn, vocab=_need(cfg, path, "vocab_size"), gated_mlp=False,
-                         tied_embeddings=True, dtype=dtype)
-    layers = _need(cfg, path, "num_hidden_layers")
-    heads = _need(cfg, path, "num_attention_heads")
-    hidden = _need(cfg, path, "hidden_size")
-    if mtype == "opt" or "ffn_dim" in cfg:
-        ffn, gated = _need(cfg, path, "ffn_dim"), False
-    else:
-        ffn, gated = _need(cfg, path, "intermediate_size"), True
-    kv = cfg.get("num_key_value_heads") or heads
-    head_dim = cfg.get("head_dim") or hidden // heads
-    window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None
-    context = cfg.get("max_position_embeddings")
-    return ModelSpec(name=name, layers=layers, heads=heads, kv_heads=kv, head_dim=head_dim, hidden=hidden,
-                     ffn=ffn, vocab=_need(cfg, path, "vocab_size"), gated_mlp=gated,
-                     tied_embeddings=bool(cfg.get("tie_word_embeddings", mtype == "opt")), dtype=dtype,
-                     sliding_window=window if isinstance(window, int) else None,
-                     max_context=context if isinstance(context, int) and context > 0 else None)
+    when the dict has no `_name_or_path`, `source` labels error messages (default: the name). The field
+    names of each model family: bmc_model.core.configs."""
+    from bmc_model.core.configs import read_config  # it builds ModelSpecs: imported here, not at the top
+
+    return read_config(cfg, name, source or name)
 
 
 def resolve_spec(model: str | ModelSpec | None = None, config: str | Path | None = None,

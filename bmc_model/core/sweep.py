@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bmc_model.core.breakdown import memory, total_seconds
+from bmc_model.core.errors import BMCError
 from bmc_model.core.events import policy_events
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile
@@ -43,9 +44,16 @@ def closed_form_r(w: Workload, geo: Geometry, prof: Profile, width: str = "padde
 
 @dataclass
 class Sweep:
+    """The predicted cost and peak KV bytes of fixed growth by every distinct r, r = 1 .. T + gamma.
+
+    An r >= T + gamma holds the whole generation from the prefill on (the capacity clamps at seq + gamma),
+    so every r beyond the last one stored costs and holds exactly what that last one does: the sweep stops
+    there instead of allocating arrays as long as seq, and seconds_at / peak_at answer for any r >= 1.
+    """
+
     width: str
     pad: int
-    r: np.ndarray  # candidate r values, 1..R
+    r: np.ndarray  # candidate r values, 1 .. T + gamma
     seconds: np.ndarray  # predicted total decode seconds for each r
     peak_bytes: np.ndarray  # predicted peak KV bytes for each r
     feasible: np.ndarray  # peak within the memory cap
@@ -54,30 +62,38 @@ class Sweep:
         return Policy("fixed", int(r), width=self.width, pad=self.pad)  # type: ignore[arg-type]
 
     @property
+    def flat_r(self) -> int:
+        """The smallest r from which the cost is flat: T + gamma."""
+        return len(self.r)
+
+    def index(self, r: int) -> int:
+        if r < 1:
+            raise BMCError(f"r must be >= 1, got {r}")
+        return min(int(r), len(self.r)) - 1
+
+    def seconds_at(self, r: int) -> float:
+        return float(self.seconds[self.index(r)])
+
+    def peak_at(self, r: int) -> float:
+        return float(self.peak_bytes[self.index(r)])
+
+    @property
     def argmin(self) -> int | None:
         if not self.feasible.any():
             return None
         return int(self.r[np.argmin(np.where(self.feasible, self.seconds, np.inf))])
 
 
-def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, r_max: int | None = None,
-            max_mem: float | None = None, pad: int = 256) -> Sweep:
-    """Every integer r in [1, r_max] (default: seq) at once."""
-    r_max = r_max or w.seq
-    r = np.arange(1, r_max + 1, dtype=np.float64)
-    # r >= T + gamma holds the whole generation from the prefill on (capacity clamps at the cap):
-    # every such r costs the same, so evaluate up to there and repeat the last value
-    distinct = min(r_max, w.tokens + w.gamma)
-    rd = r[:distinct]
-    if isinstance(w.draft_step_s, np.ndarray) and w.draft_step_s.size > distinct:  # priced per r
-        w = dataclasses.replace(w, draft_step_s=w.draft_step_s[:distinct])
+def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, max_mem: float | None = None,
+            pad: int = 256) -> Sweep:
+    """Every distinct integer r, 1 .. T + gamma, at once (a draft step priced per r covers at least those)."""
+    rd = np.arange(1, w.tokens + w.gamma + 1, dtype=np.float64)
+    if isinstance(w.draft_step_s, np.ndarray) and w.draft_step_s.size > rd.size:  # priced for more r than needed
+        w = dataclasses.replace(w, draft_step_s=w.draft_step_s[:rd.size])
     pol = Policy("fixed", 1, width=width, pad=pad)  # type: ignore[arg-type]
     ev = policy_events(pol, w, geo, prof, rd)
     secs = np.broadcast_to(np.asarray(total_seconds(pol, w, geo, prof, rd, ev), dtype=np.float64), rd.shape)
     _, peak = memory(pol, w, geo, prof, rd, ev)
     peak = np.broadcast_to(np.asarray(peak, dtype=np.float64), rd.shape)
-    if distinct < r_max:
-        secs = np.concatenate([secs, np.full(r_max - distinct, secs[-1])])
-        peak = np.concatenate([peak, np.full(r_max - distinct, peak[-1])])
     feasible = peak <= max_mem if max_mem else np.ones_like(secs, dtype=bool)
-    return Sweep(width, pad, r.astype(np.int64), secs, peak, feasible)
+    return Sweep(width, pad, rd.astype(np.int64), secs, peak, feasible)

@@ -3,7 +3,8 @@
 Imports torch and transformers (the `hf` extra); `import bmc_model` alone never does.
 """
 
-from bmc_model.hf.cache import BMCCache, check_full_attention
+from bmc_model.hf.cache import BMCCache, layer_windows
 from bmc_model.hf.layer import BMCLayer
+from bmc_model.hf.sliding import BMCSlidingLayer
 
-__all__ = ["BMCCache", "BMCLayer", "check_full_attention"]
+__all__ = ["BMCCache", "BMCLayer", "BMCSlidingLayer", "layer_windows"]

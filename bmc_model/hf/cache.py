@@ -4,8 +4,9 @@
     out = model.generate(**inputs, max_new_tokens=256, past_key_values=BMCCache.tuned(model, seq=1024))
 
 Every layer obeys bmc_model.core.policy.Policy exactly (capacity after prefill P + r, growth to n + max(r, q)
-when n + q > capacity, attention width n + q or the whole capacity), so the cost model's predictions and
-this runtime describe the same thing.
+when n + q > capacity, attention width n + q or the whole capacity), and every sliding-window layer the rule
+of bmc_model.core.sliding (hf/sliding.py), so the cost model's predictions and this runtime describe the same
+thing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bmc_model.core.errors import BMCError
 from bmc_model.core.host import release_heap
 from bmc_model.core.policy import Policy, parse_policy
 from bmc_model.hf.layer import BMCLayer
+from bmc_model.hf.sliding import BMCSlidingLayer
 
 log = logging.getLogger("bmc_model.hf")
 
@@ -46,18 +48,18 @@ def make_policy(r: int | None, width: str | None, policy: Policy | str | None) -
     return Policy("fixed", r, width=w, pad=pad)  # type: ignore[arg-type]  # Policy checks r itself
 
 
-def check_full_attention(config: Any) -> int:
-    """Number of decoder layers; BMCError unless every one is a plain full-attention layer."""
+def layer_windows(config: Any) -> list[int | None]:
+    """Each decoder layer's sliding window as transformers builds its cache (None: full attention); BMCError
+    naming any other kind of layer (linear attention, chunked, shared KV, ...)."""
     text = config.get_text_config(decoder=True)
     if getattr(config, "is_encoder_decoder", False):
         raise BMCError("BMCCache supports decoder-only models; this config is encoder-decoder")
-    types, _ = get_layer_types_and_kwargs(text)
-    other = sorted({t for t in types if t != "full_attention"})
+    types, kwargs = get_layer_types_and_kwargs(text)
+    other = sorted({t for t in types if t not in ("full_attention", "sliding_attention")})
     if other:
-        raise BMCError(f"BMCCache supports full-attention layers only; this {text.model_type} model has "
-                       f"{', '.join(other)} layers (sliding-window models such as Gemma-3 or Mistral with "
-                       "sliding_window): use transformers' DynamicCache for it")
-    return len(types)
+        raise BMCError(f"BMCCache supports full-attention and sliding-window layers; this {text.model_type} "
+                       f"model has {', '.join(other)} layers: use transformers' DynamicCache for it")
+    return [kw["sliding_window"] if t == "sliding_attention" else None for t, kw in zip(types, kwargs)]
 
 
 class BMCCache(Cache):
@@ -65,7 +67,9 @@ class BMCCache(Cache):
     capacity, or "pad-P" rounded up to a multiple of P); or any `policy` (bmc_model Policy or its text).
 
     `max_cache_len` caps the rows (required by static growth); `config` (the model's config) builds the
-    layers up front and refuses sliding-window / non-attention layers. Without it layers appear on first use.
+    layers up front, a BMCSlidingLayer for each sliding-window layer (it keeps the window's rows only, as
+    DynamicCache's does), and refuses other kinds of layer. Without it layers appear on first use, all full
+    attention: a sliding model then keeps every row, and transformers' mask still limits attention to the window.
     `trim`: on the CPU, hand the freed old buffers back to the kernel after each growth event (glibc
     malloc_trim, host.release_heap). Buffers of a few MB come from the heap, glibc keeps freed heap pages
     resident, and the next, larger buffers seldom fit there, so without trim the resident size can grow by
@@ -86,10 +90,12 @@ class BMCCache(Cache):
         self.max_cache_len = max_cache_len
         self.recommendation = None  # set by tuned()
         self.heap_trims = 0
-        factory = functools.partial(BMCLayer, pol, max_cache_len, self._after_growth if trim else None)
+        on_grow = self._after_growth if trim else None
+        factory = functools.partial(BMCLayer, pol, max_cache_len, on_grow)
         if config is not None:
-            n_layers = check_full_attention(config)
-            super().__init__(layers=[factory() for _ in range(n_layers)], offloading=offloading)
+            layers = [factory() if window is None else BMCSlidingLayer(pol, window, max_cache_len, on_grow)
+                      for window in layer_windows(config)]
+            super().__init__(layers=layers, offloading=offloading)
         else:
             super().__init__(layer_class_to_replicate=factory, offloading=offloading)
 
@@ -152,7 +158,7 @@ class BMCCache(Cache):
         config = getattr(model, "config", None)
         if config is None:
             raise BMCError("BMCCache.tuned needs a transformers model (with .config)")
-        check_full_attention(config)
+        layer_windows(config)  # refuses what it cannot hold before recommend() runs
         pol, rec, cap = tuned_policy(model, seq=seq, prompt=prompt, profile=profile, batch=batch,
                                      max_cache_len=max_cache_len, **recommend_kwargs)
         cache = cls(policy=pol, max_cache_len=cap, config=config)

@@ -66,16 +66,17 @@ class BMCLayer(CacheLayerMixin):
     def width_after(self, q: int) -> int:
         return self.policy.width_rows(self.length, q, self.capacity_after(q))
 
-    def _grow(self, capacity: int, n: int, q: int) -> None:
-        """Allocate `capacity` rows and copy the n valid rows, K then V, each old buffer freed right after its
-        copy (as torch.cat does): the transient peak is old K + old V + one new buffer."""
+    def _grow(self, capacity: int, n: int, q: int, src: int = 0, exact: bool = False) -> None:
+        """Allocate `capacity` rows and copy the n valid rows (from row `src` of the old buffer: a sliding layer's
+        kept rows), K then V, each old buffer freed right after its copy (as torch.cat does): the transient peak
+        is old K + old V + one new buffer. exact: the views stay exact whatever the policy's width."""
         held = self.kv_bytes()
         for name in ("keys", "values"):
             old = getattr(self, name)
             buf = old.new_empty((*old.shape[:2], capacity, old.shape[-1]))  # [batch, kv_heads, capacity, head_dim]
             if n:
-                buf[:, :, :n].copy_(old[:, :, :n])
-            if self.policy.width != "exact" and capacity > n + q:
+                buf[:, :, :n].copy_(old[:, :, src:src + n])
+            if self.policy.width != "exact" and not exact and capacity > n + q:
                 # Rows past n + q are read (then masked) by padded widths: they must hold finite numbers, as
                 # 0 * NaN from uninitialised memory would poison the softmax. Exact widths never read them.
                 buf[:, :, n + q:].zero_()
