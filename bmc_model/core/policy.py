@@ -223,8 +223,8 @@ def parse_policy(text: object, r: object = None, width: object = None, pad: int 
         raise BMCError(f"policy must be a Policy or a name/spec/label ({POLICY_HELP}), got {text!r}")
     try:
         rule = _rule(text)
-    except BMCError:
-        raise  # a precise message (an unknown width in the spec)
+    except BMCError as err:  # a precise reason (an unknown width in the spec), said of the whole text
+        raise BMCError(f"unknown policy {text!r}: {err}") from None
     except (ValueError, IndexError, OverflowError):
         raise BMCError(f"unknown policy {text!r} ({POLICY_HELP})") from None
     return rule.complete(r, width, pad, text)
