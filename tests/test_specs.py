@@ -103,3 +103,17 @@ def test_import_does_not_pull_torch():
     code = "import sys, bmc_model; bmc_model.predict('llama-7b', 2048, r=64); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_full_attention_drops_only_the_window():
+    """bmc-tune's own runtime has no sliding layers: what it runs (and validate prices) is the model with none."""
+    from bmc_model.core.specs import get_spec
+
+    gemma = get_spec("gemma3-270m")
+    assert gemma.sliding_count > 0
+    full = gemma.full_attention()
+    assert full.sliding_count == 0 and full.sliding_window is None
+    assert (full.layers, full.kv_heads, full.head_dim, full.max_context) == (
+        gemma.layers, gemma.kv_heads, gemma.head_dim, gemma.max_context)
+    llama = get_spec("llama-7b")
+    assert llama.full_attention() is llama

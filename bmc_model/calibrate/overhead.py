@@ -1,7 +1,7 @@
 """step_s and layer_s from tiny-decoder step times, net of what the cost model already charges.
 
 At the tiny geometry a step still streams a few weights, attends and writes a row per layer; the
-cost model (bmc_model.cost.breakdown) charges those through the fitted terms, so the overhead
+cost model (bmc_model.core.breakdown) charges those through the fitted terms, so the overhead
 scalars are the measured step time minus that charge. The charge is affine in the layer count L
 (head weights once, per-layer terms L times), so with the measured fit t(L) = a + b L:
     step_s = a - charge(0),  layer_s = b - (charge(1) - charge(0))    (each floored at 0)

@@ -114,7 +114,7 @@ def calibrate(quick: bool = False, device: str = "cpu", threads: int | None = No
 
 def _hf_overhead(plan: Plan, reps: int, rng: np.random.Generator, rep: Reporter, bench_s: dict[str, float],
                  notes: list[str]) -> list[tuple[int, float]]:
-    """transformers generate()'s own step and layer overhead (hf/overhead.py), when the hf extra is installed."""
+    """transformers generate()'s own step and layer overhead (hf_overhead.py), with the hf extra installed."""
     if plan.device != "cpu" or plan.dtype != "float32":
         return []
     try:

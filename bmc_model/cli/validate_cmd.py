@@ -76,7 +76,7 @@ def validate_cmd(
     for name, v in (("seq", seq), ("batch", batch)):
         if v < 1:
             raise BMCError(f"--{name} must be a positive integer, got {v}")
-    spec = resolve_spec(model, None, layers)
+    spec = resolve_spec(model, None, layers).full_attention()  # the runtime has no sliding layers
     names = [p.strip().lower() for p in policies.split(",")] if policies else (QUICK_NAMES if quick else DEFAULT_NAMES)
     for n in names:
         if n not in NAMED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,14 @@ class Prediction:
 
 
 def resolve_policy(policy: object, r: object, width: object, seq: int, gamma: int) -> Policy:
+    """resolve(), remembered for the arguments a scheduler repeats per request (a pure function of them)."""
+    try:
+        return _resolve_cached(policy, r, width, seq, gamma)
+    except TypeError:  # unhashable arguments (a list): resolve() names what is wrong with them
+        return resolve(policy, r, width, seq, gamma)
+
+
+def resolve(policy: object, r: object, width: object, seq: int, gamma: int) -> Policy:
     """The policy from predict()'s policy, r and width (see parse_policy for how they combine).
 
     No policy: r alone is fixed growth by r with padded width (or `width`); neither is HF's DynamicCache;
@@ -79,6 +88,9 @@ def resolve_policy(policy: object, r: object, width: object, seq: int, gamma: in
     if r is None and pol.growth == "fixed" and isinstance(policy, str) and policy.strip().lower() not in NAMED:
         bounds.r(pol.r, seq, gamma)  # an r spelt in a policy string is the user's too (not a named one's)
     return pol
+
+
+_resolve_cached = functools.lru_cache(maxsize=1024, typed=True)(resolve)  # typed: r=True is not r=1
 
 
 def predict_at(ctx: Context, pol: Policy, w: Workload, notes: tuple[str, ...] = ()) -> Prediction:

@@ -35,12 +35,18 @@ def _embedded() -> Profile:
     return embedded_profile()
 
 
+@functools.lru_cache(maxsize=8)
+def _default_path(xdg: str | None, home: str | None) -> str:
+    """The cached default profile's path for these variables (built once: predict() runs per request)."""
+    return str(default_profile_path())
+
+
 def get_profile(profile: Profile | str | Path | None) -> Profile:
     """Like load_profile, but reuses a parsed file until it changes (schedulers call per request)."""
     if isinstance(profile, Profile):
         return profile
     if profile is None:
-        default = str(default_profile_path())
+        default = _default_path(os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
         try:
             mtime = os.stat(default).st_mtime
         except (FileNotFoundError, NotADirectoryError):  # none calibrated (or XDG_CACHE_HOME is a file)
@@ -92,7 +98,12 @@ def context(model, config, layers, batch, dtype, profile, runtime: str = "bmc") 
     dt = prof.dtype if dtype is None else name("dtype", dtype, f"one of {', '.join(DTYPE_BYTES)}").lower()
     if dt not in DTYPE_BYTES:
         raise BMCError(f"unknown dtype {dt!r} (use {', '.join(DTYPE_BYTES)})")
-    return Context(spec, Geometry.of(spec, batch, dt, folded=runtime == "bmc"), prof, dt)
+    return Context(spec, _geometry(spec, batch, dt, runtime == "bmc"), prof, dt)
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(spec: ModelSpec, batch: int, dtype: str, folded: bool) -> Geometry:
+    return Geometry.of(spec, batch, dtype, folded=folded)
 
 
 def is_auto(gamma: object) -> bool:

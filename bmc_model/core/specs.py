@@ -52,6 +52,10 @@ class ModelSpec:
         if self.sliding_layers and self.sliding_window is None:
             raise BMCError(f"model {self.name!r}: sliding_layers ({self.sliding_layers}) needs a sliding_window")
 
+    def full_attention(self) -> ModelSpec:
+        """This model with every layer attending to all rows: what a runtime without sliding layers runs."""
+        return self if self.sliding_window is None else replace(self, sliding_window=None, sliding_layers=None)
+
     @property
     def sliding_count(self) -> int:
         """Layers that attend over the window only (0 without a window)."""

@@ -101,7 +101,7 @@ class Decoder:
                  dtype: torch.dtype = torch.float32, rope_theta: float = 10000.0, norm_eps: float = 1e-5) -> None:
         if spec.head_dim % 2:
             raise BMCError(f"model {spec.name!r}: RoPE needs an even head_dim, got {spec.head_dim}")
-        self.spec = spec
+        self.spec = spec.full_attention()  # no sliding layers here: every layer attends to all rows
         self.dtype = dtype
         self.w = weights if weights is not None else random_weights(spec, seed=seed, dtype=dtype)
         if len(self.w.layers) != spec.layers:

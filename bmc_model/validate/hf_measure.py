@@ -1,4 +1,4 @@
-"""Per-token timestamps from a generate() streamer, resident-memory probes, and one measured generate() run."""
+"""Resident-memory probes and one measured generate() run (its per-token clock: calibrate/token_clock.py)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Several HF generate() calls advanced side by side, one decode step at a time.
 
-runtime/interleave.py steps our own decode runs in turn so the host's drift hits every configuration
+validate/interleave.py steps our own decode runs in turn so the host's drift hits every configuration
 alike; generate() owns its loop, so here each call runs in its own thread and a streamer passes a
 baton after every token: only the thread holding it runs, the others wait. A step is timed from the
 moment its thread gets the baton back to its next token, so time spent waiting for the others is not
 counted. Every call advances one token per turn, so they stay level; each round of turns starts one
-place further along (Baton), as runtime/interleave.py rotates its ties.
+place further along (Baton), as validate/interleave.py rotates its ties.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class SDWorkload:
 def synthetic_workload(model: str | ModelSpec = "llama-7b", *, layers: int | None = 2, prompt: int = 2048,
                        alpha: float | Sequence[float] = 0.8, seed: int = 0) -> SDWorkload:
     """Random weights, synthetic prompt rows, oracle drafts accepted with probability alpha (per position)."""
-    spec = model if isinstance(model, ModelSpec) else get_spec(model)
+    spec = (model if isinstance(model, ModelSpec) else get_spec(model)).full_attention()  # as the runtime runs it
     spec = spec.with_layers(layers) if layers is not None and layers != spec.layers else spec
     if prompt < 1:
         raise BMCError(f"prompt must be >= 1, got {prompt}")
