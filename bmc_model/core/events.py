@@ -163,8 +163,8 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
               k: Num, window: int | None = None) -> Events:
     """K = k events of fixed growth by r at n_1, n_1 + Delta, ...: their sizes, costs and attention width.
 
-    window: a sliding layer's (exact width), which keeps min(n, W - 1) rows: each event copies those and
-    allocates them plus the same room as a full layer's, so every size drops the max(n - (W - 1), 0) rows
+    window: a sliding layer's (exact width), which keeps min(n, S - 1) rows: each event copies those and
+    allocates them plus the same room as a full layer's, so every size drops the max(n - (S - 1), 0) rows
     past the window, and sums over events stop growing at it."""
     P, N, q, E, cap = float(w.prompt), float(w.seq), float(w.q), w.advance, float(w.cap)
     m, c_init = _first_capacity(policy, w, r)

@@ -2,7 +2,7 @@
 follows, shared by the cost model (core/events.py, core/breakdown.py) and BMCCache's sliding layer
 (hf/sliding.py), so that both describe the same thing (docs/model.md, "Sliding-window layers").
 
-A sliding layer with window W attends to the last W positions: HF keeps the last W - 1 rows between passes
+A sliding layer with window S attends to the last S positions: HF keeps the last S - 1 rows between passes
 and a pass reads them plus its q new rows, never more. BMCCache's sliding layer keeps those rows at the front
 of a buffer with room for new ones behind them, and when the room runs out copies the kept rows into a fresh
 buffer with room again: a growth event whose sizes stop growing at the window, at the same times as a full
@@ -17,29 +17,29 @@ from bmc_model.core.workload import Geometry, Workload
 
 def kept_rows(n: int, window: int) -> int:
     """Rows a sliding layer holds between passes after n tokens: HF's DynamicSlidingWindowLayer keeps the last
-    W - 1 (the next pass adds its own q)."""
+    S - 1 (the next pass adds its own q)."""
     return min(n, window - 1)
 
 
 def sliding_policy(policy: Policy, window: int) -> Policy:
     """The rule a sliding layer follows under `policy`: its growth by r rows (a room of r past the kept rows),
     exact width (the rows past the window are dropped, not masked). Static and geometric growth have no r:
-    there the room is the window itself, a buffer of at most 2 W - 1 rows copied once every W tokens."""
+    there the room is the window itself, a buffer of at most 2 S - 1 rows copied once every S tokens."""
     return Policy("fixed", policy.r if policy.growth == "fixed" else window, width="exact")
 
 
 def sliding_count(geo: Geometry, w: Workload) -> int:
-    """The sliding layers priced as such: none unless the generation runs past the window (while N <= W every
+    """The sliding layers priced as such: none unless the generation runs past the window (while N <= S every
     pass starts with all its rows kept, and a sliding layer is a full-attention one, priced by the same
     equations, bit for bit; BMCCache's sliding layer follows the cache's own policy there too)."""
     return geo.sliding_layers if geo.sliding_layers and w.seq > geo.window else 0
 
 
 def sliding_width_sum(w: Workload, window: int) -> float:
-    """sum over passes of the rows a sliding layer attends, min(n, W - 1) + q, with the pass starts at
+    """sum over passes of the rows a sliding layer attends, min(n, S - 1) + q, with the pass starts at
     P + E i as in exact_width_sum (exact in plain decoding): the passes below the window read n + q, the rest
-    W - 1 + q."""
+    S - 1 + q."""
     it = w.tokens / w.advance
     keep = float(window - 1)
-    below = min(max(-(-(keep - w.prompt) // w.advance), 0.0), it)  # passes starting below W - 1 rows
+    below = min(max(-(-(keep - w.prompt) // w.advance), 0.0), it)  # passes starting below S - 1 rows
     return below * w.prompt + w.advance * below * (below - 1.0) / 2.0 + (it - below) * keep + it * w.q

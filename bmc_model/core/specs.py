@@ -29,7 +29,7 @@ class ModelSpec:
     dtype: str = "float16"
     hf_id: str = ""
     aliases: tuple[str, ...] = field(default=())
-    sliding_window: int | None = None  # W: a sliding layer attends to (and keeps) the last W positions only
+    sliding_window: int | None = None  # S: a sliding layer attends to (and keeps) the last S positions only
     max_context: int | None = None  # positions the model was trained for (max_position_embeddings)
     sliding_layers: int | None = None  # how many layers slide (Gemma-3: 5 of 6); None: all, when there is a window
 

@@ -79,7 +79,7 @@ class Geometry:
     head_out_rows: float = 0.0  # the LM head's: vocab
     group: int = 1  # query rows a KV head attends with per token row: heads / kv_heads when folded, else 1
     sliding_layers: int = 0  # of the L layers, those attending over a window only (core/sliding.py)
-    window: int = 0  # their window W (0: none)
+    window: int = 0  # their window S (0: none)
 
     @classmethod
     def of(cls, spec: ModelSpec, batch: int, dtype: str | None = None, folded: bool = True) -> Geometry:

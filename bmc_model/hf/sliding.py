@@ -1,7 +1,7 @@
 """One sliding-window decoder layer's KV cache (Mistral's sliding_window, Gemma-3's sliding layers), by the rule
 of bmc_model.core.sliding, returning exactly what transformers' DynamicSlidingWindowLayer returns.
 
-HF's layer keeps the last W - 1 rows and, each pass, concatenates the new q rows to them (a copy of the window
+HF's layer keeps the last S - 1 rows and, each pass, concatenates the new q rows to them (a copy of the window
 every token). Until a pass reaches past the window nothing is dropped, and this layer is a plain BMCLayer under
 the cache's policy (so a generation that stays within the window is the full-attention one, as the cost model
 prices it), unless that policy's buffer would outgrow the window's. From the first pass past the window on it
@@ -44,7 +44,7 @@ class BMCSlidingLayer(BMCLayer):
                 f"capacity={self.capacity})")
 
     def activate_past_recording(self) -> None:
-        """Assisted generation crops right after the prefill, which may reach past the window's last W - 1 rows:
+        """Assisted generation crops right after the prefill, which may reach past the window's last S - 1 rows:
         keep every prefill row until then (as HF's sliding layer does)."""
         self.record_past = True
 
@@ -59,7 +59,7 @@ class BMCSlidingLayer(BMCLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the q new rows; return the kept rows and them, [batch, kv_heads, min(n, W - 1) + q, head_dim]
+        """Write the q new rows; return the kept rows and them, [batch, kv_heads, min(n, S - 1) + q, head_dim]
         (wider, masked, while within the window under a padded width)."""
         q = key_states.shape[-2]
         if self._within(q):
@@ -89,7 +89,7 @@ class BMCSlidingLayer(BMCLayer):
 
     def _prefill(self, key_states: torch.Tensor, value_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A first pass longer than the window attends over all its rows (returned as given); the buffer keeps
-        the window's last W - 1 of them (all of them while recording) and the rule's room."""
+        the window's last S - 1 of them (all of them while recording) and the rule's room."""
         q = key_states.shape[-2]
         hold = q if self.record_past else kept_rows(q, self.sliding_window)
         self._grow(hold + self.rule.initial_capacity(q, self.cap) - q, 0, q, exact=True)
@@ -101,7 +101,7 @@ class BMCSlidingLayer(BMCLayer):
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         """(kv_length, kv_offset) of the next update's views: as DynamicSlidingWindowLayer reports them, the kept
-        rows plus the query's, from position max(n - W + 1, 0); BMCLayer's while within the window."""
+        rows plus the query's, from position max(n - S + 1, 0); BMCLayer's while within the window."""
         if self._within(query_length):
             return super().get_mask_sizes(query_length)
         n = self.length
