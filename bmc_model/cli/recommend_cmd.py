@@ -9,11 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from bmc_model.cli import app, guarded, warn
-from bmc_model.cli.options import SIZE_HELP, parse_alpha, parse_bytes, profile_note, to_json
+from bmc_model.cli.options import SIZE_HELP, parse_alpha, profile_note, to_json
 from bmc_model.cli.plot import FORMATS, check_plot_path, write_plot
 from bmc_model.cli.recommend_view import render
 from bmc_model.core.decide import Recommendation, recommend
-from bmc_model.core.errors import BMCError
 from bmc_model.core.predict import get_profile
 
 
@@ -64,17 +63,11 @@ def recommend_cmd(
                                                 "needs matplotlib)."),
 ) -> None:
     """Pick the growth configuration (width mode and r, and gamma with SD) and show why."""
-    g: int | str | None = gamma
-    if gamma is not None and gamma != "auto":
-        try:
-            g = int(gamma)
-        except ValueError:
-            raise BMCError(f"--gamma must be a non-negative integer or 'auto', got {gamma!r}") from None
     if plot is not None:
         check_plot_path(plot)  # before the work, not after it
     rec = recommend(model=model, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile, layers=layers,
-                    config=config, gamma=g, alpha=parse_alpha(alpha), draft=draft, draft_cost=draft_cost,
-                    max_mem=parse_bytes(max_mem), tolerance=tolerance, runtime=runtime)
+                    config=config, gamma=gamma, alpha=parse_alpha(alpha), draft=draft, draft_cost=draft_cost,
+                    max_mem=max_mem, tolerance=tolerance, runtime=runtime)  # recommend() reads gamma and sizes
     if plot is not None:
         write_plot(rec, plot)
     prof = get_profile(profile)

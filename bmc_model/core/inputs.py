@@ -94,7 +94,10 @@ def size(arg: str, v: object) -> float | None:
     if v is None:
         return None
     if isinstance(v, str):
-        return parse_bytes(v)
+        try:
+            return parse_bytes(v)
+        except BMCError as err:  # say which argument the size was for
+            raise BMCError(f"{arg}: {err}") from None
     x = real(arg, v)
     if not x > 0:
         raise BMCError(f"{arg} must be a positive number of bytes, got {v!r}")
