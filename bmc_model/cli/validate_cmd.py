@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -10,8 +9,9 @@ from rich.console import Console
 
 from bmc_model.calibrate.plan import DEVICES
 from bmc_model.cli import app, guarded, warn
-from bmc_model.cli.options import profile_note
+from bmc_model.cli.options import profile_note, to_json
 from bmc_model.core.errors import BMCError
+from bmc_model.core.paths import atomic_write
 from bmc_model.core.policy import NAMED
 from bmc_model.core.predict import get_profile
 from bmc_model.core.profile import Profile, default_profile_path, write_profile
@@ -121,9 +121,9 @@ def validate_cmd(
         warn(warning)
     data = result.to_dict()
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1, default=str))
+        with atomic_write(out) as f:
+            f.write(to_json(data))
     if as_json:
-        typer.echo(json.dumps(data, indent=1, default=str))
+        typer.echo(to_json(data))
     else:
         show(result, con)

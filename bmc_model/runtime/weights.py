@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.paths import cache_dir
+from bmc_model.core.paths import atomic_write, cache_dir
 from bmc_model.core.specs import ModelSpec, get_spec
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.runtime.gguf import GGUFHeader, open_gguf, read_header, read_tensors, sha256
@@ -102,16 +102,8 @@ def _read(file: Path) -> dict[str, Any] | None:
 
 def _write(file: Path, obj: dict[str, Any]) -> None:
     """torch.save to a temp file in the same folder, then rename: readers never see a partial file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=file.name + ".", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(file, "wb", perm=0o644) as f:
+        torch.save(obj, f)
 
 
 def load_tokenizer(src: GGUFSource, path: Path) -> Any:

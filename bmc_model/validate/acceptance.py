@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bmc_model.core.errors import BMCError
+from bmc_model.core.paths import atomic_write
 
 
 def acceptance_json(acceptance: dict[str, Any]) -> dict[str, Any]:
@@ -37,12 +37,9 @@ def write_acceptance(path: str | Path, acceptance: dict[str, Any]) -> Path:
     """Write acceptance_json(acceptance) atomically; BMCError when the folder is not writable."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
+        with atomic_write(path, perm=0o600) as f:
             json.dump(acceptance_json(acceptance), f, indent=1)
             f.write("\n")
-        os.replace(tmp, path)
     except OSError as e:
         raise BMCError(f"cannot write acceptance file {path}: {e.strerror or e}") from None
     return path
