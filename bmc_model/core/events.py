@@ -79,6 +79,7 @@ def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, gap
     if span > _LOOP:
         return n1, delta, _renewal_count(n1, delta, vf, N), sure + span
     row = ren.row(gap)  # looked up once: this loop is most of an SD predict()
+    lo1, hi1 = (P, P) if prefill else (t1 + 1.0, t1 + q)  # where event 1 can start
     count, k_worst = sure, sure
     for i in range(span):
         j = sure + i
@@ -88,9 +89,11 @@ def _sd_events_scalar(ren: Renewal, P: float, N: float, q: float, t1: float, gap
             tj, sd = n1 + (j - 1.0) * delta + gap, math.sqrt(max(v1 + (j - 1.0) * vf, 0.0))
             if tj - _REACH * sd >= N - 1.0:  # every node past the last start: this and later events cannot be
                 break
-            y, p = N - 1.0 - tj, 0.0
+            # the spread's nodes stay where the threshold can be: each spacing is gap + 1 .. gap + q rows
+            lo, hi = lo1 + (j - 1.0) * (gap + 1.0) + gap, hi1 + (j - 1.0) * (gap + q) + gap
+            p = 0.0
             for z, wz in _GH:
-                p += wz * row_at(row, y - z * sd)
+                p += wz * row_at(row, N - 1.0 - min(max(tj + z * sd, lo), hi))
         count += p
         k_worst = j + 1.0 if p > 1e-12 else k_worst
     return n1, delta, count, k_worst
@@ -143,12 +146,16 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     spans = np.ceil((2 * _REACH * sd_max + q) / delta) + 2.0
     count = _renewal_count(n1, delta, vf, N)[:, 0]
     k_worst = (sure + spans)[:, 0]
+    lo1, hi1 = np.where(prefill > 0, P, t1 + 1.0), np.where(prefill > 0, P, t1 + q)  # where event 1 can start
     for span in np.unique(spans[spans <= _LOOP]).astype(int).tolist():  # rows by how many events are uncertain
         i = np.nonzero(spans[:, 0] == span)[0]
         j = sure[i] + np.arange(span, dtype=np.float64)  # [R_i, J]: event j + 1
         tj = n1[i] + (j - 1.0) * delta[i] + gap[i]  # its threshold: gap rows past event j's start (j >= 1)
         sd = np.sqrt(np.maximum(v1[i] + (j - 1.0) * vf[i], 0.0))
-        p = ren.cdf(gap[i][..., None], N - 1.0 - (tj[..., None] + _GH_Z * sd[..., None])) @ _GH_W  # over the spread
+        lo = lo1[i] + (j - 1.0) * (gap[i] + 1.0) + gap[i]  # each spacing is gap + 1 .. gap + q rows
+        hi = hi1[i] + (j - 1.0) * (gap[i] + q) + gap[i]
+        nodes = np.clip(tj[..., None] + _GH_Z * sd[..., None], lo[..., None], hi[..., None])
+        p = ren.cdf(gap[i][..., None], N - 1.0 - nodes) @ _GH_W  # over the spread
         p = np.where(j == 0, prefill[i] + (1.0 - prefill[i]) * ren.cdf(gap1[i], N - 1.0 - t1[i]), p)
         count[i] = sure[i, 0] + p.sum(axis=1)
         k_worst[i] = sure[i, 0] + np.where(p > 1e-12, np.arange(1, span + 1), 0).max(axis=1)  # for memory
