@@ -53,8 +53,9 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     att = prof.attn_masked if masked else prof.attn_exact
     fq = attn_rows_factor(prof, q, geo.group)
     attn_c0, attn_slope = att.segment(2 * rho * (w.prompt + w.seq) / 2)
-    useful = L_f * (iters * attn_c0 + attn_slope * 2 * rho * fq * exact_width_sum(w))
-    redundant = L_f * attn_slope * 2 * rho * fq * (ev.width_sum - exact_width_sum(w)) if L_f else 0.0
+    exact_rows = exact_width_sum(w)
+    useful = L_f * (iters * attn_c0 + attn_slope * 2 * rho * fq * exact_rows)
+    redundant = L_f * attn_slope * 2 * rho * fq * (ev.width_sum - exact_rows) if L_f else 0.0
     alloc, copy = 2 * L_f * ev.alloc_rows_sum_s, 2 * L_f * ev.copy_rows_sum_s
     if L_s:
         evs = ev if L_f == 0 else ev.sliding

