@@ -1,5 +1,6 @@
-"""HF generate() with DynamicCache, StaticCache and BMCCache: measured decode ms/token and peak memory
-beside the cost model's predictions (the measurement behind `bmc-tune validate --hf`).
+"""HF generate() with DynamicCache, StaticCache, BMCCache and BMCCache(policy="reserve"): measured decode
+ms/token and peak resident memory beside the cost model's predictions (the measurement behind
+`bmc-tune validate --hf`).
 
     python benchmarks/hf_generate.py --quick            # smoke run, tiny sizes, about a minute
     python benchmarks/hf_generate.py                    # full: kv N=2048,4096 B=1,4; smollm2 N=1024,4096,8192

@@ -34,12 +34,14 @@ def tiny_spec(**changes) -> ModelSpec:
 
 
 def policies(factors: tuple[float, ...] = (1.3, 2.0)) -> st.SearchStrategy[Policy]:
-    """Every growth rule with random r, width and pad (geometric over `factors`), and the named policies."""
+    """Every growth rule (fixed, geometric, static, reserve) with random r, width and pad (geometric over
+    `factors`), and the named policies."""
     return st.one_of(
         st.builds(Policy, growth=st.just("fixed"), r=st.integers(1, 9), width=WIDTHS, pad=st.integers(1, 8)),
         st.builds(Policy, growth=st.just("geometric"), factor=st.sampled_from(factors), width=WIDTHS,
                   pad=st.integers(1, 8)),
         st.builds(Policy, growth=st.just("static"), width=WIDTHS, pad=st.integers(1, 8)),
+        st.just(Policy("reserve")),  # a branch of its own: drawn as often as each growth rule
         st.sampled_from(list(NAMED.values())),
     )
 

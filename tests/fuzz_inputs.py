@@ -33,7 +33,7 @@ INPUTS: Counter[str] = Counter()  # test name -> inputs (hypothesis examples or 
 RUNS: Counter[str] = Counter()  # test name -> CLI invocations
 ACCEPTED: Counter[str] = Counter()  # test name -> CLI runs that exited 0
 POSITIVE = ("ms_per_token", "tokens_per_s", "speedup_of_recommended", "expected_tokens_per_pass")
-NON_NEGATIVE = ("memory_bytes", "peak_memory_bytes", "weights_bytes")
+NON_NEGATIVE = ("memory_bytes", "reserved_bytes", "weights_bytes")
 _NONFINITE_WORD = re.compile(r"(?<![\w.])[-+]?(nan|inf|infinity)(?![\w])", re.IGNORECASE)
 
 EMBEDDED_PROFILE = Path(bmc_model.__file__).resolve().parent / "data" / "default_profile.json"

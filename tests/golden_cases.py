@@ -18,7 +18,7 @@ import numpy as np
 GOLDEN = Path(__file__).parent / "golden"
 PRESETS = ("llama-7b", "llama3-8b", "mistral-7b", "opt-6.7b", "qwen2.5-coder-1.5b", "smollm2-135m",
            "tinyllama-1.1b", "llama-70b", "gemma3-270m")
-POLICIES = ("dynamic", "static", "geometric", "mlx", "llamacpp", "floor", "bmc:64", "fixed:32:exact",
+POLICIES = ("dynamic", "static", "geometric", "mlx", "llamacpp", "reserve", "bmc:64", "fixed:32:exact",
             "fixed:200:pad-256", "fixed:7:padded")
 SD = ({}, {"gamma": 4, "alpha": 0.8}, {"gamma": 7, "alpha": [0.9, 0.7, 0.5], "draft_cost": 0.1},
       {"gamma": 3, "alpha": 0.6, "draft": "qwen2.5-coder-0.5b"})
@@ -31,13 +31,13 @@ def _digest(a: np.ndarray) -> str:
 def _pred(p) -> dict:
     return {"policy": p.policy.label, "r": p.r, "width": p.width, "gamma": p.gamma, "advance": p.advance,
             "ms_per_token": p.ms_per_token, "breakdown": p.breakdown, "memory_bytes": p.memory_bytes,
-            "peak_memory_bytes": p.peak_memory_bytes, "weights_bytes": p.weights_bytes,
+            "reserved_bytes": p.reserved_bytes, "weights_bytes": p.weights_bytes,
             "growth_events": p.growth_events, "model": p.model, "profile": p.profile}
 
 
 def _rec(rec) -> dict:
     return {"prediction": _pred(rec.prediction),
-            "sweeps": {k: {"seconds": _digest(s.seconds), "peak": _digest(s.peak_bytes),
+            "sweeps": {k: {"seconds": _digest(s.seconds), "resident": _digest(s.resident_bytes), "reserved": _digest(s.reserved_bytes),
                            "feasible": int(np.count_nonzero(s.feasible))} for k, s in rec.sweeps.items()},
             "argmin_r": rec.argmin_r, "chosen_r": rec.chosen_r, "closed_form_r": rec.closed_form_r,
             "baselines": {k: _pred(b) for k, b in rec.baselines.items()},

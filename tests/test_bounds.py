@@ -107,9 +107,9 @@ def test_sweep_holds_only_the_distinct_r_and_answers_past_them(gamma):
     geo = Geometry.of(get_spec("llama-7b"), 1, "float32")
     for width in ("padded", "exact", "pad"):
         sw = sweep_r(width, w, geo, PROF)
-        assert len(sw.r) == len(sw.seconds) == len(sw.peak_bytes) == sw.flat_r == 700 + gamma
+        assert len(sw.r) == len(sw.seconds) == len(sw.resident_bytes) == sw.flat_r == 700 + gamma
         assert sw.seconds_at(10**6) == sw.seconds_at(sw.flat_r) == float(sw.seconds[-1])
-        assert sw.peak_at(10**6) == float(sw.peak_bytes[-1])
+        assert sw.resident_at(10**6) == float(sw.resident_bytes[-1])
         with pytest.raises(BMCError):
             sw.seconds_at(0)
 
@@ -123,11 +123,12 @@ def test_recommend_at_a_long_seq_sweeps_only_to_the_flat_point():
 
 def test_no_fit_says_what_the_smallest_configuration_needs():
     free = recommend("llama-7b", 2048)
-    need = min(float(sw.peak_bytes.min()) for sw in free.sweeps.values())
+    need = min([float(sw.resident_bytes.min()) for sw in free.sweeps.values()]
+               + [b.peak_resident_bytes for b in free.baselines.values()])
     with pytest.raises(BMCError) as err:
         recommend("llama-7b", 2048, max_mem=need * 0.99)
     assert f"needs {format_bytes(need)}" in str(err.value)
-    assert recommend("llama-7b", 2048, max_mem=need).prediction.peak_memory_bytes <= need
+    assert recommend("llama-7b", 2048, max_mem=need).prediction.peak_resident_bytes <= need
 
 
 @pytest.mark.parametrize("text,value", [("8G", 8e9), ("512MiB", 512 * 2**20), ("1e9", 1e9), ("1E+9b", 1e9),

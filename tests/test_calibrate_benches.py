@@ -222,6 +222,6 @@ def test_matmul_timed_decoder_gives_the_same_logits():
     toks = torch.tensor([[1, 2, 3, 4]])
     outs = []
     for d in (plain, timed):
-        cache = d.new_cache(NAMED["floor"], batch=1, max_len=8)
+        cache = d.new_cache(NAMED["reserve"], batch=1, max_len=8)
         outs.append(d.forward(toks, cache))
     assert torch.equal(outs[0], outs[1]) and timed.mm_s > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -82,7 +83,11 @@ def test_miniature_calibration_builds_a_complete_profile(tmp_path):
     layers = {"layer_fixed", "layer_row"}  # the runtime decoder's layers in place (bench_layers.py)
     assert set(prof.terms) == set(TERM_NAMES) | layers | ({"cat"} - ({"cat"} if cat_noted else set()))
     assert set(prof.raw["layers"]) == {"smollm2-135m"} and prof.raw["layers"]["smollm2-135m"]["q"] == [1, 4, 8, 16]
-    assert set(prof.scalars) == set(SCALAR_NAMES) | {"gemv_row_s"} | hf
+    lazy = {"lazy_backing"} if os.path.exists("/proc/self/statm") else set()  # bench_lazy: resident size
+    assert set(prof.scalars) == set(SCALAR_NAMES) | {"gemv_row_s"} | hf | lazy
+    assert not lazy or 0.0 <= prof.lazy_backing <= 1.0 and "samples" in prof.raw["lazy_backing"]
+    if os.path.exists("/proc/sys/vm/overcommit_memory"):
+        assert prof.host["overcommit_mode"] in (0, 1, 2)
     if hf:
         assert prof.raw["hf_overhead"]["loop"].startswith("transformers") and prof.has_runtime("hf")
     heads = {f"head_rows@{x:.0f}" for x in (r["x"] for r in prof.raw["head_rows"].values())}  # those the pool held

@@ -71,10 +71,12 @@ def test_speedups_never_read_1_when_they_are_not(ratio, text):
 
 
 def test_a_faster_baseline_is_shown_below_1_in_the_table():
-    d = json.loads(run(["recommend", "--seq", "2048", "--json"]).stdout)
+    # Gemma-3's sliding layers hold a window plus r rows: a small r is leaner, within the tolerance of reserve
+    args = ["recommend", "--model", "gemma3-270m", "--seq", "1024"]
+    d = json.loads(run([*args, "--json"]).stdout)
     faster = {k: b["speedup_of_recommended"] for k, b in d["baselines"].items() if b["speedup_of_recommended"] < 1}
     assert faster, "this case has a baseline within the tolerance but faster; pick another if the model changed"
-    out = run(["recommend", "--seq", "2048"]).stdout
+    out = run(args).stdout
     for ratio in faster.values():
         assert speedup(ratio) in out and not speedup(ratio).startswith("1.")
 

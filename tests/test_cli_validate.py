@@ -51,18 +51,20 @@ def test_validate_cuda_without_a_gpu_is_one_line(prof):
 # the JSON validate --json prints and --out writes, key for key and in order (benchmarks and result files read it)
 KEYS = ["model", "layers", "seq", "prompt", "batch", "dtype", "device", "synthetic_prompt", "threads", "repeats",
         "wall_s", "interleave", "rows", "median_abs_error_pct", "max_abs_error_pct", "median_abs_error_pct_probed",
-        "max_abs_error_pct_probed", "probe", "recommended", "recommended_r", "recommended_width", "best_measured",
+        "max_abs_error_pct_probed", "probe", "median_abs_resident_error_pct", "max_abs_resident_error_pct",
+        "memory_probe", "recommended", "recommended_r", "recommended_width", "best_measured",
         "best_measured_r", "regret_pct", "speedup_vs_dynamic", "speedup_vs_static", "speedup_vs_mlx_256",
-        "speedup_vs_geometric", "overhead_vs_floor", "token_mismatch", "host", "profile", "geometry_rho_bytes"]
+        "speedup_vs_geometric", "overhead_vs_reserve", "token_mismatch", "host", "profile", "geometry_rho_bytes"]
 ROW_KEYS = ["name", "policy", "growth", "r", "width", "measured_ms", "measured_runs_ms", "predicted_ms", "error_pct",
-            "growth_events_measured", "growth_events_predicted", "predicted_breakdown_ms", "predicted_ms_probed",
-            "error_pct_probed"]
+            "growth_events_measured", "growth_events_predicted", "predicted_breakdown_ms", "predicted_reserved_bytes",
+            "predicted_peak_resident_bytes", "predicted_ms_probed", "error_pct_probed"]
+MEMORY_ROW_KEYS = [*ROW_KEYS, "measured_peak_resident_bytes", "resident_error_pct"]  # with the memory probes
 
 
 def test_validate_tiny_run_reports_every_field(prof, tmp_path):
     out = tmp_path / "v.json"
     args = ["--model", "smollm2-135m", "--layers", "1", "--seq", "48", "--prompt", "32", "--r-grid", "4",
-            "--repeats", "1", "--policies", "dynamic,static,floor,mlx", "--json", "--out", str(out)]
+            "--repeats", "1", "--policies", "dynamic,static,reserve,mlx", "--no-memory", "--json", "--out", str(out)]
     res = runner.invoke(app, ["validate", "--profile", prof, *args])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
@@ -70,9 +72,12 @@ def test_validate_tiny_run_reports_every_field(prof, tmp_path):
     assert list(d) == KEYS and list(d["recommended"]) == ["policy", "r", "width"]
     assert d["recommended_r"] == d["recommended"]["r"] and d["speedup_vs_geometric"] is None  # geometric not run
     for row in d["rows"]:
-        assert list(row) == ROW_KEYS
+        assert list(row) == ROW_KEYS  # --no-memory: no measured resident figures
         assert row["measured_ms"] > 0 and row["predicted_ms"] > 0
         assert row["growth_events_measured"] == row["growth_events_predicted"]
+        assert 0 < row["predicted_peak_resident_bytes"] <= row["predicted_reserved_bytes"]
+    assert d["memory_probe"] is None and d["median_abs_resident_error_pct"] is None
+    assert d["max_abs_resident_error_pct"] is None
     assert d["token_mismatch"] == []  # every policy decoded the same tokens as torch.cat
     assert d["regret_pct"] >= 0
     assert d["interleave"] == "step"  # tiny caches fit side by side
@@ -97,7 +102,7 @@ def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeyp
     monkeypatch.setattr(v, "fits", lambda est, **kw: False)  # room for one configuration's run, not for all at once
     spec = get_spec("smollm2-135m").with_layers(1)
     res = v.run_validate(spec, seq=40, prompt=32, batch=1, profile=embedded_profile(), names=["dynamic"],
-                         r_grid=[4], repeats=2)
+                         r_grid=[4], repeats=2, memory=False)
     assert res.interleave == "run" and res.token_mismatch == []
     assert all(len(r.measured_runs_ms) == 2 for r in res.rows)
     d = res.to_dict()

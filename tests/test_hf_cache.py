@@ -25,6 +25,9 @@ from bmc_model.hf import BMCCache, BMCLayer, BMCSlidingLayer  # noqa: E402
 NEW = 20
 RS = (1, 5, 64)
 WIDTHS = ("exact", "padded")
+MODES = ["greedy", "sample", "batch_left_pad", "beam", "assisted", "prompt_lookup"]
+PREALLOCATED = ("reserve", "static:padded", "llamacpp")  # one buffer of max_cache_len rows per layer
+ROOM = 128  # max_cache_len for them: the longest generate below (prompt 44 + NEW + drafts) fits
 
 
 def tiny_config(**kw) -> LlamaConfig:
@@ -107,11 +110,13 @@ def reference(mode, model, prompt, assistant):
 
 
 class Spy:
-    """Counts the calls generate() makes on the cache: crops (assisted) and beam reorders."""
+    """Counts the calls generate() makes on the cache: crops (assisted) and beam reorders (and whether each
+    kept its layer's buffers: a reorder is in place)."""
 
     def __init__(self, cache, monkeypatch):
         self.crops: list[int] = []
         self.reorders: list[list[int]] = []
+        self.moved = 0  # reorders that replaced a layer's buffer
         crop = cache.crop
 
         def spy_crop(n):
@@ -124,14 +129,16 @@ class Spy:
 
         def spy_reorder(layer, idx):
             spy.reorders.append(idx.tolist())
-            return orig(layer, idx)
+            before = (layer.keys.data_ptr(), layer.values.data_ptr())
+            orig(layer, idx)
+            spy.moved += before != (layer.keys.data_ptr(), layer.values.data_ptr())
 
         monkeypatch.setattr(BMCLayer, "reorder_cache", spy_reorder)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("r", RS)
-@pytest.mark.parametrize("mode", ["greedy", "sample", "batch_left_pad", "beam", "assisted", "prompt_lookup"])
+@pytest.mark.parametrize("mode", MODES)
 def test_generate_matches_dynamic_cache(mode, r, width, model, prompt, assistant, monkeypatch):
     ref = reference(mode, model, prompt, assistant)
     cache = BMCCache(r=r, width=width)
@@ -143,9 +150,27 @@ def test_generate_matches_dynamic_cache(mode, r, width, model, prompt, assistant
         assert stats["grow_events"] > len(cache.layers)  # grew during decoding, not only at prefill
     if mode == "beam":
         assert any(idx != sorted(idx) or len(set(idx)) < len(idx) for idx in spy.reorders)
+        assert spy.moved == 0  # reordered in place
     if mode in ("assisted", "prompt_lookup"):
         assert any(n < 0 for n in spy.crops), "no draft was ever rejected: crop untested"
         assert len(spy.crops) < NEW, "no draft was ever accepted: multi-row verification untested"
+
+
+@pytest.mark.parametrize("policy", PREALLOCATED)
+@pytest.mark.parametrize("mode", MODES)
+def test_preallocated_policies_match_dynamic_cache(mode, policy, model, prompt, assistant, monkeypatch):
+    """Static and reserve growth in every generate mode: DynamicCache's tokens from one buffer per layer, never
+    grown (crops move the length, beam reorders stay in place)."""
+    ref = reference(mode, model, prompt, assistant)
+    cache = BMCCache(policy=policy, max_cache_len=ROOM)
+    spy = Spy(cache, monkeypatch)
+    assert torch.equal(generate(model, cache, **mode_kwargs(mode, prompt, assistant)), ref)
+    assert cache.stats()["grow_events"] == len(cache.layers)  # the prefill's allocation, nothing after
+    assert all(la.capacity == ROOM for la in cache.layers)
+    if mode == "beam":
+        assert spy.reorders and spy.moved == 0
+    if mode in ("assisted", "prompt_lookup"):
+        assert any(n < 0 for n in spy.crops), "no draft was ever rejected: crop untested"
 
 
 def test_pad_width_and_config_built_layers_match(model, prompt, assistant):
@@ -173,15 +198,18 @@ def test_other_growth_policies_match(policy, model, prompt, assistant):
     assert torch.equal(generate(model, BMCCache(policy=policy), inputs=prompt), ref)
 
 
-def test_static_growth_needs_and_obeys_max_cache_len(model, prompt, assistant):
+@pytest.mark.parametrize("policy", PREALLOCATED)
+def test_preallocated_growth_needs_and_obeys_max_cache_len(policy, model, prompt, assistant):
     ref = reference("greedy", model, prompt, assistant)
     n = prompt.shape[1] + NEW
-    cache = BMCCache(policy="static:padded", max_cache_len=n)
+    cache = BMCCache(policy=policy, max_cache_len=n)
     assert torch.equal(generate(model, cache, inputs=prompt), ref)
     assert cache.stats()["grow_events"] == len(cache.layers)  # one allocation per layer, never grown
     assert cache.get_max_length() == n
     with pytest.raises(BMCError, match="max_cache_len"):
-        BMCCache(policy="static:padded")
+        BMCCache(policy=policy)
+    with pytest.raises(BMCError, match="max_cache_len"):
+        BMCCache(policy=policy, config=model.config)
     with pytest.raises(BMCError, match="exceeds"):
         generate(model, BMCCache(r=4, max_cache_len=n - 5), inputs=prompt)
 
@@ -275,12 +303,12 @@ def sliding_models():
 
 
 # r = 1 is torch.cat's rule on the sliding layers (a copy of the window each token); 64 never runs out of room
-SLIDING_POLICIES = ("bmc:1", "fixed:4:exact", "bmc:5", "fixed:64:pad-8", "geometric:exact")
+SLIDING_POLICIES = ("bmc:1", "fixed:4:exact", "bmc:5", "fixed:64:pad-8", "geometric:exact", "reserve", "static:padded")
 _SLIDING_REFERENCE: dict[tuple[str, str], torch.Tensor] = {}
 
 
 @pytest.mark.parametrize("policy", SLIDING_POLICIES)
-@pytest.mark.parametrize("mode", ["greedy", "sample", "batch_left_pad", "beam", "assisted", "prompt_lookup"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", ["mistral", "gemma3"])
 def test_sliding_window_models_match_dynamic_cache(name, mode, policy, sliding_models, prompt, monkeypatch,
                                                    one_thread):
@@ -291,7 +319,8 @@ def test_sliding_window_models_match_dynamic_cache(name, mode, policy, sliding_m
     if (name, mode) not in _SLIDING_REFERENCE:
         _SLIDING_REFERENCE[name, mode] = generate(model, DynamicCache(config=model.config), **kw)
     ref = _SLIDING_REFERENCE[name, mode]
-    cache = BMCCache(policy=policy, config=model.config)
+    room = ROOM if policy in PREALLOCATED else None
+    cache = BMCCache(policy=policy, config=model.config, max_cache_len=room)
     spy = Spy(cache, monkeypatch)
     assert torch.equal(generate(model, cache, **kw), ref)
     window = model.config.sliding_window
@@ -365,16 +394,32 @@ def test_sliding_model_without_config_keeps_full_history_and_stays_exact(width, 
 
 def test_tuned_uses_recommend(model, prompt, assistant):
     from bmc_model import recommend
+    from bmc_model.hf.layer import masked
     from bmc_model.hf.tune import spec_for_model
 
     cache = BMCCache.tuned(model, seq=256, batch=1)
-    # a GQA model under transformers: masked widths only (hf/tune.py says why)
+    # a GQA model under transformers: masked widths only, and reserve, which BMCCache masks (hf/tune.py)
     rec = recommend(model=spec_for_model(model), seq=256, batch=1, dtype="float32", runtime="hf",
-                    widths=("padded", "pad"))
-    assert cache.policy == rec.policy and cache.policy.width != "exact"
+                    widths=("padded", "pad"), named=("static", "llamacpp", "reserve"))
+    assert cache.policy == rec.policy and masked(cache.policy)
     assert cache.recommendation.policy == rec.policy
     assert len(cache) == model.config.num_hidden_layers
     assert torch.equal(generate(model, cache, inputs=prompt), reference("greedy", model, prompt, assistant))
+
+
+def test_tuned_gives_a_preallocated_policy_seq_plus_gamma_rows(model, prompt, assistant, monkeypatch):
+    from types import SimpleNamespace
+
+    import bmc_model.core.decide as decide
+    from bmc_model.core.policy import NAMED
+
+    rec = SimpleNamespace(policy=NAMED["reserve"], gamma=3, prediction=SimpleNamespace(ms_per_token=1.0))
+    monkeypatch.setattr(decide, "recommend", lambda **kw: rec)  # whatever recommend() picks, reserve here
+    seq = prompt.shape[1] + NEW
+    cache = BMCCache.tuned(model, seq=seq)
+    assert cache.policy == NAMED["reserve"] and cache.max_cache_len == seq + 3 and cache.recommendation is rec
+    assert torch.equal(generate(model, cache, inputs=prompt), reference("greedy", model, prompt, assistant))
+    assert BMCCache.tuned(model, seq=seq, max_cache_len=200).max_cache_len == 200  # a given one is kept
 
 
 def test_tuned_leaves_every_width_to_recommend_without_gqa():

@@ -110,6 +110,79 @@ def test_beam_and_batch_operations():
     assert torch.equal(la.keys[2, :, :6], k[1])
 
 
+PREALLOCATED = st.sampled_from([Policy("reserve"), Policy("static", width="padded"),
+                                 Policy("static", width="pad", pad=4)])
+beam_ops = st.lists(st.tuples(st.sampled_from(["update", "update", "crop", "reorder"]), st.integers(1, 7),
+                              st.lists(st.integers(0, B - 1), min_size=B, max_size=B)), min_size=1, max_size=25)
+
+
+@settings(max_examples=100, deadline=None)
+@given(policy=PREALLOCATED, ops=beam_ops)
+def test_preallocated_layer_allocates_once_and_matches_a_cat_reference(policy, ops):
+    """Static and reserve: max_cache_len rows at the first update, then in place through updates, crops and
+    beam reorders (the same buffer throughout), with the views a torch.cat reference holds."""
+    cap = 7 * 25
+    la, ref, ptr = BMCLayer(policy, cap), torch.empty(B, H, 0, D), None
+    for op, k, beams in ops:
+        if op == "crop":
+            k = min(k, ref.shape[2])
+            la.crop(-k)
+            ref = ref[:, :, :ref.shape[2] - k]
+        elif op == "reorder":
+            la.reorder_cache(torch.tensor(beams))
+            ref = ref[beams]
+        else:
+            n, new = la.length, rows(k, la.length)
+            assert la.get_mask_sizes(k) == (policy.width_rows(n, k, cap), 0)
+            keys, values = la.update(new, -new)
+            ref = torch.cat([ref, new], dim=2)
+            assert keys.shape[2] == policy.width_rows(n, k, cap)
+            assert torch.isfinite(keys).all() and torch.isfinite(values).all()
+        if la.keys is not None and la.capacity:
+            ptr = ptr or la.keys.data_ptr()
+            assert la.capacity == cap and la.grow_events == 1 and la.keys.data_ptr() == ptr
+            assert torch.equal(la.keys[:, :, :la.length], ref) and torch.equal(la.values[:, :, :la.length], -ref)
+
+
+@pytest.mark.parametrize("policy", [Policy("reserve"), Policy("static", width="padded")])
+def test_beam_reorder_of_a_preallocated_buffer_moves_only_the_valid_rows(policy):
+    """The rows past the valid length (reserve: never written, not yet backed by the OS) are not touched, and
+    the buffer is reordered in place, never reallocated."""
+    la = BMCLayer(policy, 16)
+    la.update(rows(6, 0), -rows(6, 0))
+    la.crop(-2)  # rows 4, 5 were written and are now past the valid length
+    for buf in (la.keys, la.values):
+        buf[:, :, 4:] = torch.arange(B, dtype=torch.float32).view(B, 1, 1, 1) - 1e6  # a sentinel per batch entry
+    spare_k, spare_v = la.keys[:, :, 4:].clone(), la.values[:, :, 4:].clone()
+    ptrs = (la.keys.data_ptr(), la.values.data_ptr())
+    la.reorder_cache(torch.tensor([1, 0]))
+    assert (la.keys.data_ptr(), la.values.data_ptr()) == ptrs and la.capacity == 16
+    assert torch.equal(la.keys[:, :, :4], rows(4, 0)[[1, 0]]) and torch.equal(la.values[:, :, :4], -rows(4, 0)[[1, 0]])
+    assert torch.equal(la.keys[:, :, 4:], spare_k) and torch.equal(la.values[:, :, 4:], spare_v)  # did not move
+
+
+def test_reserve_batch_operations_copy_only_the_valid_rows():
+    la = BMCLayer(Policy("reserve"), 16)
+    k = rows(5, 0)
+    la.update(k, k)
+    la.keys[:, :, 5:] = float("nan")  # what an unbacked, uninitialised row may hold: must not be copied
+    la.batch_select_indices(torch.tensor([1]))
+    assert la.keys.shape == (1, H, 16, D) and la.batch_size == 1 and torch.equal(la.keys[:, :, :5], k[[1]])
+    la.batch_repeat_interleave(2)
+    assert la.keys.shape == (2, H, 16, D) and torch.equal(la.keys[:, :, :5], k[[1, 1]])
+    keys, _ = la.update(rows(1, 5), rows(1, 5)[[1, 1]])
+    assert keys.shape[2] == 6 and torch.isfinite(keys).all()
+
+
+@pytest.mark.parametrize("policy", ["reserve", "static:padded", Policy("static", width="exact")])
+def test_preallocated_growth_needs_max_cache_len(policy):
+    with pytest.raises(BMCError, match="max_cache_len"):
+        BMCLayer(parse_policy(policy) if isinstance(policy, str) else policy)
+    with pytest.raises(BMCError, match="max_cache_len"):
+        BMCCache(policy=policy)
+    assert BMCCache(policy=policy, max_cache_len=8).policy.preallocated
+
+
 def test_max_cache_len_is_enforced():
     la = layer(8, cap=12)
     la.update(rows(6, 0), rows(6, 0))
@@ -202,7 +275,7 @@ def test_sliding_layer_refuses_a_crop_past_the_rows_it_dropped():
                                                            rows(3, 3))
 
 
-@pytest.mark.parametrize("policy", ["dynamic", "bmc:5", "fixed:3:exact", "mlx", "geometric", "static",
+@pytest.mark.parametrize("policy", ["dynamic", "bmc:5", "fixed:3:exact", "mlx", "geometric", "static", "reserve",
                                     "fixed:200:pad-16"])
 @pytest.mark.parametrize("prompt,seq,window", [(37, 160, 16), (3, 90, 40), (100, 130, 64), (20, 50, 64), (40, 41, 40)])
 def test_sliding_layer_events_are_the_cost_models(policy, prompt, seq, window):

@@ -39,7 +39,8 @@ def profiles(draw) -> Profile:
         terms["cat"] = Term(c0=(c_lo2, c_lo2 + (lo - hi) * knee), slope=(lo, hi), knots=(knee,))
     scalars = {"attn_q_slope": draw(st.floats(0, 1)), "weights_row_slope": draw(st.floats(0, 0.2)),
                "step_s": draw(st.floats(0, 1e-3)), "layer_s": draw(st.floats(0, 1e-4)),
-               "sd_iter_s": draw(st.floats(0, 1e-3))}
+               "sd_iter_s": draw(st.floats(0, 1e-3)),
+               "lazy_backing": draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0))}
     if draw(st.booleans()):  # the runtime's layers measured in place: rising with the layer's bytes
         xs = sorted(draw(st.lists(st.floats(1e6, 2e9), min_size=2, max_size=3, unique=True)))
         fixed = sorted(draw(st.lists(st.floats(0, 2e-3), min_size=len(xs), max_size=len(xs))))
@@ -94,7 +95,7 @@ def test_fixed_r1_is_dynamic(model, ps, prof):
     prompt, seq = ps
     a = predict(model, seq, prompt, policy="dynamic", profile=prof)
     b = predict(model, seq, prompt, r=1, width="exact", profile=prof)
-    assert a.ms_per_token == b.ms_per_token and a.peak_memory_bytes == b.peak_memory_bytes
+    assert a.ms_per_token == b.ms_per_token and a.reserved_bytes == b.reserved_bytes
 
 
 @given(MODELS, workloads(), profiles(), st.integers(0, 500))
@@ -103,7 +104,7 @@ def test_r_covering_generation_is_static(model, ps, prof, more):
     a = predict(model, seq, prompt, policy="static", profile=prof)
     b = predict(model, seq, prompt, r=seq - prompt + min(more, prompt), width="padded", profile=prof)
     assert close(a.ms_per_token, b.ms_per_token)
-    assert a.memory_bytes == b.memory_bytes and a.peak_memory_bytes == b.peak_memory_bytes
+    assert a.memory_bytes == b.memory_bytes and a.reserved_bytes == b.reserved_bytes
     assert b.growth_events == 0
 
 
@@ -116,7 +117,7 @@ def test_breakdown_sums_and_peak_at_least_steady(model, ps, r, width, prof, batc
     p = predict(model, seq, prompt, policy=pol, profile=prof, batch=batch)
     assert close(sum(p.breakdown.values()), p.ms_per_token)
     assert all(v >= 0 for v in p.breakdown.values())
-    assert p.peak_memory_bytes >= p.memory_bytes > 0
+    assert p.reserved_bytes >= p.memory_bytes > 0
 
 
 @given(MODELS, workloads(), st.integers(1, 4096), WIDTHS, profiles())
@@ -149,10 +150,14 @@ def test_tolerance_pick_is_within_tolerance(model, ps, prof, tol):
     prompt, seq = ps
     rec = recommend(model, seq, prompt, profile=prof, tolerance=tol)
     for lab, sw in rec.sweeps.items():
-        assert sw.seconds[rec.chosen_r[lab] - 1] <= sw.seconds.min() * (1 + tol) * (1 + 1e-12)
-        assert rec.chosen_r[lab] <= rec.argmin_r[lab]
-    assert rec.prediction.ms_per_token <= min(s.seconds.min() for s in rec.sweeps.values()) * 1000 / (
-        seq - prompt) * (1 + tol) * (1 + 1e-9)
+        i = rec.chosen_r[lab] - 1
+        assert sw.seconds[i] <= sw.seconds.min() * (1 + tol) * (1 + 1e-9)
+        # the least peak resident memory of the r within the tolerance of this width's best
+        within = sw.seconds <= sw.seconds[i] * (1 + 1e-9)
+        assert sw.resident_bytes[i] <= sw.resident_bytes[within].min() * (1 + 1e-9)
+    fastest = min([s.seconds.min() * 1000 / (seq - prompt) for s in rec.sweeps.values()]
+                  + [b.ms_per_token for b in rec.baselines.values()])
+    assert rec.prediction.ms_per_token <= fastest * (1 + tol) * (1 + 1e-9)
 
 
 @given(MODELS, workloads(), profiles(), st.floats(0.0, 0.2))
@@ -170,6 +175,8 @@ def simulate(policy: Policy, prompt: int, seq: int, geo: Geometry, prof: Profile
     cap = seq
     c = policy.initial_capacity(prompt, cap)
     events, alloc, copy, width = 0, 0.0, 0.0, 0
+    if policy.width == "exact" and "cat" in prof.terms:  # the prefill buffer's spare rows, first touched later
+        alloc += prof.alloc.segment(geo.rho * c)[1] * geo.rho * (min(c, seq) - prompt)
     for n in range(prompt, seq):
         if n + 1 > c:
             new = policy.grown_capacity(n, 1, c, cap)
@@ -186,12 +193,13 @@ def simulate(policy: Policy, prompt: int, seq: int, geo: Geometry, prof: Profile
 
 
 @given(MODELS, st.integers(1, 400), st.integers(2, 600), st.integers(1, 700),
-       st.sampled_from(["padded", "exact", "geo", "static"]), profiles(), st.integers(1, 3))
+       st.sampled_from(["padded", "exact", "geo", "static", "reserve"]), profiles(), st.integers(1, 3))
 def test_closed_form_events_match_step_by_step_walk(model, prompt, gen, r, kind, prof, batch):
     from bmc_model.core.specs import get_spec
 
     seq = prompt + gen
-    pol = {"geo": Policy("geometric", factor=1.7), "static": Policy("static", width="padded")}.get(
+    pol = {"geo": Policy("geometric", factor=1.7), "static": Policy("static", width="padded"),
+           "reserve": Policy("reserve")}.get(
         kind, Policy("fixed", r, width=kind if kind in ("padded", "exact") else "exact"))
     geo = Geometry.of(get_spec(model), batch, "float32")
     w = Workload(prompt, seq, batch)
@@ -376,6 +384,6 @@ def test_sd_memory_counts_a_growth_that_may_happen():
     kw = {"width": "exact", "layers": 2, "gamma": 7, "alpha": 0.8}
     edge = predict("llama-7b", 16512, 16384, r=133, **kw)
     safe = predict("llama-7b", 16512, 16384, r=135, **kw)
-    assert 0.0 < edge.growth_events < 1.0 and edge.peak_memory_bytes > edge.memory_bytes
-    assert safe.growth_events == 0.0 and safe.peak_memory_bytes == safe.memory_bytes
+    assert 0.0 < edge.growth_events < 1.0 and edge.reserved_bytes > edge.memory_bytes
+    assert safe.growth_events == 0.0 and safe.reserved_bytes == safe.memory_bytes
     assert edge.breakdown["growth_copy"] > 0.0 == safe.breakdown["growth_copy"]

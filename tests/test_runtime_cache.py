@@ -149,7 +149,7 @@ def test_stats_bytes_and_peak(policy, layers, prompt, new, q):
     st_ = cache.stats
     assert st_.bytes_copied == sum(2 * layers * e.n * row for e in st_.events)
     assert st_.bytes_written == 2 * layers * max_len * row
-    assert st_.peak_bytes == 2 * row * kv_peak_rows(policy, layers=layers, prompt=prompt, max_len=max_len, q=q)
+    assert st_.peak_bytes == row * kv_peak_rows(policy, layers=layers, prompt=prompt, max_len=max_len, q=q)
     assert cache.nbytes() == 2 * layers * cache.capacity * row
 
 
@@ -177,6 +177,41 @@ def test_fixed_r_writes_in_place_between_growths():
     # capacity 6 after the prompt (2 + 4); rows 2..5 in place; the write at n=6 grows to 10
     assert ptrs[:5] == [ptrs[0]] * 5 and ptrs[5] != ptrs[0] and ptrs[6] == ptrs[5]
     assert [e.__dict__ for e in cache.stats.events] == [dict(n=6, q=1, old_capacity=6, new_capacity=10)]
+
+
+@pytest.mark.parametrize("policy", [NAMED["reserve"], NAMED["static"], NAMED["llamacpp"]])
+def test_preallocated_allocates_once_and_rolls_back_in_place(policy, monkeypatch):
+    """Static and reserve: max_len rows per K / V per layer at the prefill, zero-filled only for widths that
+    read past n + q; then in-place writes, rollback by the length alone, never a growth event."""
+    made = []  # (constructor, rows) of every 4-d buffer allocated
+    for name in ("zeros", "empty"):
+        real = getattr(torch, name)
+
+        def spy(shape, *a, _real=real, _name=name, **kw):
+            if len(shape) in (4, 5):  # reserve: one arena [2 L, batch, kv_heads, rows, head_dim] for every buffer
+                made.append((_name, shape[-2], shape[0] if len(shape) == 5 else 1))
+            return _real(shape, *a, **kw)
+
+        monkeypatch.setattr(torch, name, spy)
+    layers, max_len = 2, 24
+    cache = KVCache(policy, layers=layers, batch=2, kv_heads=1, head_dim=4, max_len=max_len)
+    ptrs = set()
+    for q, back in ((5, 0), (1, 0), (4, 3), (1, 0), (3, 2), (1, 1)):
+        z = torch.randn((2, 1, q, 4))
+        for layer in range(layers):
+            K, _, _ = cache.update(layer, z, z)
+            ptrs.add(K.data_ptr())
+            assert K.shape[2] == policy.width_rows(cache.length, q, max_len)
+        cache.advance()
+        cache.rollback(back)
+        assert cache.capacity == max_len
+    if policy.growth == "reserve":
+        assert made == [("empty", max_len, 2 * layers)]
+    else:
+        assert made == [("zeros" if policy.zero_filled else "empty", max_len, 1)] * (2 * layers)
+    assert len(ptrs) == layers  # one buffer per layer, never replaced
+    st_ = cache.stats
+    assert st_.growth_events == 0 and st_.bytes_copied == 0 and st_.allocations == layers
 
 
 def test_mask_is_causal_and_hides_padding():

@@ -129,7 +129,7 @@ def test_random_weights_decode_varies_and_is_seeded():
 def test_synthetic_prompt_run_and_memory_estimate():
     spec = tiny_spec()
     dec = Decoder(spec)
-    for policy in (CAT, NAMED["static"], Policy("fixed", 16, width="padded"), NAMED["geometric"]):
+    for policy in (CAT, NAMED["static"], NAMED["reserve"], Policy("fixed", 16, width="padded"), NAMED["geometric"]):
         r = decode_run(dec, policy, prompt=100, new_tokens=40, batch=2, synth_prompt=True, warmup=1)
         assert r.synthetic_prompt and r.tokens.shape == (2, 40) and len(r.step_s) == 40
         assert r.total_s >= sum(r.step_s) > 0

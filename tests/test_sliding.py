@@ -23,7 +23,7 @@ from bmc_model.core.workload import Geometry, Workload
 
 MISTRAL = get_spec("mistral-7b")
 GEMMA = get_spec("gemma3-270m")
-POLICIES = ("dynamic", "static", "geometric", "mlx", "llamacpp", "floor", "bmc:64", "fixed:32:exact",
+POLICIES = ("dynamic", "static", "geometric", "mlx", "llamacpp", "reserve", "bmc:64", "fixed:32:exact",
             "fixed:200:pad-256", "fixed:7:padded")
 
 
@@ -89,7 +89,7 @@ def test_mistral_at_16k_holds_the_window_not_the_context():
         q = predict("mistral-7b", 16384, policy=pol, dtype="float32")
         most = 4095 + sliding_policy(q.policy, 4096).r  # rows a sliding buffer ever holds
         assert q.memory_bytes <= 2 * MISTRAL.layers * rho * most < full.memory_bytes
-        assert q.memory_bytes <= q.peak_memory_bytes <= (2 * MISTRAL.layers + 1) * rho * most
+        assert q.memory_bytes <= q.reserved_bytes <= (2 * MISTRAL.layers + 1) * rho * most
         # attention reads the window: the sliding model's useful attention is that of a 4096-row cache
         assert q.breakdown["attention_useful"] < 0.5 * predict(dataclasses.replace(MISTRAL, sliding_window=None),
                                                                16384, policy=pol).breakdown["attention_useful"]
@@ -133,7 +133,7 @@ def test_mixed_model_is_its_full_layers_plus_its_sliding_layers(pol, sd):
         assert mixed.breakdown[term] == full.breakdown[term] == slide.breakdown[term]
     assert math.isclose(mixed.memory_bytes, f * full.memory_bytes + s * slide.memory_bytes, rel_tol=1e-12)
     assert slide.memory_bytes < mixed.memory_bytes < full.memory_bytes
-    assert mixed.peak_memory_bytes >= mixed.memory_bytes
+    assert mixed.reserved_bytes >= mixed.memory_bytes
 
 
 @settings(max_examples=25, deadline=None)
@@ -182,7 +182,7 @@ def test_sliding_sweep_matches_scalar_calls():
                 s = sum(breakdown(pol, w, geo, PROF).values())
                 i = min(r, len(sw.r)) - 1  # past T + gamma every r costs the same
                 assert close(float(sw.seconds[i]), s, 1e-9)
-                assert close(float(sw.peak_bytes[i]), float(memory(pol, w, geo, PROF)[1]), 1e-12)
+                assert close(float(sw.reserved_bytes[i]), float(memory(pol, w, geo, PROF)[1]), 1e-12)
 
 
 def test_recommend_on_sliding_models():

@@ -53,7 +53,7 @@ def test_sd_tokens_identical_to_plain_cat(spec, policy, kind, gamma, prompt, new
     assert st_.iterations == len(res.iter_s) == len(res.accepted_per_iter)
     assert st_.tokens == sum(res.accepted_per_iter) + st_.iterations >= new
     assert st_.tokens - max(res.accepted_per_iter[-1] + 1, 0) < new  # only the last iteration may overshoot
-    if policy.growth == "static":
+    if policy.preallocated:  # static and reserve: one buffer of every row, never grown, rolled back in place
         assert res.growth_events == 0 and res.final_capacity == prompt + new + gamma
 
 
@@ -72,7 +72,7 @@ def test_synthetic_prompt_sd_matches_plain(spec, policy, gamma, prompt, new, see
     assert_same_greedy(res.tokens, base.tokens, base.logits)
 
 
-@pytest.mark.parametrize("policy", [CAT, Policy("fixed", 4, width="padded"), NAMED["static"]])
+@pytest.mark.parametrize("policy", [CAT, Policy("fixed", 4, width="padded"), NAMED["static"], NAMED["reserve"]])
 def test_rejections_roll_back_target_and_draft(policy):
     """An always-wrong oracle (every draft rejected) and an always-right one give the plain tokens;
     the draft model's cache, rolled back after rejections, equals a fresh prefill of the confirmed text."""

@@ -37,7 +37,7 @@ def test_baseline_continues_the_pattern(smol, baseline):
     assert "Vector4(self.x + other.x, self.y + other.y" in text, text
 
 
-@pytest.mark.parametrize("policy", ["dynamic", "bmc:8", "static", "fixed:16:exact"])
+@pytest.mark.parametrize("policy", ["dynamic", "bmc:8", "static", "reserve", "fixed:16:exact"])
 def test_prompt_lookup_gives_plain_tokens_and_real_acceptance(smol, baseline, policy):
     ids, base = baseline
     res = speculative_decode(smol.decoder, parse_policy(policy), PromptLookup(), gamma=4, prompt=ids, new_tokens=NEW,

@@ -52,6 +52,8 @@ class Measurements:
     layers: list = field(default_factory=list)  # bench_layers.LayerPoint: non-matmul work per forward in place
     layers_prompt: int = 64
     head_rows: list[Point] = field(default_factory=list)  # keys (model, m rows): each geometry's LM head
+    lazy_backing: float | None = None  # bench_lazy.py; None: not measured, the profile reads 0
+    lazy_raw: dict = field(default_factory=dict)
     bench_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # from the measuring (benchmarks cut short)
     others_cpu: float | None = None  # share of all cores other processes used meanwhile (load.py)
@@ -173,6 +175,10 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
     head_sized, raw["head_rows"] = _row_curves(m.head_rows, "head_rows")
     sized.update(head_sized)
     scalars["sd_iter_s"] = m.sd_iter.median
+    if m.lazy_backing is not None:
+        scalars["lazy_backing"] = m.lazy_backing
+    if m.lazy_raw:
+        raw["lazy_backing"] = dict(m.lazy_raw)
     # the measured ratios themselves: one row is a GEMV, several a GEMM, a step no line fits
     wr = raw["weights_rows"]
     curves = {"weights_rows": (tuple(float(x) for x in wr["m"]), tuple(t / wr["t"][0] for t in wr["t"])), **sized}

@@ -85,7 +85,7 @@ def layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtype, 
     with torch.inference_mode():
         caches = {}
         for d in decs:
-            cache = d.new_cache(NAMED["floor"], batch=1, max_len=PROMPT + max(Q_ROWS))
+            cache = d.new_cache(NAMED["reserve"], batch=1, max_len=PROMPT + max(Q_ROWS))
             d.prefill(torch.randint(0, VOCAB, (1, PROMPT), generator=gen), cache, last_only=True)
             caches[d.spec.name] = cache
         for _ in range(rounds):

@@ -1,7 +1,7 @@
 """Fixed framework costs: the runtime's decode step at a tiny geometry, and SD bookkeeping.
 
 step_s and layer_s come from the runtime's own decoder (bmc_model.runtime) decoding with the
-"floor" policy (preallocated exact views: no growth events) at hidden 64, 2 heads of 32, ffn 128,
+"reserve" policy (one lazily backed buffer, exact views: no growth events) at hidden 64, 2 heads of 32, ffn 128,
 vocab 256, at several layer counts: what is left of a step once weights, attention and writes are
 accounted for is per-step and per-layer framework overhead (the fit is in calibrate.overhead).
 The tiny geometry itself is assemble.tiny_spec.
@@ -44,7 +44,7 @@ def _decoder(spec: ModelSpec, dtype: torch.dtype, device: str):  # -> bmc_model.
 def _own_loop(dec, tokens: int, sync: Callable[[], None]) -> list[float]:
     """Greedy decode with per-step wall times: used where decode_run is unavailable (or on CUDA)."""
     dev = dec.w.embed.device
-    cache = dec.new_cache(NAMED["floor"], batch=1, max_len=TINY_PROMPT + tokens + 1)
+    cache = dec.new_cache(NAMED["reserve"], batch=1, max_len=TINY_PROMPT + tokens + 1)
     gen = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, dec.spec.vocab, (1, TINY_PROMPT), generator=gen).to(dev)
     tok = dec.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1, keepdim=True)  # [1, 1]
@@ -68,7 +68,7 @@ def step_times(layers: int, tokens: int, dtype_name: str, dtype: torch.dtype, de
         except ImportError:
             decode_run = None
         if decode_run is not None:
-            res = decode_run(dec, NAMED["floor"], prompt=TINY_PROMPT, new_tokens=tokens, batch=1, synth_prompt=True)
+            res = decode_run(dec, NAMED["reserve"], prompt=TINY_PROMPT, new_tokens=tokens, batch=1, synth_prompt=True)
             return [float(s) for s in res.step_s], "runtime.decode_run"
         return _own_loop(dec, tokens, lambda: None), "runtime.Decoder.forward"
     return _own_loop(dec, tokens, torch.cuda.synchronize), "runtime.Decoder.forward"

@@ -43,7 +43,7 @@ def model_charge(terms: dict[str, Term], scalars: dict[str, float], spec: ModelS
     sc.update({k: scalars.get(k, 0.0) for k in ("attn_q_slope", "weights_row_slope")})
     prof = Profile(terms=terms, scalars=sc, source="calibration (overhead charge)")
     w = Workload(prompt=prompt, seq=prompt + tokens, batch=1)
-    parts = breakdown(NAMED["floor"], w, Geometry.of(spec, 1, spec.dtype), prof)
+    parts = breakdown(NAMED["reserve"], w, Geometry.of(spec, 1, spec.dtype), prof)
     return float(sum(v for k, v in parts.items() if k not in ("overhead", "sd_iteration", "draft"))) / tokens
 
 

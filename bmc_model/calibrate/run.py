@@ -14,16 +14,16 @@ import torch
 
 from bmc_model.calibrate import bench_attention as ba
 from bmc_model.calibrate import bench_layers as bl
+from bmc_model.calibrate import bench_lazy, load
 from bmc_model.calibrate import bench_memory as bm
 from bmc_model.calibrate import bench_overhead as bo
 from bmc_model.calibrate import bench_weights as bw
-from bmc_model.calibrate import load
 from bmc_model.calibrate.assemble import Measurements, build_profile
 from bmc_model.calibrate.plan import Plan, check_options, make_plan
 from bmc_model.calibrate.pool import Pool
 from bmc_model.calibrate.runner import CpuTimer, NullReporter, Point, Reporter, Settings, Timer, run_cases
 from bmc_model.core.errors import BMCError
-from bmc_model.core.host import available_ram_bytes, fingerprint, release_heap
+from bmc_model.core.host import available_ram_bytes, fingerprint, memory_facts, release_heap
 from bmc_model.core.profile import Profile
 from bmc_model.runtime.device import cuda_free_bytes
 
@@ -148,6 +148,18 @@ def _layers_in_place(plan: Plan, rng: np.random.Generator, rep: Reporter, bench_
     return pts
 
 
+def _lazy_backing(plan: Plan, rep: Reporter, bench_s: dict[str, float], notes: list[str]) -> bench_lazy.LazyResult:
+    """Whether never-written allocated bytes are resident (bench_lazy.py)."""
+    rep.begin("lazy_backing", bench_lazy.REPEATS)
+    t0 = time.perf_counter()
+    got = bench_lazy.measure(plan.device, step=lambda: rep.step("lazy_backing"))
+    bench_s["lazy_backing"] = time.perf_counter() - t0
+    rep.end("lazy_backing")
+    if got.note:
+        notes.append(got.note)
+    return got
+
+
 def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
     dev, dt, e = plan.device, TORCH_DTYPES[plan.dtype], plan.elem
     timer: Timer = CudaTimer() if dev == "cuda" else CpuTimer()
@@ -165,6 +177,7 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         return pts
 
     sd = run("sd_iter", [bo.sd_iter_case(p.vocab, plan.sd_gamma, dev)])[0]
+    lazy = _lazy_backing(plan, rep, bench_s, notes)  # before the benchmarks that leave buffers cached
     # Allocation costs depend on what the heap holds: each benchmark starts from a trimmed heap, as a
     # fresh decode would, and the two that allocate come before copy's many buffers.
     release_free_memory()
@@ -205,11 +218,12 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
                      overhead=over,
                      overhead_loop=how, overhead_prompt=bo.TINY_PROMPT + bo.WARMUP_STEPS,
                      overhead_tokens=plan.overhead_tokens, hf_overhead=hf_over, layers=layer_pts,
-                     layers_prompt=bl.PROMPT, bench_s=bench_s, notes=notes,
+                     layers_prompt=bl.PROMPT, lazy_backing=lazy.value, lazy_raw=lazy.raw, bench_s=bench_s, notes=notes,
                      others_cpu=load.others_share(cpu0, load.snapshot()))
     host = fingerprint(plan.threads, plan.device, plan.dtype)
     host["torch_threads"] = torch.get_num_threads()
     host["llc_bytes"] = llc_bytes(dev)
+    host.update(memory_facts())  # overcommit_mode, reserve_limit_bytes: what the OS would grant at once
     if dev == "cuda":
         host["gpu"] = torch.cuda.get_device_name(0)
     return build_profile(plan, m, host, datetime.now(timezone.utc).isoformat(timespec="seconds"))

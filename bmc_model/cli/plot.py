@@ -33,22 +33,37 @@ def check_plot_path(path: Path) -> None:
 
 
 def write_plot(rec: Recommendation, path: Path) -> None:
+    """Two panels over r, ms/token and peak resident KV, one curve per width mode; the pick and the named
+    baselines marked on both (a point where they have an r, a dashed line where they do not)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for lab in rec.sweeps:
-        xs, ys = curve(rec, lab, points=200)
-        ax.plot(xs, ys, label=lab)
     p = rec.prediction
-    ax.plot([p.policy.r], [p.ms_per_token], "ko", label=f"recommended r={p.policy.r} {p.width}")
-    ax.set_xscale("log")
-    ax.set_xlabel("r (rows per growth event)")
-    ax.set_ylabel("predicted ms/token")
-    ax.set_title(f"{p.model}, seq {p.seq}, prompt {p.prompt}, batch {p.batch}")
-    ax.legend()
+    tokens = p.seq - p.prompt
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    for lab, sw in rec.sweeps.items():
+        xs, ys = curve(rec, lab, points=200)
+        top.plot(xs, ys, label=lab)
+        idx = [min(int(x), len(sw.r)) - 1 for x in xs]
+        bottom.plot(xs, [float(sw.resident_bytes[i]) / 2**20 for i in idx], label=lab)
+    marks = [("recommended", p), *rec.baselines.items()]
+    for k, (name, b) in enumerate(marks):
+        color, mib = f"C{(k + len(rec.sweeps)) % 10}", b.peak_resident_bytes / 2**20
+        style = {"color": "black" if name == "recommended" else color, "label": f"{name}: {b.policy.label}"}
+        if b.r is not None:
+            top.plot([b.r], [b.ms_per_token], "o", **style)
+            bottom.plot([b.r], [mib], "o", color=style["color"])
+        else:
+            top.axhline(b.ms_per_token, ls="--", lw=1, **style)
+            bottom.axhline(mib, ls="--", lw=1, color=style["color"])
+    top.set_xscale("log")
+    top.set_ylabel("predicted ms/token")
+    bottom.set_ylabel("peak resident KV (MiB)")
+    bottom.set_xlabel("r (rows per growth event)")
+    top.set_title(f"{p.model}, seq {p.seq}, prompt {p.prompt}, batch {p.batch}: {tokens} tokens")
+    top.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)

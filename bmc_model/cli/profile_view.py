@@ -33,6 +33,7 @@ SCALAR_HELP = {  # at most 30 characters: the table fits 80 columns
     "gemv_row_s": "matmul cost per output row",
     "hf_step_s": "step_s under HF generate()",
     "hf_layer_s": "layer_s under HF generate()",
+    "lazy_backing": "unwritten bytes not resident",
 }
 SCALAR_CI = {"attn_q_slope": ("attn_q", "ci95"), "weights_row_slope": ("weights_rows", "ci95"),
              "step_s": ("overhead", "step_ci95"), "layer_s": ("overhead", "layer_ci95")}
@@ -107,8 +108,13 @@ def scalars_table(prof: Profile) -> Table:
         block, key = SCALAR_CI.get(name, ("", ""))
         c = raw_series(raw_block(prof, block), key) if block else []
         c_s = f"[{_scalar(name, c[0])}, {_scalar(name, c[1])}]" if len(c) == 2 else "-"
-        t.add_row(name, _scalar(name, prof.scalars[name]), c_s, SCALAR_HELP.get(name, ""))
+        t.add_row(name, _scalar(name, prof.scalars[name]) + _unmeasured(prof, name), c_s, SCALAR_HELP.get(name, ""))
     return t
+
+
+def _unmeasured(prof: Profile, name: str) -> str:
+    """lazy_backing reads 0 when calibration did not measure it: say so, or 0 would read as a measurement."""
+    return " (default)" if name == "lazy_backing" and name not in raw_block(prof, name) else ""
 
 
 def host_table(prof: Profile) -> Table:

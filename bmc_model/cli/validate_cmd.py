@@ -17,8 +17,8 @@ from bmc_model.core.predict import get_profile
 from bmc_model.core.profile import Profile, default_profile_path, write_profile
 from bmc_model.core.specs import resolve_spec
 
-DEFAULT_NAMES = ["dynamic", "static", "floor", "mlx", "geometric"]
-QUICK_NAMES = ["dynamic", "static", "floor", "mlx"]
+DEFAULT_NAMES = ["dynamic", "static", "reserve", "mlx", "geometric"]
+QUICK_NAMES = ["dynamic", "static", "reserve", "mlx"]
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -59,6 +59,9 @@ def validate_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda (plain validate only; use a profile calibrated there)."),
     profile: Path | None = typer.Option(None, help="Profile JSON (default: calibrated; else a quick calibration)."),
     quick: bool = typer.Option(False, help="A smaller grid and fewer tokens: about 3 minutes here."),
+    memory: bool = typer.Option(True, "--memory/--no-memory",
+                                help="Also measure each configuration's peak resident KV, in a fresh process "
+                                     "per configuration after the timed runs (CPU; kept by --quick)."),
     sd: bool = typer.Option(False, "--sd", help="Speculative decoding: plain vs SD, cat vs BMC."),
     hf: bool = typer.Option(False, "--hf", help="HF generate(): DynamicCache, StaticCache and BMCCache."),
     acceptance_out: Path | None = typer.Option(None, help="With --sd: write the measured acceptance here."),
@@ -108,13 +111,14 @@ def validate_cmd(
     elif hf:
         from bmc_model.validate.hf_generate import validate_hf
 
-        result = validate_hf(quick=quick, profile=prof, threads=threads)
+        result = validate_hf(quick=quick, profile=prof, threads=threads, memory=memory)
     else:
         from bmc_model.validate.plain import run_validate
 
         with con.status("measuring") as status:
             result = run_validate(spec, seq=seq, prompt=prompt, batch=batch, profile=prof, names=names, r_grid=grid,
-                                  repeats=reps, threads=threads, device=device, progress=lambda m: status.update(m))
+                                  repeats=reps, threads=threads, device=device, memory=memory,
+                                  progress=lambda m: status.update(m))
     from bmc_model.validate.report import show
 
     if warning:  # with the results it qualifies: an error before them stays the one line on stderr

@@ -17,4 +17,5 @@ Symbols (as in the docs; the code spells each one way and uses it for nothing el
   x the size a term is read at (bytes one call touches) or a curve (its rows); y rows past a start or a gap
   rows token rows of a matmul, or query rows of attention
   <term>_c0, <term>_slope the (c0, slope) segment of a profile term (alloc, copy, attn) at the size reached
+  lambda (lazy_backing) the share of never-written allocated bytes the OS does not hold resident
 """

@@ -49,6 +49,11 @@ def prompt(v: object, seq: int) -> int:
     return int_in("prompt", v, 1, seq - 1, f" (shorter than seq {seq})")
 
 
+def max_new(v: object, prompt: int) -> int:
+    """The most new tokens a request may generate: the cache is sized for prompt + max_new rows."""
+    return int_in("max-new", v, 1, SEQ_MAX - prompt, f" (prompt {prompt} + max-new at most {SEQ_MAX})")
+
+
 def batch(v: object) -> int:
     return int_in("batch", v, 1, BATCH_MAX)
 
@@ -158,6 +163,18 @@ def kv_fits(spec: ModelSpec, rho: float, seq: int, gamma: int, host_info: dict) 
     raise BMCError(f"seq {seq}: the KV cache would need {format_bytes(need)} ({spec.layers} layers{window}, "
                    f"{seq + gamma} rows of {rho:.0f} bytes for K and for V), more than the {format_bytes(ram)} "
                    f"of RAM of {whose}; {fix}")
+
+
+def reserve_granted(reserve_bytes: float, host_info: dict) -> None:
+    """A reserve the OS would refuse (its overcommit policy: host.reserve_limit_bytes, recorded by calibrate)
+    cannot be run."""
+    limit = host_info.get("reserve_limit_bytes")
+    if limit is None or reserve_bytes <= limit:
+        return
+    mode = host_info.get("overcommit_mode")
+    how = f" (vm.overcommit_memory = {mode})" if mode is not None else ""
+    raise BMCError(f"a reserve of {format_bytes(reserve_bytes)} is more than the OS of the profile's host grants"
+                   f"{how}: {format_bytes(limit)}; lower seq or batch, or use a growth policy")
 
 
 def context_note(spec: ModelSpec, seq: int) -> str | None:

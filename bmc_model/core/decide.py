@@ -1,5 +1,16 @@
-"""recommend(): the best configuration for one workload, and every rule that decides it (tolerance,
-tie-breaks, the ceiling of what users run today)."""
+"""recommend(): the best configuration for one workload, and the whole rule that decides it.
+
+Candidates are every fixed r in every width mode (a sweep), and every named policy (dynamic, static,
+geometric, mlx, llama.cpp, reserve), at every gamma asked. Among the candidates whose peak resident KV
+bytes fit --max-mem and whose predicted time is within `tolerance` of the fastest (and never slower than
+HF's StaticCache or DynamicCache), the pick holds the least peak resident memory, then the least reserved,
+then is the fastest. So no candidate is at least as fast and leaner, or faster and no larger: the pick is
+on the Pareto front of everything recommend prints.
+
+Under a distribution of output lengths (core/lengths.py) the same rule reads expected seconds as the speed and
+expected peak resident bytes as the memory, and --max-mem caps the worst length's peak; the fixed r weighed
+are a grid (lengths.r_grid), each priced over every length at once.
+"""
 
 from __future__ import annotations
 
@@ -11,42 +22,110 @@ from pathlib import Path
 import numpy as np
 
 from bmc_model.core import bounds
-from bmc_model.core.breakdown import total_seconds
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import format_bytes, size
+from bmc_model.core.lengths import Lengths
 from bmc_model.core.policy import NAMED, WIDTH_HELP, Policy, parse_width
-from bmc_model.core.predict import Prediction, predict_at
+from bmc_model.core.predict import Prediction, predict_at, predict_lengths
 from bmc_model.core.profile import Profile
 from bmc_model.core.request import Request, request
 from bmc_model.core.specs import ModelSpec
-from bmc_model.core.sweep import Sweep, closed_form_r, sweep_r
+from bmc_model.core.sweep import Sweep, closed_form_r, sweep_lengths, sweep_r
+from bmc_model.core.workload import Workload
 
 WIDTHS = ("padded", "exact", "pad")
+# named candidates, beside the sweeps (mlx and dynamic are sweep points too; named, they print as such)
+CANDIDATE_NAMES = ("dynamic", "static", "reserve", "geometric", "mlx", "llamacpp")
+_EPS = 1e-9  # relative: two predictions closer than this are equal (scalar and vectorised paths round apart)
 
 
-def smallest_within(sweep: Sweep, tol: float, ceiling: float = math.inf) -> int | None:
-    """Smallest r whose cost is within tol of the sweep's best and at most `ceiling` seconds (never below
-    the best itself): near-equal speed, less memory."""
-    best = sweep.argmin
-    if best is None:
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration as the rule sees it: its predicted total seconds and peak KV bytes."""
+
+    policy: Policy
+    gamma: int
+    seconds: float
+    resident_bytes: float  # peak resident
+    reserved_bytes: float  # peak reserved
+
+    @property
+    def label(self) -> str:
+        return self.policy.label + (f", gamma {self.gamma}" if self.gamma else "")
+
+
+def dominates(a: Candidate | Prediction, b: Candidate | Prediction, eps: float = _EPS) -> bool:
+    """a is at least as fast and leaner in peak resident memory, or faster and no larger (peak resident and
+    reserved): b should not be picked while a is on offer."""
+    sa, sb = _seconds(a), _seconds(b)
+    ra, rb = _resident(a), _resident(b)
+    leaner = ra < rb * (1 - eps)
+    no_larger = ra <= rb * (1 + eps) and a.reserved_bytes <= b.reserved_bytes * (1 + eps)
+    return (sa <= sb * (1 + eps) and leaner) or (sa < sb * (1 - eps) and no_larger)
+
+
+def _seconds(x: Candidate | Prediction) -> float:
+    return x.seconds if isinstance(x, Candidate) else x.ms_per_token
+
+
+def _resident(x: Candidate | Prediction) -> float:
+    return x.resident_bytes if isinstance(x, Candidate) else x.peak_resident_bytes
+
+
+def pick_index(seconds: np.ndarray, resident: np.ndarray, reserved: np.ndarray, limit: float) -> int | None:
+    """The rule over parallel arrays of candidates already within the memory cap: among those at most
+    `limit` seconds (with _EPS), the least peak resident, then the least reserved, then the fastest."""
+    ok = np.flatnonzero(seconds <= limit * (1 + _EPS))
+    if not len(ok):
         return None
-    top = sweep.seconds_at(best)
-    limit = min(top * (1.0 + tol), max(ceiling, top))
-    ok = sweep.feasible & (sweep.seconds <= limit)
-    return int(sweep.r[np.argmax(ok)])
+    res, rsv = resident[ok], reserved[ok]
+    # equal within _EPS counts as equal (the scalar and the vectorised paths round apart)
+    tie_res = res <= res.min() * (1 + _EPS)
+    ok, rsv = ok[tie_res], rsv[tie_res]
+    tie_rsv = rsv <= rsv.min() * (1 + _EPS)
+    ok = ok[tie_rsv]
+    fast = seconds[ok]
+    return int(ok[np.flatnonzero(fast <= fast.min() * (1 + _EPS))[0]])  # of equals, the first offered
+
+
+def window(fastest: float, ceiling: float, tolerance: float) -> float:
+    """The slowest a pick may be: within `tolerance` of the fastest, and never slower than what users run
+    today (`ceiling`: the faster of HF's StaticCache and DynamicCache) unless nothing is faster."""
+    return min(fastest * (1.0 + tolerance), max(ceiling, fastest))
+
+
+def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
+    """The (ms/token, peak resident) front, fastest first: each point leaner than every point at least as fast
+    (of equal points the first given)."""
+    front: list[Candidate] = []
+    least = math.inf
+    for c in sorted(cands, key=lambda c: (c.seconds, c.resident_bytes, c.reserved_bytes)):  # stable
+        if c.resident_bytes < least * (1 - _EPS):
+            front.append(c)
+            least = c.resident_bytes
+    return front
+
+
+def _same(a: Candidate, b: Candidate) -> bool:
+    """Equal on every axis the rule reads."""
+    return all(abs(x - y) <= _EPS * max(abs(x), abs(y)) for x, y in
+               ((a.seconds, b.seconds), (a.resident_bytes, b.resident_bytes), (a.reserved_bytes, b.reserved_bytes)))
 
 
 @dataclass
 class Recommendation:
     prediction: Prediction  # the recommended configuration
-    sweeps: dict[str, Sweep]  # width label -> cost for every distinct r (1 .. T + gamma), at the recommended gamma
+    sweeps: dict[str, Sweep]  # width label -> cost for every distinct r (1 .. T + gamma; a grid of r under a
+    # distribution of output lengths), at the recommended gamma
     argmin_r: dict[str, int | None]  # width label -> exact integer argmin
-    chosen_r: dict[str, int | None]  # width label -> smallest r within tolerance of the argmin
+    chosen_r: dict[str, int | None]  # width label -> the rule's pick within that width's sweep
     closed_form_r: dict[str, float]  # width label -> r* from the closed form
     baselines: dict[str, Prediction]
     no_sd: Prediction | None = None  # best plain decoding, when speculative decoding was asked
     tolerance: float = 0.005
     notes: list[str] = field(default_factory=list)
+    pareto: list[Prediction] = field(default_factory=list)  # the front at the recommended gamma, fastest first
+    reason: str = ""  # why this pick, in one line
 
     @property
     def policy(self) -> Policy:
@@ -94,49 +173,145 @@ def width_modes(widths: object, pad: int) -> dict[str, tuple[str, int]]:
 
 @dataclass
 class _AtGamma:
-    """The sweeps at one gamma and what they pick."""
+    """The candidates at one gamma: the sweeps and the named policies."""
 
     gamma: int
-    sweeps: dict[str, Sweep]  # width label -> cost for every distinct r
-    ceiling: float  # predicted seconds of the better of static and dynamic
-    pick: tuple[float, int, str, int] | None  # (seconds, gamma, width label, r); None: nothing fits
+    sweeps: dict[str, Sweep]
+    named: dict[str, Prediction]  # name -> prediction; a reserve the OS refuses is left out
+    users: dict[str, Prediction]  # HF's static and dynamic caches, candidates or not: the ceiling
 
-    def least_need(self) -> tuple[float, int, str, int]:
-        """(peak KV bytes, gamma, width label, r) of the configuration here that needs the least memory."""
-        return min((float(sw.peak_bytes.min()), self.gamma, lab, int(sw.r[np.argmin(sw.peak_bytes)]))
-                   for lab, sw in self.sweeps.items())
+    def fastest(self, cap: float | None) -> float:
+        best = [float(sw.seconds[sw.feasible].min()) for sw in self.sweeps.values() if sw.feasible.any()]
+        best += [p.ms_per_token * 1e-3 * p.new_tokens for p in self.named.values() if _fits(p, cap)]
+        return min(best, default=math.inf)
+
+    def candidates(self, limit: float, cap: float | None) -> list[Candidate]:
+        """Those the rule may pick at this gamma: for each sweep, its own pick within `limit` (the rest of
+        that sweep is slower or larger than that one), and every named policy within `limit` and the cap."""
+        out = []
+        # named first, reserve foremost: of exactly equal candidates the first wins, and a sweep point
+        # equal to reserve (one allocation for the whole generation) is reserve
+        for _, p in sorted(self.named.items(), key=lambda item: item[0] != "reserve"):
+            c = _of_prediction(p)
+            if _fits(p, cap) and c.seconds <= limit * (1 + _EPS):
+                out.append(c)
+        for sw in self.sweeps.values():
+            i = _sweep_pick(sw, limit)
+            if i is not None:
+                out.append(_of_sweep(sw, i, self.gamma))
+        return out
+
+    def least_need(self) -> tuple[float, str]:
+        """(peak resident bytes, label) of the configuration here that needs the least memory."""
+        need = [(float(sw.capped_bytes.min()), f"r={int(sw.r[np.argmin(sw.capped_bytes)])} {lab}")
+                for lab, sw in self.sweeps.items()]
+        need += [(p.worst_resident, p.policy.label) for p in self.named.values()]
+        lab_gamma = f", gamma {self.gamma}" if self.gamma else ""
+        b, lab = min(need)
+        return b, lab + lab_gamma
 
 
-def _at_gamma(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float | None,
-              tolerance: float) -> _AtGamma:
+def _fits(p: Prediction, cap: float | None) -> bool:
+    return not cap or p.worst_resident <= cap
+
+
+def _sweep_pick(sw: Sweep, limit: float) -> int | None:
+    idx = np.flatnonzero(sw.feasible)
+    i = pick_index(sw.seconds[idx], sw.resident_bytes[idx], sw.reserved_bytes[idx], limit) if len(idx) else None
+    return None if i is None else int(idx[i])
+
+
+def _of_sweep(sw: Sweep, i: int, gamma: int) -> Candidate:
+    return Candidate(sw.policy(int(sw.r[i])), gamma, float(sw.seconds[i]), float(sw.resident_bytes[i]),
+                     float(sw.reserved_bytes[i]))
+
+
+def _of_prediction(p: Prediction) -> Candidate:
+    return Candidate(p.policy, p.gamma, p.ms_per_token * 1e-3 * p.new_tokens, p.peak_resident_bytes,
+                     p.reserved_bytes)
+
+
+def _predict(req: Request, pol: Policy, gamma: int, notes: tuple[str, ...] = ()) -> Prediction:
+    """One configuration of the request: at its seq, or over its output lengths."""
+    if req.dist is not None:
+        return predict_lengths(req.ctx, pol, req.prompt, req.batch, req.dist, notes)
+    return predict_at(req.ctx, pol, req.workload(gamma, pol), notes)
+
+
+def _sweeps(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float | None) -> dict[str, Sweep]:
     ctx = req.ctx
+    if req.dist is not None:
+        return {lab: sweep_lengths(width, req.prompt, req.batch, req.dist, ctx.geo, ctx.prof, max_mem=cap, pad=p)
+                for lab, (width, p) in modes.items()}
     r_all = np.arange(1, req.tokens + g + 1, dtype=np.float64)  # every distinct r at this gamma
     sweeps = {}
     for lab, (width, p) in modes.items():
         w = req.workload(g, Policy("fixed", 1, width=width, pad=p), r_all)  # type: ignore[arg-type]
         sweeps[lab] = sweep_r(width, w, ctx.geo, ctx.prof, max_mem=cap, pad=p)
-    # The tolerance trades speed for memory, but never below what users run today: no pick is
-    # predicted slower than HF's StaticCache or DynamicCache at this gamma.
-    ceiling = min(float(total_seconds(NAMED[base], req.workload(g, NAMED[base]), ctx.geo, ctx.prof))
-                  for base in ("static", "dynamic"))
-    cands = [(sw.seconds_at(rr), g, lab, rr) for lab, sw in sweeps.items()
-             if (rr := smallest_within(sw, tolerance, ceiling)) is not None]
-    if not cands:
-        return _AtGamma(g, sweeps, ceiling, None)
-    floor = min(float(sw.seconds[sw.feasible].min()) for sw in sweeps.values() if sw.feasible.any())
-    # a width mode ahead by less than the tolerance is not resolved by the model: prefer exact
-    # (no mask, no padded rows read), the mode least exposed to error in the attention terms
-    near = min(floor * (1.0 + tolerance), max(ceiling, floor))
-    exact = [cand for cand in cands if cand[2] == "exact" and cand[0] <= near]
-    return _AtGamma(g, sweeps, ceiling, exact[0] if exact else min(cands))
+    return sweeps
 
 
-def _no_fit(least: tuple[float, int, str, int], max_mem: float) -> BMCError:
+def _named(names: Sequence[str]) -> frozenset[str]:
+    if isinstance(names, str) or not all(n in CANDIDATE_NAMES for n in names):
+        raise BMCError(f"named must be a list of {', '.join(CANDIDATE_NAMES)}, got {names!r}")
+    return frozenset(names)
+
+
+def _at_gamma(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float | None,
+              offered: frozenset[str] | None = None) -> _AtGamma:
+    sweeps = _sweeps(req, g, modes, cap)
+    named, users = {}, {}
+    for name in CANDIDATE_NAMES:
+        pol = NAMED[name]
+        # `widths` limits every candidate, named ones too, unless `named` says which are offered
+        allowed = pol.width_label in modes if offered is None else name in offered
+        if not allowed and name not in ("static", "dynamic"):
+            continue
+        try:
+            pred = _predict(req, pol, g)
+        except BMCError:  # a reserve the OS would refuse is no candidate
+            if pol.growth != "reserve":
+                raise
+            continue
+        if allowed:
+            named[name] = pred
+        if name in ("static", "dynamic"):
+            users[name] = pred
+    return _AtGamma(g, sweeps, named, users)
+
+
+def _ceiling(at: list[_AtGamma], cap: float | None) -> float:
+    """The faster of HF's StaticCache and DynamicCache, at any gamma, among those that fit."""
+    return min((_of_prediction(p).seconds for a in at for p in a.users.values() if _fits(p, cap)),
+               default=math.inf)
+
+
+def _no_fit(least: tuple[float, str], max_mem: float) -> BMCError:
     """Nothing fits the cap: say what the smallest configuration would need."""
-    need, gamma, lab, r = least
-    sd = f", gamma {gamma}" if gamma else ""
+    need, lab = least
     return BMCError(f"no configuration fits in --max-mem {max_mem:.4g} bytes ({format_bytes(max_mem)}) of KV cache: "
-                    f"the smallest (r={r} {lab}{sd}) needs {format_bytes(need)} at its peak")
+                    f"the smallest ({lab}) needs {format_bytes(need)} resident at its peak")
+
+
+def _choose(cands: list[Candidate], limit: float) -> Candidate:
+    i = pick_index(np.array([c.seconds for c in cands]), np.array([c.resident_bytes for c in cands]),
+                   np.array([c.reserved_bytes for c in cands]), limit)
+    return cands[i]  # type: ignore[index]
+
+
+def _reason(pick: Prediction, fastest: Candidate, tolerance: float, tied: int) -> str:
+    mem = f"{format_bytes(pick.peak_resident_bytes)} resident at its peak, {format_bytes(pick.reserved_bytes)} reserved"
+    if pick.worst_peak_resident_bytes is not None:  # over a distribution: the expected peak, and the worst
+        mem = (f"{format_bytes(pick.peak_resident_bytes)} resident at its peak in expectation, "
+               f"{format_bytes(pick.worst_peak_resident_bytes)} at worst, {format_bytes(pick.reserved_bytes)} reserved")
+    if fastest.policy == pick.policy and fastest.gamma == pick.gamma:
+        head = f"{pick.policy.label} is the fastest"
+        tail = (f" and, of the {tied} configurations within {tolerance:.1%} of it, holds the least memory ({mem})"
+                if tied > 1 else f" ({mem})")
+        return head + tail
+    ms = fastest.seconds * 1000.0 / pick.new_tokens
+    return (f"{pick.policy.label} holds the least memory ({mem}) of the {tied} configurations within "
+            f"{tolerance:.1%} of the fastest ({fastest.label}, {ms:.2f} ms/token)")
 
 
 def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int | None = None,
@@ -144,69 +319,105 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
               layers: int | None = None, config: str | Path | None = None, gamma: int | str | None = None,
               alpha: float | Sequence[float] | None = None, draft: str | ModelSpec | None = None,
               draft_cost: float | None = None, max_mem: float | str | None = None, pad: int = 256,
-              tolerance: float = 0.005, widths: str | Sequence[str] = WIDTHS, runtime: str = "bmc") -> Recommendation:
-    """The fastest growth configuration (width mode, r, and gamma with SD) for one workload.
+              tolerance: float = 0.005, widths: str | Sequence[str] = WIDTHS, runtime: str = "bmc",
+              max_new: int | None = None, mean_new: float | None = None,
+              lengths: Lengths | str | Path | None = None, named: Sequence[str] | None = None) -> Recommendation:
+    """The configuration (growth policy, width, r, and gamma with SD) for one workload, by the rule in this
+    module's docstring.
 
-    `model`/`config` as in predict() (default llama-7b; not both).
-    Sweeps every distinct r (1 .. T + gamma; a larger r costs the same) for each width mode; within a mode
-    it picks the smallest r predicted within `tolerance` of that mode's argmin (same speed, less memory)
-    and not slower than the static and dynamic baselines (unless nothing in that mode is). `max_mem` caps
-    the peak KV bytes: a number or a size such as "2GiB". gamma: None/0 plain decoding, an int, or "auto"
-    (0..16, 0 meaning no SD); alpha, draft and draft_cost need it. widths: labels as Policy.width_label
-    prints them ("padded", "exact", "pad-P"; "pad" rounds to `pad` rows), one string or a sequence.
+    `model`/`config` as in predict() (default llama-7b; not both). Candidates: every distinct r
+    (1 .. T + gamma; a larger r costs the same) in each width mode, and the named policies (those whose
+    width is in `widths`, or the names in `named`: CANDIDATE_NAMES). `max_mem` caps
+    the peak resident KV bytes: a number or a size such as "2GiB". gamma: None/0 plain decoding, an int,
+    or "auto" (0..16, 0 meaning no SD); alpha, draft and draft_cost need it. widths: labels as
+    Policy.width_label prints them ("padded", "exact", "pad-P"; "pad" rounds to `pad` rows), one string or
+    a sequence. max_new, mean_new, lengths: the output length, as in predict(); under a distribution the
+    rule reads expected figures (this module's docstring).
     """
     req = request(model, seq, prompt, batch, dtype, profile, layers, config, gamma, alpha, draft, draft_cost,
-                  runtime, auto=True)
+                  runtime, auto=True, max_new=max_new, mean_new=mean_new, lengths=lengths)
     tolerance = bounds.tolerance(tolerance)
     cap = size("max-mem", max_mem)
     modes = width_modes(widths, bounds.pad(pad))
     ctx = req.ctx
 
-    # only the best gamma's sweeps and gamma 0's are kept: 17 gammas of 3 sweeps as long as T + gamma each
-    # would hold gigabytes at a long seq
-    best: _AtGamma | None = None
-    at0: _AtGamma | None = None
-    least: tuple[float, int, str, int] | None = None
-    for g in req.gammas:
-        at = _at_gamma(req, g, modes, cap, tolerance)
-        at0 = at if g == 0 else at0
-        need = at.least_need()
-        least = need if least is None else min(least, need)
-        if at.pick is not None and (best is None or at.pick[0] < best.pick[0] * (1.0 - 1e-12)):  # type: ignore
-            best = at
-    if best is None or best.pick is None:
-        raise _no_fit(least, cap or 0.0)  # type: ignore[arg-type]
-    _, gamma_best, width_best, r_best = best.pick
-    sweeps = best.sweeps
-    best_pol = sweeps[width_best].policy(r_best)
-    w = req.workload(gamma_best, best_pol)
-    pred = predict_at(ctx, best_pol, w, req.notes)
+    # every gamma's candidates are needed before the fastest is known; a gamma's sweeps are kept only as
+    # its pick set (a few candidates): 17 gammas of 3 sweeps as long as T + gamma would hold gigabytes
+    offered = None if named is None else _named(named)
+    ats = [_at_gamma(req, g, modes, cap, offered) for g in req.gammas]
+    fastest_s = min(a.fastest(cap) for a in ats)
+    if not math.isfinite(fastest_s):
+        raise _no_fit(min(a.least_need() for a in ats), cap or 0.0)
+    ceiling = _ceiling(ats, cap)
+    limit = window(fastest_s, ceiling, tolerance)
+    pool = [c for a in ats for c in a.candidates(limit, cap)]
+    choice = _choose(pool, limit)
+    best = next(a for a in ats if a.gamma == choice.gamma)
+    pred = _predict(req, choice.policy, choice.gamma, req.notes)
+    at0 = next((a for a in ats if a.gamma == 0), None)
 
-    baselines: dict[str, Prediction] = {}
-    base_pols = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "geometric": NAMED["geometric"],
-                 "mlx": NAMED["mlx"], "llamacpp": NAMED["llamacpp"]}
-    cap_s = best.ceiling
-    rp = smallest_within(sweeps["padded"], tolerance, cap_s) if "padded" in sweeps else None
-    if width_best != "padded" and rp is not None:
-        base_pols["bmc-padded"] = sweeps["padded"].policy(rp)
-    if width_best != "exact":
-        base_pols["exact-same-r"] = Policy("fixed", r_best, width="exact")
-    for name, pol in base_pols.items():
-        baselines[name] = predict_at(ctx, pol, req.workload(gamma_best, pol))
+    baselines: dict[str, Prediction] = dict(best.named)
+    sweeps = best.sweeps
+    sweep_limit = {lab: window(float(sw.seconds[sw.feasible].min()) if sw.feasible.any() else math.inf,
+                               ceiling, tolerance) for lab, sw in sweeps.items()}
+    chosen = {lab: _sweep_pick(sw, sweep_limit[lab]) for lab, sw in sweeps.items()}
+    chosen_r = {lab: None if i is None else int(sweeps[lab].r[i]) for lab, i in chosen.items()}
+    if "padded" in sweeps and pred.policy.width != "padded" and chosen_r["padded"] is not None:
+        pol = sweeps["padded"].policy(chosen_r["padded"])
+        baselines["bmc-padded"] = _predict(req, pol, choice.gamma)
+    if pred.policy.growth == "fixed" and pred.policy.width != "exact":
+        pol = Policy("fixed", pred.policy.r, width="exact")
+        baselines["exact-same-r"] = _predict(req, pol, choice.gamma)
     no_sd = None
     if req.gammas != (0,):
         plain = req.plain()
         baselines["dynamic-no-sd"] = predict_at(ctx, NAMED["dynamic"], plain)
         if at0 is not None:
-            pairs = [(sw, smallest_within(sw, tolerance, at0.ceiling)) for sw in at0.sweeps.values()]
-            sw0, r0 = min(((sw, r) for sw, r in pairs if r is not None), key=lambda pair: pair[0].seconds_at(pair[1]))
-            no_sd = predict_at(ctx, sw0.policy(r0), plain)
+            f0 = at0.fastest(cap)
+            c0 = at0.candidates(window(f0, ceiling, tolerance), cap) if math.isfinite(f0) else []
+            pick0 = _choose(c0, window(f0, ceiling, tolerance)) if c0 else None
+            no_sd = predict_at(ctx, pick0.policy, plain) if pick0 is not None else None
         else:
-            no_sd = predict_at(ctx, pred.policy, plain)
-    closed = {lab: closed_form_r(w, ctx.geo, ctx.prof, sw.width) for lab, sw in sweeps.items()}
+            no_sd = predict_at(ctx, NAMED["dynamic"] if pred.policy.growth == "fixed" else pred.policy, plain)
+    top = min(c.seconds for c in pool)
+    fastest = next(c for c in pool if c.seconds <= top * (1 + _EPS))
+    if any(_same(c, choice) for c in pool if c.seconds <= top * (1 + _EPS)):
+        fastest = choice
+    front = pareto_front([_of_prediction(p) for p in best.named.values() if _fits(p, cap)]
+                         + [_of_sweep(sw, i, best.gamma) for sw in sweeps.values() for i in _front_indices(sw)])
+    pareto = [_predict(req, c.policy, c.gamma) for c in _thin(front, pred.policy)]
+    at_mean = req.workload(choice.gamma, pred.policy) if req.dist is None else _at_mean(req, req.dist)
+    closed = {lab: closed_form_r(at_mean, ctx.geo, ctx.prof, sw.width) for lab, sw in sweeps.items()}
     notes = list(req.notes)
-    if gamma_best == 0 and req.gammas != (0,):
+    if req.dist is not None:
+        notes.append(req.dist.describe())
+    if choice.gamma == 0 and req.gammas != (0,):
         notes.append("no SD: speculative decoding does not pay at this acceptance and draft cost")
     return Recommendation(prediction=pred, sweeps=sweeps, argmin_r={lab: sw.argmin for lab, sw in sweeps.items()},
-                          chosen_r={lab: smallest_within(sw, tolerance, cap_s) for lab, sw in sweeps.items()},
-                          closed_form_r=closed, baselines=baselines, no_sd=no_sd, tolerance=tolerance, notes=notes)
+                          chosen_r=chosen_r, closed_form_r=closed, baselines=baselines, no_sd=no_sd,
+                          tolerance=tolerance, notes=notes, pareto=pareto,
+                          reason=_reason(pred, fastest, tolerance, len(pool)))
+
+
+def _at_mean(req: Request, dist: Lengths) -> Workload:
+    """The closed form's workload under a distribution: the expected length (r* is then indicative only)."""
+    return Workload(req.prompt, req.prompt + max(round(dist.mean), 1), req.batch, max_len=req.rows)
+
+
+def _front_indices(sw: Sweep) -> np.ndarray:
+    """The r of one sweep on its own (seconds, peak resident) front: a cumulative minimum of the resident
+    bytes in order of time, each strictly leaner than every faster one."""
+    idx = np.flatnonzero(sw.feasible)
+    order = idx[np.lexsort((sw.reserved_bytes[idx], sw.resident_bytes[idx], sw.seconds[idx]))]
+    res = sw.resident_bytes[order]
+    prior = np.concatenate(([np.inf], np.minimum.accumulate(res)[:-1]))
+    return order[res < prior * (1 - _EPS)]
+
+
+def _thin(front: list[Candidate], keep: Policy, most: int = 24) -> list[Candidate]:
+    """At most `most` points of the front, evenly spaced, its two ends and the pick kept."""
+    if len(front) <= most:
+        return front
+    idx = set(np.linspace(0, len(front) - 1, most - 1).round().astype(int).tolist())
+    idx |= {i for i, c in enumerate(front) if c.policy == keep}
+    return [front[i] for i in sorted(idx)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bmc_model.core.curves import capped_progression_sum, term_at, touch_rate
-from bmc_model.core.num import Num, is_array, vceil, vmax, vmin
+from bmc_model.core.num import Num, is_array, vceil, vfloat, vmax, vmin
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile
 from bmc_model.core.renewal import Renewal, row_at
@@ -28,6 +28,7 @@ class Events:
     width_sum: Num  # sum over iterations of W rows
     final_capacity: Num  # C_K (C_0 when K = 0)
     prev_capacity: Num  # C_{K-1}, the buffer alive beside C_K at the last event (0 when K = 0)
+    last_valid: Num = 0.0  # n_K, the valid rows the last event copies (P when K = 0)
     sliding: Events | None = None  # the sliding layers' own, beside the full layers' (core/sliding.py)
 
 
@@ -107,6 +108,12 @@ def _first_capacity(policy: Policy, w: Workload, r: Num) -> tuple[Num, Num]:
     return vmax(r, q), vmin(float(w.prompt) + r - is_cat, float(w.cap))
 
 
+def prefill_spare_touch_s(prof: Profile, rho: float, c_init: Num, P: float, N: float) -> Num:
+    """The first touch of the prefill buffer's spare rows, written one by one as decoding reaches them (up to
+    the first event, or to N): seconds per tensor. torch.cat keeps no spare row; reserve's are all of them."""
+    return term_at(touch_rate(prof), rho * c_init) * rho * vmax(vmin(c_init, N) - P, 0.0)
+
+
 def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num, window: int | None = None
                  ) -> Events:
     """Growth by r rows: closed form over K events spaced Delta rows apart.
@@ -117,7 +124,7 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     N - 1: a probability from the excess's distribution, spread by the variance of the events before it.
     Costs are the expectation over events, capacities (memory) the worst case. With a window: a sliding
     layer's events, at the same times, their sizes capped (_fixed_at)."""
-    P, N, q = float(w.prompt), float(w.seq), float(w.q)
+    P, N, q = float(w.prompt), vfloat(w.seq), float(w.q)  # N an array: one generation per output length
     m, c_init = _first_capacity(policy, w, r)
     if w.gamma == 0:
         n1, delta = vmax(P, c_init), m
@@ -128,7 +135,7 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
         ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count, window)
         worst = ev if k_worst == count else _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst, window)
         return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
-                      worst.prev_capacity)
+                      worst.prev_capacity, worst.last_valid)
     # [R, 1]: events run along axis 1
     r, m, c_init = (np.atleast_1d(np.asarray(v, dtype=np.float64))[:, None] for v in (r, m, c_init))
     t1 = c_init - q  # event 1: the first start past t1, the prefill's own P when P > t1
@@ -163,7 +170,7 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count, window)
     worst = _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst, window)
     return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
-                  worst.prev_capacity)
+                  worst.prev_capacity, worst.last_valid)
 
 
 def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num, n1: Num, delta: Num,
@@ -173,13 +180,14 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
     window: a sliding layer's (exact width), which keeps min(n, S - 1) rows: each event copies those and
     allocates them plus the same room as a full layer's, so every size drops the max(n - (S - 1), 0) rows
     past the window, and sums over events stop growing at it."""
-    P, N, q, E, cap = float(w.prompt), float(w.seq), float(w.q), w.advance, float(w.cap)
+    P, N, q, E, cap = float(w.prompt), vfloat(w.seq), float(w.q), w.advance, float(w.cap)
     m, c_init = _first_capacity(policy, w, r)
     has = vmin(k, 1.0)
     n_last = vmin(n1 + (k - 1.0) * delta, N - 1.0)  # an event happens at a start, and starts stop at N - 1
     c_last = vmin(n_last + m, cap) * has + c_init * (1.0 - has)
     c_prev = (c_init + (n_last - delta + m - c_init) * vmin(vmax(k - 1.0, 0.0), 1.0)) * has
     rho = geo.rho
+    last_valid = n_last * has + P * (1.0 - has)
     top_copy = top_alloc = None  # sizes past these are the window's (None: no window)
     if window is not None:
         keep = window - 1.0
@@ -196,6 +204,8 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
         rate = touch_rate(prof)
         alloc = capped_progression_sum(rate, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0), top_alloc) * rho * m
         alloc = alloc + term_at(rate, rho * c_last) * rho * (c_last - n_last) * has
+        if window is None:
+            alloc = alloc + prefill_spare_touch_s(prof, rho, c_init, P, N)
         copy = capped_progression_sum(cat, rho * n1, rho * delta, k, top_copy)
     else:
         alloc = capped_progression_sum(prof.alloc, rho * (n1 + m), rho * delta, vmax(k - 1.0, 0.0), top_alloc)
@@ -216,43 +226,65 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
             last_pad = (N - n_last) * _avg_pad(p1, c_last - n_last - q) * has
             extra = (first * _avg_pad(p1, vmax(c_init - P - q, 0.0)) + mid_pad + last_pad) / E
             width = vmin(exact_width_sum(w) + extra, width)
-    return Events(k, alloc, copy, width, c_last, c_prev)
+    return Events(k, alloc, copy, width, c_last, c_prev, last_valid)
 
 
 def stepped_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile) -> Events:
-    """Static and geometric growth: few events, walked one by one."""
-    P, N, q, E, cap = w.prompt, w.seq, w.q, w.advance, w.cap
-    cap_now = policy.initial_capacity(P, cap)
-    start, blocks, events = float(P), [], []
+    """Static and geometric growth: few events, walked one by one. Their positions do not depend on where
+    generation stops, so an array of seq walks them once, to the longest, and each length counts the events
+    and block rows before it (a block's end clipped at its N)."""
+    P, q, E, cap = w.prompt, w.q, w.advance, w.cap
+    N = vfloat(w.seq)
+    longest = float(np.max(N)) if is_array(N) else N
+    c0 = policy.initial_capacity(P, cap)
+    cap_now, start, blocks, events = c0, float(P), [], []
     while True:
         n_e = max(start, cap_now - q + E)
-        if n_e >= N or cap_now >= cap:
-            blocks.append((start, float(N), cap_now))
+        if n_e >= longest or cap_now >= cap:
+            blocks.append((start, math.inf, cap_now))
             break
         blocks.append((start, n_e, cap_now))
         new = policy.grown_capacity(math.ceil(n_e), q, cap_now, cap) if math.ceil(n_e) + q <= cap else cap
         events.append((n_e, new))
         start, cap_now = n_e, new
+    zero = 0.0 * N
+    before = [(n < N) * 1.0 for n, _ in events]  # 1 where the event comes before generation ends
+
+    def rows(begin: float, end: float) -> Num:  # a block's decode positions before N
+        return vmax(vmin(end, N) - begin, 0.0)
+
     rho = geo.rho
     cat = prof.cat
     if policy.width == "exact" and cat is not None:  # as in fixed_events
-        alloc = sum(term_at(touch_rate(prof), rho * c) * rho * (c - n) for n, c in events)
-        copy = sum(term_at(cat, rho * n) for n, _ in events)
+        alloc = sum((b * (term_at(touch_rate(prof), rho * c) * rho * (c - n)) for b, (n, c) in zip(before, events)),
+                    zero)
+        copy = sum((b * term_at(cat, rho * n) for b, (n, _) in zip(before, events)), zero)
+        alloc = alloc + prefill_spare_touch_s(prof, rho, float(c0), float(P), N)
     else:
-        alloc = sum(term_at(prof.alloc, rho * c) for _, c in events)
-        copy = sum(term_at(prof.copy, rho * n) for n, _ in events)
+        alloc = sum((b * term_at(prof.alloc, rho * c) for b, (_, c) in zip(before, events)), zero)
+        copy = sum((b * term_at(prof.copy, rho * n) for b, (n, _) in zip(before, events)), zero)
     exact = exact_width_sum(w)
     if policy.width == "exact":
         width = exact
     else:
-        width = sum((end - begin) * c for begin, end, c in blocks) / E
+        width = sum(rows(begin, end) * c for begin, end, c in blocks) / E
         if policy.width == "pad":
             p1 = float(policy.pad - 1)
-            extra = sum((end - begin) * _avg_pad(p1, max(c - begin - q, 0.0)) for begin, end, c in blocks) / E
-            width = min(exact + extra, width)
-    final = blocks[-1][2]
-    prev = events[-2][1] if len(events) > 1 else (policy.initial_capacity(P, cap) if events else 0)
-    return Events(float(len(events)), alloc, copy, width, float(final), float(prev))
+            extra = sum(rows(begin, end) * _avg_pad(p1, max(c - begin - q, 0.0)) for begin, end, c in blocks) / E
+            width = vmin(exact + extra, width)
+    count = sum(before, zero)
+    caps = [c0, *(c for _, c in events)]
+    final = _at_count(caps, count)  # C_K
+    prev = _at_count([0, *caps[:-1]], count)  # C_{K-1}
+    last = _at_count([float(P), *(float(math.ceil(n)) for n, _ in events)], count)
+    return Events(count, alloc, copy, width, final, prev, last)
+
+
+def _at_count(values: list, k: Num) -> Num:
+    """values[k] at K = k events (an array of counts: each its own), as a float."""
+    if is_array(k):
+        return np.asarray(values, dtype=np.float64)[k.astype(np.int64)]
+    return float(values[int(k)])
 
 
 def sliding_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None) -> Events:

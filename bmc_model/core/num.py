@@ -1,5 +1,5 @@
 """Scalar-or-array arithmetic for the cost model: each function takes Python numbers (predict(), pure Python
-for speed) or numpy arrays (the vectorised sweep over r)."""
+for speed) or numpy arrays (the vectorised sweep over r, or over output lengths)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ def vmin(x: Num, y: Num) -> Num:
 
 def vmax(x: Num, y: Num) -> Num:
     return np.maximum(x, y) if type(x) is np.ndarray or type(y) is np.ndarray else max(x, y)
+
+
+def vfloat(x: object) -> Num:
+    """float(x), or float64 for an array (a workload's seq over many output lengths at once)."""
+    return np.asarray(x, dtype=np.float64) if type(x) is np.ndarray else float(x)  # type: ignore[arg-type]
 
 
 def vceil(x: Num) -> Num:

@@ -1,12 +1,18 @@
 """Cache policies: a growth rule (how capacity grows) and a width rule (rows attention reads).
 
+Growth "static" and "reserve" both allocate the largest capacity once. Static is zero-filled (its padded or
+pad-P width reads rows never written, which must be finite), so all of it is resident from the start;
+reserve is lazily backed (torch.empty: the OS maps a page when it is first written) and attends exact-width
+views, so it holds only the rows written. Static with exact width is reserve.
+
 The model (events.py) and the runtime (runtime/cache.py) both obey exactly these rules:
 
 - capacity after prefill of P rows, C0 = initial_capacity(P, cap)
 - before writing q rows at valid length n: if n + q > C, C <- grown_capacity(n, q, C, cap)
 - attention reads width(n, q, C) rows, masked beyond n + q when that is more than n + q
 
-`cap` is the largest capacity ever needed: final length N plus gamma draft rows.
+`cap` is the largest capacity ever needed: final length N (or, where the output length is unknown,
+prompt + max_new: Workload.max_len) plus gamma draft rows.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Literal
 from bmc_model.core import bounds
 from bmc_model.core.errors import BMCError
 
-Growth = Literal["fixed", "geometric", "static"]
+Growth = Literal["fixed", "geometric", "static", "reserve"]
 Width = Literal["padded", "exact", "pad"]
 
 
@@ -32,10 +38,15 @@ class Policy:
     pad: int = 256  # attention width rounded up to a multiple of this (width "pad")
 
     def __post_init__(self) -> None:
-        if self.growth not in ("fixed", "geometric", "static"):
-            raise BMCError(f"unknown growth {self.growth!r} (fixed, geometric, static)")
+        if self.growth not in ("fixed", "geometric", "static", "reserve"):
+            raise BMCError(f"unknown growth {self.growth!r} (fixed, geometric, static, reserve)")
         if self.width not in ("padded", "exact", "pad"):
             raise BMCError(f"unknown width {self.width!r} (padded, exact, pad)")
+        if self.growth == "static" and self.width == "exact":
+            object.__setattr__(self, "growth", "reserve")  # nothing reads an unwritten row: no zero fill
+        if self.growth == "reserve" and self.width != "exact":
+            raise BMCError(f"reserve attends exact-width views (width {self.width!r} reads rows never written, "
+                           "which must be zero-filled: that is static growth)")
         r = bounds.int_in("r", self.r, 1, bounds.ROWS_MAX)
         pad = bounds.int_in("pad", self.pad, 1, bounds.ROWS_MAX)
         factor = bounds.factor(self.factor) if self.growth == "geometric" else 2.0
@@ -50,12 +61,25 @@ class Policy:
         return f"pad-{self.pad}" if self.width == "pad" else self.width
 
     @property
+    def preallocated(self) -> bool:
+        """The largest capacity is allocated once, at the prefill: the cache never grows."""
+        return self.growth in ("static", "reserve")
+
+    @property
+    def zero_filled(self) -> bool:
+        """Attention reads rows past the valid ones (padded, pad-P), so every buffer is zero-filled at
+        allocation: resident from the start, whatever the allocator backs lazily."""
+        return self.width != "exact"
+
+    @property
     def is_cat(self) -> bool:
         """Fixed r=1 with exact width is exactly HF DynamicCache's torch.cat growth."""
         return self.growth == "fixed" and self.r == 1 and self.width == "exact"
 
     @property
     def label(self) -> str:
+        if self.growth == "reserve":
+            return "reserve"
         if self.growth == "static":
             rule = "static"
         elif self.growth == "geometric":
@@ -65,7 +89,7 @@ class Policy:
         return f"{rule} {self.width_label}"
 
     def initial_capacity(self, prompt: int, cap: int) -> int:
-        if self.growth == "static":
+        if self.preallocated:
             return cap
         if self.growth == "geometric":
             return min(cap, max(prompt + 1, math.ceil(prompt * self.factor)))
@@ -77,7 +101,7 @@ class Policy:
         """Capacity after a growth event triggered by writing q rows at valid length n."""
         if n + q > cap:
             raise BMCError(f"writing {q} rows at length {n} exceeds the cache's maximum length {cap}")
-        if self.growth == "static":
+        if self.preallocated:
             return cap
         if self.growth == "geometric":
             return min(cap, max(n + q, math.ceil(capacity * self.factor)))
@@ -97,7 +121,7 @@ NAMED = {
     "geometric": Policy("geometric", factor=2.0, width="exact"),  # rten: doubling capacity
     "mlx": Policy("fixed", 256, width="exact"),  # mlx-lm KVCache: step 256, returns a view
     "llamacpp": Policy("static", width="pad", pad=256),  # llama.cpp: n_ctx buffer, pad 256
-    "floor": Policy("static", width="exact"),  # preallocated exact views: zero management
+    "reserve": Policy("reserve"),  # one lazily backed buffer of the largest length, exact views (vAttention's idea)
 }
 
 
@@ -146,13 +170,13 @@ class _Rule:
     @classmethod
     def named(cls, pol: Policy) -> _Rule:
         """A named policy fixes its r; its width is a default a given width replaces (static with width exact
-        is static exact: the preallocated 'floor')."""
+        is reserve)."""
         return cls(pol.growth, pol.r if pol.growth == "fixed" else None, pol.factor, None, pol.pad, pol.width)
 
     def complete(self, r: object, width: object, pad: int, text: str) -> Policy:
         if r is not None:
             if self.growth != "fixed":
-                how = "allocates seq + gamma rows once" if self.growth == "static" else "grows by a factor"
+                how = "grows by a factor" if self.growth == "geometric" else "allocates seq + gamma rows once"
                 raise BMCError(f"policy {text!r} {how} and takes no r (r={r!r}): give r without a policy, "
                                "or policy 'fixed' with r")
             if self.r is not None and self.r != r:
@@ -167,7 +191,7 @@ class _Rule:
         return Policy(self.growth, 1 if rr is None else rr, factor=self.factor, width=w, pad=p)  # type: ignore
 
 
-_LABEL = re.compile(r"(?:r=(?P<r>\S+)|geometric x(?P<factor>\S+)|(?P<static>static)) (?P<width>\S+)")
+_LABEL = re.compile(r"(?:r=(?P<r>\S+)|geometric x(?P<factor>\S+)|(?P<static>static)) (?P<width>\S+)")  # or "reserve"
 
 
 def _spec_of_label(key: str) -> str:
@@ -187,7 +211,7 @@ def _rule(text: str) -> _Rule:
     if key in NAMED:
         return _Rule.named(NAMED[key])
     head, *rest = key.split(":")
-    if len(rest) > 2 or head not in ("bmc", "fixed", "geometric", "static") or "" in rest:
+    if len(rest) > 2 or head not in ("bmc", "fixed", "geometric", "static", "reserve") or "" in rest:
         raise ValueError(key)
     first = rest[0] if rest and rest[0][:1].isdigit() else None
     wtext = rest[-1] if rest and rest[-1] is not first else None
@@ -201,11 +225,13 @@ def _rule(text: str) -> _Rule:
         return _Rule("geometric", factor=2.0 if first is None else float(first), width=width, pad=pad)
     if first is not None:
         raise ValueError(key)
+    if head == "reserve":
+        return _Rule("reserve", width=width, pad=pad)
     return _Rule("static", width=width, pad=pad, default_width="padded")
 
 
 POLICY_HELP = (f"named: {', '.join(NAMED)}; bmc:R; fixed:R:WIDTH, geometric:G:WIDTH, static:WIDTH; or a label "
-               "as recommend prints it: 'r=R WIDTH', 'geometric xG WIDTH', 'static WIDTH'")
+               "as recommend prints it: 'r=R WIDTH', 'geometric xG WIDTH', 'static WIDTH', 'reserve'")
 
 
 def parse_policy(text: object, r: object = None, width: object = None, pad: int = 256) -> Policy:

@@ -40,6 +40,11 @@ Optional scalars:
   gemv_row_s       cost per output row of a matmul, on top of its bytes (0 when absent)
   hf_step_s        step_s for transformers' generate() (runtime "hf"; absent: step_s)
   hf_layer_s       layer_s for transformers' decoder layers (runtime "hf"; absent: layer_s)
+  lazy_backing     fraction in [0, 1] of an allocation's never-written bytes the OS does not hold resident
+                   (1: pages back on first write, Linux CPU; 0: committed at allocation, CUDA's caching
+                   allocator). Measured by calibrate/bench_lazy.py; absent: 0 (all allocated bytes resident)
+Host facts besides the fingerprint (optional): overcommit_mode (vm.overcommit_memory: 0, 1 or 2) and
+reserve_limit_bytes (the largest single allocation the OS grants; absent: no limit, or unknown).
 """
 
 from __future__ import annotations
@@ -60,7 +65,10 @@ TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
 SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_iter_s")
 IN_PLACE_TERMS = ("layer_fixed", "layer_row")  # measured in bmc-tune's own decoder (calibrate/bench_layers.py)
 OPTIONAL_TERMS = ("cat", *IN_PLACE_TERMS)
-OPTIONAL_SCALARS = {"gemv_row_s": 0.0}  # cost per output row of a GEMV (short rows stream slower)
+# gemv_row_s: cost per output row of a GEMV (short rows stream slower); lazy_backing: absent, count every
+# allocated byte as resident (the conservative reading)
+OPTIONAL_SCALARS = {"gemv_row_s": 0.0, "lazy_backing": 0.0}
+FRACTION_SCALARS = ("lazy_backing",)  # fractions in [0, 1], not costs (profile_check)
 CURVE_NAMES = ("weights_rows", "attn_q")
 SIZED_FAMILIES = ("weights_rows", "head_rows")  # curves measured at several sizes B: "FAMILY@B"
 Curve = tuple[tuple[float, ...], tuple[float, ...]]  # (x, ratio)
@@ -123,6 +131,7 @@ class Profile:
     layer_s = _Entry[float]("scalars")
     sd_iter_s = _Entry[float]("scalars")
     gemv_row_s = _Entry[float]("scalars", OPTIONAL_SCALARS["gemv_row_s"])
+    lazy_backing = _Entry[float]("scalars", OPTIONAL_SCALARS["lazy_backing"])
     hf_step_s = _Entry[float | None]("scalars", None)
     hf_layer_s = _Entry[float | None]("scalars", None)
 

@@ -10,9 +10,11 @@ The rules, each no stricter than what calibration produces (calibrate/assemble.p
       floored at 0 (layers.through), which may fall between geometries: t(x) >= 0 at every segment's ends
       from x = 0, and no fall past the last knot.
   knots finite and > 0; r2 finite; ci95 one [lo, hi] per segment (shown only: a singular fit's is infinite).
-  scalars finite and >= 0 (fit_overhead floors the overheads at 0, the row slopes are clamped at 0).
+  scalars finite and >= 0 (fit_overhead floors the overheads at 0, the row slopes are clamped at 0); a fraction
+      (lazy_backing) within [0, 1] (bench_lazy clips it so).
   curves: >= 2 points, x finite and ascending from 1, ratios finite and > 0; a FAMILY@B curve's B > 0.
-  host: a dtype this bmc-tune knows; threads and cores positive integers.
+  host: a dtype this bmc-tune knows; threads and cores positive integers; overcommit_mode 0, 1 or 2;
+      reserve_limit_bytes a finite number >= 0 (the memory model may compare bytes against it).
   and no time, slope or ratio absurdly large (MAX_SECONDS, MAX_SLOPE, MAX_RATIO): predictions stay finite.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.profile import IN_PLACE_TERMS, Curve, Profile
+from bmc_model.core.profile import FRACTION_SCALARS, IN_PLACE_TERMS, Curve, Profile
 from bmc_model.core.specs import DTYPE_BYTES
 from bmc_model.core.term import Term
 
@@ -47,6 +49,8 @@ def first_problem(prof: Profile) -> str | None:
     for name, value in prof.scalars.items():
         if not (math.isfinite(value) and value >= 0):
             return f"scalar {name!r} is {value:g}: it must be finite and >= 0"
+        if name in FRACTION_SCALARS and value > 1:
+            return f"scalar {name!r} is {value:g}: a fraction, it must be within [0, 1]"
         top = MAX_SECONDS if name.endswith("_s") else MAX_RATIO
         if value > top:
             return f"scalar {name!r} is {value:g}: more than {top:g}{' s' if name.endswith('_s') else ''}, not a cost"
@@ -122,6 +126,13 @@ def host_problem(host: dict) -> str | None:
         v = host.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             return f"host {key} must be a positive integer, got {v!r}"
+    mode = host.get("overcommit_mode")
+    if mode is not None and (isinstance(mode, bool) or not isinstance(mode, int) or mode not in (0, 1, 2)):
+        return f"host overcommit_mode must be 0, 1 or 2, got {mode!r}"
+    limit = host.get("reserve_limit_bytes")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                              or not math.isfinite(limit) or limit < 0):
+        return f"host reserve_limit_bytes must be a finite number >= 0, got {limit!r}"
     device = host.get("device")
     if device is not None and not isinstance(device, str):
         return f"host device must be a string, got {device!r}"

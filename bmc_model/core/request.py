@@ -13,6 +13,7 @@ from bmc_model.core import bounds
 from bmc_model.core.breakdown import breakdown
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import name, path
+from bmc_model.core.lengths import Lengths, lengths_of
 from bmc_model.core.num import Num
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile, default_profile_path, embedded_profile, load_profile
@@ -20,6 +21,7 @@ from bmc_model.core.specs import DTYPE_BYTES, ModelSpec, resolve_spec
 from bmc_model.core.workload import Geometry, Workload
 
 DEFAULT_MODEL = "llama-7b"
+DEFAULT_SEQ = 2048  # predict()'s and recommend()'s seq; with max_new and no seq, the prompt is half of it
 GAMMA_AUTO_MAX = 16
 # read on the command line and by API callers alike (the CLI passes its options straight through)
 _SD_ONLY = "needs --gamma N or --gamma auto: it sets speculative decoding, and does nothing without it"
@@ -137,18 +139,25 @@ class Request:
     draft: ModelSpec | None
     draft_cost: float | None
     notes: tuple[str, ...]
+    max_len: int | None = None  # prompt + max_new where max_new was given (None: seq)
+    dist: Lengths | None = None  # the output lengths, where they are a distribution (seq is then max_len)
 
     @property
     def tokens(self) -> int:
         return self.seq - self.prompt
 
+    @property
+    def rows(self) -> int:
+        """The rows the cache may need before the drafts: max_len, else seq."""
+        return self.seq if self.max_len is None else self.max_len
+
     def plain(self) -> Workload:
-        return Workload(self.prompt, self.seq, self.batch)
+        return Workload(self.prompt, self.seq, self.batch, max_len=self.max_len)
 
     def workload(self, gamma: int, pol: Policy, r: Num | None = None) -> Workload:
         """The workload at this gamma; the draft's cache grows under `pol` (at every r at once in a sweep)."""
         step = self.draft_step_s(pol, r) if gamma else 0.0
-        return Workload(self.prompt, self.seq, self.batch, gamma, self.accept, step)
+        return Workload(self.prompt, self.seq, self.batch, gamma, self.accept, step, self.max_len)
 
     def draft_step_s(self, pol: Policy, r: Num | None = None) -> Num:
         """Seconds of one draft step: a draft model's own plain decode, or a cost ratio, or 0."""
@@ -171,16 +180,46 @@ def _draft(draft: object, target: ModelSpec) -> ModelSpec | None:
     return dspec
 
 
+def ends(seq: object, prompt: object, max_new: object, dist: bool) -> tuple[int, int, int | None]:
+    """(prompt, seq, max_len). Without max_new: as always, max_len None (seq, or with a distribution seq
+    itself caps it). With max_new: the prompt defaults to seq // 2 (seq 2048 where None), max_len is
+    prompt + max_new, and seq (default max_len) is at most max_len; with a distribution seq is max_len
+    (generation ends where each request stops)."""
+    if max_new is None:
+        n = bounds.seq(seq)
+        p = bounds.prompt(prompt, n)
+        return p, n, (n if dist else None)
+    given = None if seq is None else bounds.seq(seq)
+    if given is not None:
+        p = bounds.prompt(prompt, given)
+    else:
+        p = DEFAULT_SEQ // 2 if prompt is None else bounds.int_in("prompt", prompt, 1, bounds.SEQ_MAX - 1)
+    cap = p + bounds.max_new(max_new, p)
+    if dist:
+        return p, cap, cap
+    n = cap if given is None else given
+    if n > cap:
+        raise BMCError(f"seq ({n}) must be at most prompt + max-new ({p} + {cap - p} = {cap}): max-new caps "
+                       "the rows a request may reach")
+    return p, n, cap
+
+
 def request(model: object, seq: object, prompt: object, batch: object, dtype: object, profile: object,
             layers: object, config: object, gamma: object, alpha: object, draft: object, draft_cost: object,
-            runtime: object, auto: bool = False) -> Request:
-    """Every argument predict() and recommend() share, checked; `auto`: gamma may be "auto"."""
-    n = bounds.seq(seq)
-    p = bounds.prompt(prompt, n)
+            runtime: object, auto: bool = False, max_new: object = None, mean_new: object = None,
+            lengths: object = None) -> Request:
+    """Every argument predict() and recommend() share, checked; `auto`: gamma may be "auto". max_new,
+    mean_new and lengths: the output length (ends(); core/lengths.py)."""
+    has_dist = mean_new is not None or lengths is not None
+    p, n, max_len = ends(seq, prompt, max_new, has_dist)
     b = bounds.batch(batch)
     ctx = context(model, config, layers, b, dtype, profile, runtime)  # type: ignore[arg-type]
     gs = gammas(gamma, n - p, auto)
     sd = max(gs) > 0 or is_auto(gamma)
+    if has_dist and sd:
+        raise BMCError("an output-length distribution (mean-new, lengths) is not modelled with speculative "
+                       "decoding yet: give one or the other")
+    dist = lengths_of(mean_new, lengths, n - p) if has_dist else None
     for arg, value in (("--alpha", alpha), ("--draft", draft), ("--draft-cost", draft_cost)):
         if value is not None and not sd:
             raise BMCError(f"{arg} {_SD_ONLY}")
@@ -192,6 +231,7 @@ def request(model: object, seq: object, prompt: object, batch: object, dtype: ob
         raise BMCError("give either a draft model or a draft cost ratio, not both")
     cost = bounds.draft_cost(draft_cost)
     dspec = _draft(draft, ctx.spec)
-    bounds.kv_fits(ctx.spec, ctx.geo.rho, n, max(gs), ctx.prof.host)
-    notes = tuple(note for note in (bounds.context_note(ctx.spec, n),) if note)
-    return Request(ctx, n, p, b, gs, accept, dspec, cost, notes)
+    rows = n if max_len is None else max_len  # the cache is sized for these, however soon a request stops
+    bounds.kv_fits(ctx.spec, ctx.geo.rho, rows, max(gs), ctx.prof.host)
+    notes = tuple(note for note in (bounds.context_note(ctx.spec, rows),) if note)
+    return Request(ctx, n, p, b, gs, accept, dspec, cost, notes, max_len, dist)

@@ -11,6 +11,10 @@ layer's events. It always returns exactly the rows HF's sliding layer returns (e
 
 from __future__ import annotations
 
+import numpy as np
+
+from bmc_model.core.errors import BMCError
+from bmc_model.core.num import is_array, vmin
 from bmc_model.core.policy import Policy
 from bmc_model.core.workload import Geometry, Workload
 
@@ -32,7 +36,21 @@ def sliding_count(geo: Geometry, w: Workload) -> int:
     """The sliding layers priced as such: none unless the generation runs past the window (while N <= S every
     pass starts with all its rows kept, and a sliding layer is a full-attention one, priced by the same
     equations, bit for bit; BMCCache's sliding layer follows the cache's own policy there too)."""
+    if is_array(w.seq) and geo.sliding_layers:  # lengths priced at once: all past the window or none
+        past = w.seq > geo.window
+        if past.any() != past.all():
+            raise BMCError("output lengths on both sides of the sliding window: price them apart (sliding_groups)")
+        return geo.sliding_layers if past.all() else 0
     return geo.sliding_layers if geo.sliding_layers and w.seq > geo.window else 0
+
+
+def sliding_groups(geo: Geometry, seq: np.ndarray) -> list[np.ndarray]:
+    """Masks over an array of seq that sliding_count prices alike: the lengths within the window and those
+    past it (one mask of all when no layer slides)."""
+    if not geo.sliding_layers:
+        return [np.ones(seq.shape, dtype=bool)]
+    past = seq > geo.window
+    return [m for m in (~past, past) if m.any()]
 
 
 def sliding_width_sum(w: Workload, window: int) -> float:
@@ -41,5 +59,5 @@ def sliding_width_sum(w: Workload, window: int) -> float:
     S - 1 + q."""
     it = w.tokens / w.advance
     keep = float(window - 1)
-    below = min(max(-(-(keep - w.prompt) // w.advance), 0.0), it)  # passes starting below S - 1 rows
+    below = vmin(max(-(-(keep - w.prompt) // w.advance), 0.0), it)  # passes starting below S - 1 rows
     return below * w.prompt + w.advance * below * (below - 1.0) / 2.0 + (it - below) * keep + it * w.q

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bmc_model.core.breakdown import memory, total_seconds
+from bmc_model.core.breakdown import total_seconds
 from bmc_model.core.errors import BMCError
 from bmc_model.core.events import policy_events
+from bmc_model.core.lengths import Lengths, expected, r_grid
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile
+from bmc_model.core.resident import kv_memory
 from bmc_model.core.workload import Geometry, Workload
 
 
@@ -43,38 +45,50 @@ def closed_form_r(w: Workload, geo: Geometry, prof: Profile, width: str = "padde
 
 @dataclass
 class Sweep:
-    """The predicted cost and peak KV bytes of fixed growth by every distinct r, r = 1 .. T + gamma.
+    """The predicted cost and peak KV bytes (resident and reserved) of fixed growth by every distinct r,
+    r = 1 .. T + gamma.
 
     An r >= T + gamma holds the whole generation from the prefill on (the capacity clamps at seq + gamma),
     so every r beyond the last one stored costs and holds exactly what that last one does: the sweep stops
-    there instead of allocating arrays as long as seq, and seconds_at / peak_at answer for any r >= 1.
+    there instead of allocating arrays as long as seq, and seconds_at / resident_at answer for any r >= 1.
+
+    Over a distribution of output lengths (sweep_lengths) r is a grid (core/lengths.r_grid), not every r:
+    seconds are then E[seconds], resident_bytes E[peak resident], reserved_bytes and worst_resident_bytes
+    the most over the lengths, and seconds_at / resident_at answer for the grid's r (else the next one up).
     """
 
     width: str
     pad: int
     r: np.ndarray  # candidate r values, 1 .. T + gamma
     seconds: np.ndarray  # predicted total decode seconds for each r
-    peak_bytes: np.ndarray  # predicted peak KV bytes for each r
-    feasible: np.ndarray  # peak within the memory cap
+    resident_bytes: np.ndarray  # predicted peak resident KV bytes for each r
+    reserved_bytes: np.ndarray  # predicted peak reserved KV bytes for each r
+    feasible: np.ndarray  # peak resident bytes within the memory cap (the worst case's, where there is one)
+    worst_resident_bytes: np.ndarray | None = None  # over a distribution: the most over the lengths
+
+    @property
+    def capped_bytes(self) -> np.ndarray:
+        """The peak resident bytes a memory cap must hold for each r."""
+        return self.resident_bytes if self.worst_resident_bytes is None else self.worst_resident_bytes
 
     def policy(self, r: int) -> Policy:
         return Policy("fixed", int(r), width=self.width, pad=self.pad)  # type: ignore[arg-type]
 
     @property
     def flat_r(self) -> int:
-        """The smallest r from which the cost is flat: T + gamma."""
-        return len(self.r)
+        """The smallest r from which the cost is flat: T + gamma (max_new over a distribution)."""
+        return int(self.r[-1])
 
     def index(self, r: int) -> int:
         if r < 1:
             raise BMCError(f"r must be >= 1, got {r}")
-        return min(int(r), len(self.r)) - 1
+        return int(np.searchsorted(self.r, min(int(r), int(self.r[-1]))))  # r - 1 where r is every r
 
     def seconds_at(self, r: int) -> float:
         return float(self.seconds[self.index(r)])
 
-    def peak_at(self, r: int) -> float:
-        return float(self.peak_bytes[self.index(r)])
+    def resident_at(self, r: int) -> float:
+        return float(self.resident_bytes[self.index(r)])
 
     @property
     def argmin(self) -> int | None:
@@ -90,7 +104,21 @@ def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, max_mem: floa
     pol = Policy("fixed", 1, width=width, pad=pad)  # type: ignore[arg-type]
     ev = policy_events(pol, w, geo, prof, rd)
     secs = np.broadcast_to(np.asarray(total_seconds(pol, w, geo, prof, rd, ev), dtype=np.float64), rd.shape)
-    _, peak = memory(pol, w, geo, prof, rd, ev)
-    peak = np.broadcast_to(np.asarray(peak, dtype=np.float64), rd.shape)
-    feasible = peak <= max_mem if max_mem else np.ones_like(secs, dtype=bool)
-    return Sweep(width, pad, rd.astype(np.int64), secs, peak, feasible)
+    mem = kv_memory(pol, w, geo, prof, rd, ev)
+    resident = np.broadcast_to(np.asarray(mem.resident_peak, dtype=np.float64), rd.shape)
+    reserved = np.broadcast_to(np.asarray(mem.reserved_peak, dtype=np.float64), rd.shape)
+    feasible = resident <= max_mem if max_mem else np.ones_like(secs, dtype=bool)
+    return Sweep(width, pad, rd.astype(np.int64), secs, resident, reserved, feasible)
+
+
+def sweep_lengths(width: str, prompt: int, batch: int, dist: Lengths, geo: Geometry, prof: Profile,
+                  max_mem: float | None = None, pad: int = 256) -> Sweep:
+    """Fixed growth over r_grid, each r priced over every length at once (every r times every length would
+    be too many); the memory cap holds for the worst length."""
+    rs = r_grid(dist.max_new)
+    xs = [expected(Policy("fixed", int(r), width=width, pad=pad), prompt, batch, dist, geo, prof)  # type: ignore
+          for r in rs]
+    worst = np.array([x.worst_resident_peak for x in xs])
+    feasible = worst <= max_mem if max_mem else np.ones(rs.shape, dtype=bool)
+    return Sweep(width, pad, rs, np.array([x.total for x in xs]), np.array([x.resident_peak for x in xs]),
+                 np.array([x.reserved_peak for x in xs]), feasible, worst)

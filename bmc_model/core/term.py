@@ -54,10 +54,12 @@ class Term:
         i = np.searchsorted(np.asarray(self.knots), x, side="right")
         return np.asarray(self.c0)[i] + np.asarray(self.slope)[i] * x
 
-    def segment(self, x: float) -> tuple[float, float]:
-        """(c0, slope) of the segment holding x: used by the closed-form optimum."""
-        i = int(np.searchsorted(np.asarray(self.knots), x, side="right"))
-        return self.c0[i], self.slope[i]
+    def segment(self, x: float | np.ndarray) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
+        """(c0, slope) of the segment holding x (an array: each element's): used by the closed-form optimum."""
+        i = np.searchsorted(np.asarray(self.knots), x, side="right")
+        if isinstance(x, np.ndarray):
+            return np.asarray(self.c0)[i], np.asarray(self.slope)[i]
+        return self.c0[int(i)], self.slope[int(i)]
 
     def to_dict(self) -> dict:
         d: dict = {"c0": list(self.c0), "slope": list(self.slope), "knots": list(self.knots)}

@@ -28,41 +28,59 @@ def expected_advance(accept: tuple[float, ...], gamma: int) -> float:
 @dataclass(frozen=True)
 class Workload:
     prompt: int  # P rows already in the cache when decoding starts
-    seq: int  # N rows at the end
+    seq: int | np.ndarray  # N rows at the end; an int array (plain decoding only): one generation per element
     batch: int = 1
     gamma: int = 0  # draft tokens per speculative iteration (0: plain decoding)
     accept: tuple[float, ...] = ()  # acceptance of draft position 1..gamma (last value repeats)
     draft_step_s: float = 0.0  # one draft decode step; 0 for prompt lookup
+    max_len: int | None = None  # rows the cache may ever need before the drafts (prompt + max_new); None: seq
 
     def __post_init__(self) -> None:
-        for name in ("prompt", "seq", "batch"):
+        for name in ("prompt", "batch") + (() if isinstance(self.seq, np.ndarray) else ("seq",)):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise BMCError(f"{name} must be a positive integer, got {v!r}")
-        if self.prompt >= self.seq:
+        if not isinstance(self.seq, np.ndarray) and self.prompt >= self.seq:
             raise BMCError(f"prompt ({self.prompt}) must be shorter than seq ({self.seq})")
         if not isinstance(self.gamma, (int, np.integer)) or self.gamma < 0:
             raise BMCError(f"gamma must be a non-negative integer, got {self.gamma!r}")
-        if self.gamma >= self.seq - self.prompt:
-            raise BMCError(f"gamma ({self.gamma}) must be smaller than the tokens to generate "
-                           f"({self.seq - self.prompt})")
+        if isinstance(self.seq, np.ndarray):
+            self._check_lengths()
+        else:
+            if self.gamma >= self.seq - self.prompt:
+                raise BMCError(f"gamma ({self.gamma}) must be smaller than the tokens to generate "
+                               f"({self.seq - self.prompt})")
+            if self.max_len is not None and not self.seq <= self.max_len:
+                raise BMCError(f"seq ({self.seq}) must be at most max_len ({self.max_len})")
         for a in self.accept:
             if not 0.0 <= a < 1.0:
                 raise BMCError(f"acceptance must be in [0, 1), got {a}")
         object.__setattr__(self, "_advance", expected_advance(self.accept, self.gamma))
+
+    def _check_lengths(self) -> None:
+        """An array of seq: plain decoding, every generation in the same cache of max_len rows."""
+        s = self.seq
+        assert isinstance(s, np.ndarray)
+        if s.ndim != 1 or not s.size or not np.issubdtype(s.dtype, np.integer):
+            raise BMCError(f"an array seq must be a non-empty 1-d integer array, got {s.dtype} of shape {s.shape}")
+        if self.gamma or self.max_len is None:
+            raise BMCError("an array seq needs plain decoding (gamma 0) and max_len")
+        if s.min() <= self.prompt or s.max() > self.max_len:
+            raise BMCError(f"every seq must be in ({self.prompt}, {self.max_len}], got {s.min()}..{s.max()}")
 
     @property
     def q(self) -> int:
         return self.gamma + 1
 
     @property
-    def tokens(self) -> int:
+    def tokens(self) -> int | np.ndarray:
         return self.seq - self.prompt
 
     @property
     def cap(self) -> int:
-        """Largest capacity ever needed: the last verify may write gamma rows past N - 1."""
-        return self.seq + self.gamma
+        """Largest capacity ever needed: the last verify may write gamma rows past max_len - 1 (max_len: N
+        unless the generation may run longer than this one)."""
+        return (self.seq if self.max_len is None else self.max_len) + self.gamma  # type: ignore[return-value]
 
     @property
     def advance(self) -> float:

@@ -21,8 +21,9 @@ from bmc_model.core.configs import LAYER_TYPES
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import release_heap
 from bmc_model.core.policy import Policy, parse_policy
-from bmc_model.hf.layer import BMCLayer
+from bmc_model.hf.layer import BMCLayer, masked
 from bmc_model.hf.sliding import BMCSlidingLayer
+from bmc_model.runtime.arena import Arena
 
 log = logging.getLogger("bmc_model.hf")
 
@@ -67,10 +68,11 @@ class BMCCache(Cache):
     """A KV cache growing by `r` rows at a time, attending over `width` rows ("exact" n + q, "padded" the whole
     capacity, or "pad-P" rounded up to a multiple of P); or any `policy` (bmc_model Policy or its text).
 
-    `max_cache_len` caps the rows (required by static growth); `config` (the model's config) builds the
-    layers up front, a BMCSlidingLayer for each sliding-window layer (it keeps the window's rows only, as
-    DynamicCache's does), and refuses other kinds of layer. Without it layers appear on first use, all full
-    attention: a sliding model then keeps every row, and transformers' mask still limits attention to the window.
+    `max_cache_len` caps the rows (required by static and reserve growth, which allocate it once); `config`
+    (the model's config) builds the layers up front, a BMCSlidingLayer for each sliding-window layer (it keeps
+    the window's rows only, as DynamicCache's does), and refuses other kinds of layer. Without it layers appear
+    on first use, all full attention: a sliding model then keeps every row, and transformers' mask still limits
+    attention to the window.
     `trim`: on the CPU, hand the freed old buffers back to the kernel after each growth event (glibc
     malloc_trim, host.release_heap). Buffers of a few MB come from the heap, glibc keeps freed heap pages
     resident, and the next, larger buffers seldom fit there, so without trim the resident size can grow by
@@ -85,8 +87,8 @@ class BMCCache(Cache):
         if max_cache_len is not None and (isinstance(max_cache_len, bool) or not isinstance(max_cache_len, int)
                                           or max_cache_len < 1):
             raise BMCError(f"max_cache_len must be a positive integer, got {max_cache_len!r}")
-        if pol.growth == "static" and max_cache_len is None:
-            raise BMCError("static growth preallocates max_cache_len rows: give max_cache_len")
+        if pol.preallocated and max_cache_len is None:
+            raise BMCError(f"{pol.growth} growth allocates max_cache_len rows once: give max_cache_len")
         self.policy = pol
         self.max_cache_len = max_cache_len
         self.recommendation = None  # set by tuned()
@@ -94,8 +96,11 @@ class BMCCache(Cache):
         on_grow = self._after_growth if trim else None
         factory = functools.partial(BMCLayer, pol, max_cache_len, on_grow)
         if config is not None:
+            windows = layer_windows(config)
+            if pol.growth == "reserve":  # every full layer's K and V in one allocation (runtime/arena.py)
+                factory = functools.partial(factory, arena=Arena(2 * sum(w is None for w in windows)))
             layers = [factory() if window is None else BMCSlidingLayer(pol, window, max_cache_len, on_grow)
-                      for window in layer_windows(config)]
+                      for window in windows]
             super().__init__(layers=layers, offloading=offloading)
         else:
             super().__init__(layer_class_to_replicate=factory, offloading=offloading)
@@ -118,7 +123,7 @@ class BMCCache(Cache):
     # It must hold before the first forward too, when a config-less cache has no layers yet.
     @property
     def is_compileable(self) -> bool:  # type: ignore[override]
-        return self.policy.width != "exact"
+        return masked(self.policy)
 
     def _ensure_layers(self, layer_idx: int) -> None:
         if self.layer_class_to_replicate is not None:

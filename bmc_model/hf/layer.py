@@ -5,6 +5,10 @@ State: K and V buffers of `capacity` rows, shape [batch, kv_heads, capacity, hea
 valid rows (once every r tokens for fixed growth, instead of torch.cat's once every token). `update` returns a
 view of the first `width` rows, where width = Policy.width_rows(n, q, capacity): n + q (exact) or more
 (padded / pad-P), and `get_mask_sizes` reports the same width so HF masks the rows past n + q.
+
+Preallocated policies (static, reserve) allocate max_cache_len rows at the prefill and never grow. Buffers are
+zero-filled only where the width reads rows past n + q (Policy.zero_filled); reserve's uninitialised buffer is
+backed by the OS page by page as rows are written, so beam operations carry only the live rows.
 """
 
 from __future__ import annotations
@@ -16,8 +20,15 @@ from transformers.cache_utils import CacheLayerMixin
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import Policy
+from bmc_model.runtime.arena import Arena
 
 UNBOUNDED = 1 << 62  # "no maximum length": Policy needs an integer cap
+
+
+def masked(policy: Policy) -> bool:
+    """transformers builds a decode-step mask for this cache: widths past n + q need one; reserve takes one
+    because with no mask transformers hands grouped K/V to SDPA's slower enable_gqa path on the CPU."""
+    return policy.width != "exact" or policy.preallocated
 
 
 class BMCLayer(CacheLayerMixin):
@@ -25,14 +36,19 @@ class BMCLayer(CacheLayerMixin):
     is_croppable = True  # crop only moves `length`: a rollback leaves no trace
 
     def __init__(self, policy: Policy, max_cache_len: int | None = None,
-                 on_grow: Callable[[], None] | None = None, **kwargs) -> None:
+                 on_grow: Callable[[], None] | None = None, arena: Arena | None = None, **kwargs) -> None:
         super().__init__()
+        self.arena = arena  # reserve: the cache's one allocation for every layer (runtime/arena.py)
+        if policy.preallocated and max_cache_len is None and not self.is_sliding:
+            # (a sliding layer past its window follows the window's rule, which needs no cap)
+            raise BMCError(f"{policy.growth} growth allocates max_cache_len rows once: give max_cache_len")
         self.policy = policy
         self.max_cache_len = max_cache_len
         self.cap = max_cache_len if max_cache_len is not None else UNBOUNDED
         # HF skips the decode-step mask when the cache is not "compileable" and q == 1 (then SDPA would read
-        # every returned row). Any width wider than n + q needs that mask, exactly as StaticLayer does.
-        self.is_compileable = policy.width != "exact"
+        # every returned row). Any width wider than n + q needs that mask, exactly as StaticLayer does; so does
+        # reserve, for transformers' faster masked path for grouped K/V (docs/results.md#transformers-attention-paths)
+        self.is_compileable = masked(policy)
         self.length = 0  # valid rows n: get_seq_length is this counter, never a scan of the buffer
         self.capacity = 0  # rows allocated C (0: nothing allocated yet)
         self.grow_events = 0
@@ -73,10 +89,12 @@ class BMCLayer(CacheLayerMixin):
         held = self.kv_bytes()
         for name in ("keys", "values"):
             old = getattr(self, name)
-            buf = old.new_empty((*old.shape[:2], capacity, old.shape[-1]))  # [batch, kv_heads, capacity, head_dim]
+            shape = (*old.shape[:2], capacity, old.shape[-1])  # [batch, kv_heads, capacity, head_dim]
+            take = self.arena is not None and self.policy.growth == "reserve" and not exact
+            buf = self.arena.take(shape, old.dtype, old.device) if take else old.new_empty(shape)  # type: ignore
             if n:
                 buf[:, :, :n].copy_(old[:, :, src:src + n])
-            if self.policy.width != "exact" and not exact and capacity > n + q:
+            if self.policy.zero_filled and not exact and capacity > n + q:
                 # Rows past n + q are read (then masked) by padded widths: they must hold finite numbers, as
                 # 0 * NaN from uninitialised memory would poison the softmax. Exact widths never read them.
                 buf[:, :, n + q:].zero_()
@@ -129,22 +147,47 @@ class BMCLayer(CacheLayerMixin):
             raise BMCError(f"crop({tokens_to_remove}): the cache holds only {self.length} tokens")
         self.length -= k
 
+    # -- beams and batches: only the live rows move ---------------------------------------------------
+    def live_rows(self) -> int:
+        """Rows [0, live_rows) of the buffer that hold data a later view or crop may read."""
+        return self.length
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        if self.length > 0:
-            self.keys = self.keys.index_select(0, beam_idx.to(self.keys.device))
-            self.values = self.values.index_select(0, beam_idx.to(self.values.device))
+        """Beam search: reorder the batch entries in place over the live rows. index_select over the whole
+        buffer would hold a second buffer of every row and touch every page (reserve's are not resident)."""
+        if self.length == 0:
+            return
+        idx = beam_idx.to(self.keys.device)
+        if idx.numel() != self.keys.shape[0]:  # not a permutation of the beams: the batch size changes
+            self.batch_select_indices(idx)
+            return
+        n = self.live_rows()
+        for buf in (self.keys, self.values):
+            buf[:, :, :n] = buf[:, :, :n].index_select(0, idx)  # a copy of the live rows, then back in place
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.is_initialized:
-            self.keys = self.keys.repeat_interleave(repeats, dim=0)
-            self.values = self.values.repeat_interleave(repeats, dim=0)
-            self.batch_size = self.keys.shape[0]
+            self._rebatch(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
-            self.keys = self.keys[indices, ...]
-            self.values = self.values[indices, ...]
-            self.batch_size = self.keys.shape[0]
+            self._rebatch(lambda t: t[indices, ...])
+
+    def _rebatch(self, pick: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """New buffers of the same capacity holding pick()'s batch entries. Exact widths never read the rows
+        past the live ones, so only those are copied into an uninitialised buffer; zero-filled widths read
+        them (masked), so every row is copied, zeros included."""
+        n = self.live_rows()
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            if self.policy.zero_filled:
+                buf = pick(old)
+            else:
+                live = pick(old[:, :, :n])
+                buf = old.new_empty((live.shape[0], *old.shape[1:]))
+                buf[:, :, :n].copy_(live)
+            setattr(self, name, buf)
+        self.batch_size = self.keys.shape[0]
 
     def kv_bytes(self) -> int:
         return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes

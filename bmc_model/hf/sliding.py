@@ -50,8 +50,8 @@ class BMCSlidingLayer(BMCLayer):
 
     def _within(self, q: int) -> bool:
         """No row has left the window before this pass of q rows (and a first pass fits in it), and the buffer
-        stays no larger than the window's would be: the plain BMCLayer rule applies. (Static growth to a
-        max_cache_len past the window goes windowed at once.)"""
+        stays no larger than the window's would be: the plain BMCLayer rule applies. (Preallocated growth,
+        static or reserve, to a max_cache_len past the window goes windowed at once.)"""
         n, keep = self.length, self.sliding_window - 1
         if self.windowed or n > keep or (n == 0 and q > keep):
             return False
@@ -109,6 +109,10 @@ class BMCSlidingLayer(BMCLayer):
 
     def get_max_length(self) -> int:
         return self.sliding_window
+
+    def live_rows(self) -> int:
+        """The kept rows end at `end`; rows before `start` may still be cropped back to (down to `floor`)."""
+        return self.end
 
     def reset(self) -> None:
         super().reset()

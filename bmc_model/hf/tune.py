@@ -38,8 +38,9 @@ def tuned_policy(model: Any, seq: int, prompt: int | None = None, profile: Any =
                  max_cache_len: int | None = None, **recommend_kwargs: Any) -> tuple[Policy, Any, int | None]:
     """(policy, Recommendation, max_cache_len for the cache) recommended for this model and workload.
 
-    Every Policy recommend() can return (fixed / geometric / static growth, exact / padded / pad-P width)
-    is implemented by BMCLayer, so nothing is mapped; static growth gets max_cache_len = seq + gamma.
+    Every Policy recommend() can return (fixed / geometric / static / reserve growth, exact / padded / pad-P
+    width) is implemented by BMCLayer, so nothing is mapped; preallocated growth (static, reserve) gets
+    max_cache_len = seq + gamma.
     """
     from bmc_model.core.decide import recommend
 
@@ -49,12 +50,14 @@ def tuned_policy(model: Any, seq: int, prompt: int | None = None, profile: Any =
     if spec.kv_heads < spec.heads and recommend_kwargs["runtime"] == "hf":
         # An exact width gives transformers no mask, and with no mask it hands grouped K/V to SDPA with
         # enable_gqa, a slower path on the CPU than its masked one, with a higher resident peak, which the
-        # model does not price (docs/results.md#transformers-attention-paths). Masked widths only, then.
+        # model does not price (docs/results.md#transformers-attention-paths). Masked widths only, then, and
+        # reserve, which BMCCache gives a mask (hf/layer.masked).
         recommend_kwargs.setdefault("widths", ("padded", "pad"))
+        recommend_kwargs.setdefault("named", ("static", "llamacpp", "reserve"))
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, profile=profile, **recommend_kwargs)
     pol = rec.policy
     cap = max_cache_len
-    if pol.growth == "static" and cap is None:
+    if pol.preallocated and cap is None:
         cap = seq + (rec.gamma or 0)
     log.info("BMCCache.tuned: %s for %s at seq %d (batch %d): predicted %.2f ms/token", pol.label, spec.name, seq,
              batch, rec.prediction.ms_per_token)

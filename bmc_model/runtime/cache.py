@@ -15,6 +15,11 @@ Capacity follows bmc_model.core.policy exactly (the analytical model assumes the
 The cat policy (Policy.is_cat: fixed r=1, exact width) is HF DynamicCache: no preallocation, every
 write after the first is a real torch.cat of the valid rows and the new rows. Its capacity is the
 number of rows it holds (initial_capacity(P) = P for it), so every write is a growth event.
+
+Preallocated policies (static, reserve) allocate max_len rows once, at the prefill, and never grow;
+a rollback only moves the valid length. Buffers are zero-filled only when the width reads rows past
+n + q (Policy.zero_filled): reserve's torch.empty buffer is backed by the OS page by page as rows
+are written.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import Policy
+from bmc_model.runtime.arena import Arena
 
 
 @dataclass
@@ -66,8 +72,9 @@ class KVCache:
         self.max_len = max_len
         self.dtype, self.device = dtype, torch.device(device)
         self.is_cat = policy.is_cat
-        # Rows beyond n + q are read by padded/pad attention: they must be finite, hence zeros.
-        self._zero_fill = policy.width != "exact"
+        # Rows beyond n + q are read by padded/pad attention: they must be finite, hence zeros. Exact
+        # widths (reserve) never read them, so torch.empty leaves their pages untouched.
+        self._zero_fill = policy.zero_filled
         self._k: list[torch.Tensor | None] = [None] * layers  # [batch, kv_heads, rows, head_dim]
         self._v: list[torch.Tensor | None] = [None] * layers
         self._n = 0  # valid rows, shared by all layers
@@ -79,6 +86,7 @@ class KVCache:
         self._arange = torch.arange(max_len, device=self.device)  # column / row indices for masks
         self._row_bytes = batch * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
         self._held = 0  # bytes held by K and V buffers
+        self._arena = Arena(2 * layers) if policy.growth == "reserve" else None  # one allocation for all
         self.stats = CacheStats()
 
     # --- state -------------------------------------------------------------------------------
@@ -155,7 +163,8 @@ class KVCache:
         return self._n
 
     def rollback(self, n_rows: int) -> int:
-        """Drop the last n_rows valid rows (speculative decoding rejection). Buffers are kept."""
+        """Drop the last n_rows valid rows (speculative decoding rejection): only the valid length moves,
+        buffers and their rows are kept (no copy, never a growth event)."""
         self._check_idle("rollback")
         if not isinstance(n_rows, int) or n_rows < 0 or n_rows > self._n:
             raise BMCError(f"KVCache.rollback: n_rows must be in 0..{self._n}, got {n_rows!r}")
@@ -205,17 +214,20 @@ class KVCache:
 
     def _alloc(self, rows: int) -> torch.Tensor:
         shape = (self.batch, self.kv_heads, rows, self.head_dim)
+        if self._arena is not None:
+            return self._arena.take(shape, self.dtype, self.device)
         make = torch.zeros if self._zero_fill else torch.empty
         return make(shape, dtype=self.dtype, device=self.device)
 
-    def _account_alloc(self, rows: int, copied_rows: int, freed_rows: int) -> None:
-        nb = 2 * rows * self._row_bytes
+    def _account_alloc(self, rows: int, copied_rows: int, freed_rows: int, first: bool) -> None:
+        """One tensor (K or V) replaced: its new buffer is allocated while the old one is alive."""
+        nb = rows * self._row_bytes
         st = self.stats
-        st.allocations += 1
+        st.allocations += first  # K and V of one layer count as one
         st.bytes_allocated += nb
-        st.bytes_copied += 2 * copied_rows * self._row_bytes
+        st.bytes_copied += copied_rows * self._row_bytes
         st.peak_bytes = max(st.peak_bytes, self._held + nb)  # old and new coexist here
-        self._held += nb - 2 * freed_rows * self._row_bytes
+        self._held += nb - freed_rows * self._row_bytes
 
     def _ensure(self, layer: int) -> None:
         """Grow this layer's buffers to the forward's capacity: allocate, copy valid rows, drop old."""
@@ -224,21 +236,26 @@ class KVCache:
         if old_rows >= self._capacity:
             return
         n, new_rows = self._n, self._capacity
-        new_k, new_v = self._alloc(new_rows), self._alloc(new_rows)
-        if old_k is not None and n:
-            new_k[:, :, :n] = old_k[:, :, :n]
-            new_v[:, :, :n] = old_v[:, :, :n]  # type: ignore[index]
-        self._account_alloc(new_rows, n if old_k is not None else 0, old_rows)
-        self._k[layer], self._v[layer] = new_k, new_v  # the old buffers are freed here
+        copied = n if old_k is not None else 0
+        del old_k, old_v  # K then V, each old buffer freed right after its copy: one transient at a time
+        for store in (self._k, self._v):
+            old = store[layer]
+            new = self._alloc(new_rows)
+            if old is not None and n:
+                new[:, :, :n] = old[:, :, :n]
+            self._account_alloc(new_rows, copied, old_rows, first=store is self._k)
+            store[layer] = new  # the old buffer is freed here
+            del old, new
 
     def _cat(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        old_k, old_v = self._k[layer], self._v[layer]
         n = self._n
-        old_rows = 0 if old_k is None else int(old_k.shape[2])
-        if n == 0:  # first write: keep the rows as they are (DynamicCache stores key_states)
-            new_k, new_v = k.contiguous(), v.contiguous()
-        else:  # [batch, kv_heads, n + q, head_dim]: a fresh tensor and a copy of all valid rows
-            new_k = torch.cat([old_k[:, :, :n], k], dim=2)  # type: ignore[index]
-            new_v = torch.cat([old_v[:, :, :n], v], dim=2)  # type: ignore[index]
-        self._account_alloc(n + int(k.shape[2]), n, old_rows)
-        self._k[layer], self._v[layer] = new_k, new_v
+        old_rows = 0 if self._k[layer] is None else int(self._k[layer].shape[2])  # type: ignore[union-attr]
+        # K then V, as DynamicCache's `self.keys = torch.cat(...)` then `self.values = ...`: one old buffer alive
+        for store, rows in ((self._k, k), (self._v, v)):
+            if n == 0:  # first write: keep the rows as they are (DynamicCache stores key_states)
+                new = rows.contiguous()
+            else:  # [batch, kv_heads, n + q, head_dim]: a fresh tensor and a copy of all valid rows
+                new = torch.cat([store[layer][:, :, :n], rows], dim=2)  # type: ignore[index]
+            self._account_alloc(n + int(k.shape[2]), n, old_rows, first=store is self._k)
+            store[layer] = new
+            del new

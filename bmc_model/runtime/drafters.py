@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 import torch
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.policy import Policy
+from bmc_model.core.policy import NAMED, Policy
 from bmc_model.runtime.cache import CacheStats, KVCache
 from bmc_model.runtime.decoder import Decoder
 
@@ -168,7 +168,8 @@ class DraftModel:
         """A few untimed steps on a throwaway cache (thread pool, allocator, kernel set-up)."""
         if steps <= 0:
             return
-        cache = self.decoder.new_cache(Policy("static", width="exact"), batch=1, max_len=16 + steps)
+        # one buffer that never grows: the warm-up is about kernels, not about this cache's growth
+        cache = self.decoder.new_cache(NAMED["reserve"], batch=1, max_len=16 + steps)
         tok = self.decoder.prefill(torch.zeros((1, 16), dtype=torch.long), cache, last_only=True)[0, -1].argmax()
         for _ in range(steps):
             tok = self.decoder.forward(tok.view(1, 1), cache)[0, -1].argmax()

@@ -1,14 +1,17 @@
-"""`bmc-tune validate --hf`: HF generate() with DynamicCache, StaticCache and BMCCache, measured and predicted.
+"""`bmc-tune validate --hf`: HF generate() with DynamicCache, StaticCache, BMCCache and BMCCache with policy
+reserve, measured and predicted.
 
-For every (workload, context N, batch B): the prompt is P = N - new_tokens, the three caches run
-interleaved in this one process, fp32, `threads` threads, greedy with EOS suppressed so all three decode
-the same number of steps. Each repetition runs the three generate() calls side by side, one decode step
+For every (workload, context N, batch B): the prompt is P = N - new_tokens, the four caches (CACHES) run
+interleaved in this one process, fp32, `threads` threads, greedy with EOS suppressed so all of them decode
+the same number of steps. Each repetition runs the generate() calls side by side, one decode step
 at a time (lockstep.py; turn order rotated each repetition), or, when their caches would not fit in RAM
 together, as whole runs in turn. Decode ms/token comes from the streamer's per-step times (prefill
 excluded); the median over repetitions is reported. Peak memory comes from a fresh
 subprocess per (case, cache) (bmc_model.validate.memprobe): resident high-water mark minus the resident size
-just before the run, so no allocator state left by another cache's run skews it. The cost model's
-predict() figures for the same (P, N, B, policy) sit beside the measured ones.
+just before the run, so no allocator state left by another cache's run skews it; the decode peak (the
+prefill's freed activations handed back first) sits beside predict()'s peak_resident_bytes for the cache's
+policy (DynamicCache: NAMED["dynamic"], StaticCache: NAMED["static"], reserve: NAMED["reserve"]). The cost
+model's predict() figures for the same (P, N, B, policy) sit beside the measured ones.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bmc_model.core.policy import NAMED, Policy
 from bmc_model.hf.cache import make_policy
 from bmc_model.hf.tune import tuned_policy
 from bmc_model.validate import smollm2
+from bmc_model.validate.compare import error_pct
 from bmc_model.validate.hf_measure import run_generate
 from bmc_model.validate.hf_result import HFRowResult, HFValidateResult
 from bmc_model.validate.lockstep import run_lockstep
@@ -43,6 +47,7 @@ QUICK_BATCHES = {"kv": (1, 2), "smollm2": (1,)}
 NEW_TOKENS, QUICK_NEW_TOKENS = 256, 16
 REPS, QUICK_REPS = 3, 1
 MEM_REPS, QUICK_MEM_REPS = 3, 1  # fresh-process memory probes per cache: RSS at small caches moves by MBs
+BMC_KINDS = ("bmc", "reserve")  # the caches that are BMCCache (their rows report grow_events)
 
 
 def _check(name: str, v: Any, low: int) -> int:
@@ -77,7 +82,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
                 prefill: str = "synthetic", quick: bool = False, seed: int = 0, trim: bool = False,
                 kv_ffn: int | None = None, memory_reps: int | None = None,
                 progress: Callable[[str], None] | None = None) -> HFValidateResult:
-    """Measure HF generate() with the three caches and put the cost model's predictions beside them.
+    """Measure HF generate() with the caches (CACHES) and put the cost model's predictions beside them.
 
     workloads: "kv" (random weights, Llama-2-7b attention geometry, 2 layers) and/or "smollm2" (real
     SmolLM2-135M); default both (smollm2 only when installed). contexts: final lengths N (default kv 2048,
@@ -85,7 +90,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     run (P = N - new_tokens). policy: BMCCache policy (Policy, or text such as "bmc:64" or
     "fixed:128:exact"); default: recommend()'s for each case with `profile`. memory: also run the
     per-(case, cache) peak-RSS subprocesses, memory_reps of each (default 3, quick 1; the caches take
-    turns, and each figure is the median over the probes). threads: torch threads (None: 2). prefill: "synthetic"
+    turns, and each figure is the median over the probes); a row's measured_peak_resident_bytes is the
+    decode peak's median, beside predict()'s peak_resident_bytes. threads: torch threads (None: 2). prefill: "synthetic"
     (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
     quick: tiny sizes for a smoke run. trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width
     (default 4096; 11008 is Llama-2-7b's whole layer).
@@ -149,7 +155,7 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
     else:
         pol, rec, _ = tuned_policy(model, seq=seq, prompt=prompt, profile=prof, batch=batch)
         rec_note = f"recommend(): r* closed form {rec.r_closed_form:.1f}"
-    policies = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "bmc": pol}
+    policies = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "bmc": pol, "reserve": NAMED["reserve"]}
     preds = {k: predict(model=spec, seq=seq, prompt=prompt, policy=p, batch=batch, dtype="float32", profile=prof,
                         runtime="hf") for k, p in policies.items()}
     case = f"{loaded.name} N={seq} B={batch}"
@@ -159,17 +165,17 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
         run_generate(model, kind, pol, warm + 4, warm, batch, 4, prefill, seed, trim=trim)
     samples: dict[str, list[float]] = {k: [] for k in CACHES}
     kv_bytes_final: dict[str, int] = {}
-    grow_events: dict[str, int] = {}  # bmc only
+    grow_events: dict[str, int] = {}  # BMCCache kinds only
     outs: dict[str, torch.Tensor] = {}
-    # step by step (lockstep.py) when the three caches fit in RAM at once, else whole runs in turn
+    # step by step (lockstep.py) when the caches fit in RAM at once, else whole runs in turn
     # (weights already loaded; 25% allocator slack on the KV peaks, 1 GiB for activations and logits)
-    together = sum(p.peak_memory_bytes for p in preds.values())
+    together = sum(p.reserved_bytes for p in preds.values())
     step_wise = fits(MemoryEstimate(0, int(1.25 * together), 2**30), headroom=1.0)
 
     def record(rep: int, kind: str, clock: Any, cache: Any, out: torch.Tensor) -> None:
         samples[kind].append(clock.decode_ms_per_token())
         kv_bytes_final[kind] = kv_bytes(cache)
-        if kind == "bmc":
+        if kind in BMC_KINDS:
             grow_events[kind] = cache.stats()["grow_events"]
         outs[kind] = out
         say(f"{case}: rep {rep + 1}/{reps} {kind}: {samples[kind][-1]:.2f} ms/token")
@@ -205,6 +211,7 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
     for kind in CACHES:
         p = preds[kind]
         m = med[kind]
+        measured_peak = _num((mem.get(kind) or {}).get("decode_peak_increase"))
         rows.append(HFRowResult(
             workload=loaded.name, model=spec.name, seq=seq, prompt=prompt, batch=batch, cache=kind,
             policy=policies[kind].label, policy_source=rec_note if kind == "bmc" else "",
@@ -213,9 +220,12 @@ def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed
             error_pct=_num(100.0 * (p.ms_per_token - m) / m) if m and not math.isnan(m) else None,
             speedup_vs_dynamic=_num(med["dynamic"] / m),
             predicted_speedup_vs_dynamic=preds["dynamic"].ms_per_token / p.ms_per_token,
-            predicted_breakdown_ms=p.breakdown, predicted_peak_kv_bytes=p.peak_memory_bytes,
-            predicted_kv_bytes=p.memory_bytes, tokens_match_dynamic=bool(torch.equal(outs[kind], outs["dynamic"])),
+            predicted_breakdown_ms=p.breakdown, predicted_peak_kv_bytes=p.reserved_bytes,
+            predicted_kv_bytes=p.memory_bytes, predicted_peak_resident_bytes=p.peak_resident_bytes,
+            tokens_match_dynamic=bool(torch.equal(outs[kind], outs["dynamic"])),
             kv_bytes_final=kv_bytes_final[kind], grow_events=grow_events.get(kind), memory=mem.get(kind),
+            measured_peak_resident_bytes=measured_peak,
+            resident_error_pct=error_pct(p.peak_resident_bytes, measured_peak) if measured_peak else None,
             interleave="step" if step_wise else "run"))
     return rows
 

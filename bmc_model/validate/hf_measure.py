@@ -1,9 +1,7 @@
-"""Resident-memory probes and one measured generate() run (its per-token clock: calibrate/token_clock.py)."""
+"""One measured generate() run (its per-token clock: calibrate/token_clock.py; resident-memory probes: rss.py)."""
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -13,32 +11,6 @@ from bmc_model.calibrate.token_clock import TokenClock
 from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import Policy
 from bmc_model.validate.workloads import make_cache, make_inputs, prefill_synthetic
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        m = re.search(rf"^{field}:\s+(\d+)\s+kB", f.read(), re.M)
-    return int(m.group(1)) * 1024 if m else 0
-
-
-def peak_rss_bytes() -> int:
-    """VmHWM: the process's resident high-water mark (resettable with reset_peak_rss)."""
-    return _status_kb("VmHWM")
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0, `echo 5 > /proc/self/clear_refs`); False if not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def run_generate(model: Any, kind: str, policy: Policy | None, seq: int, prompt: int, batch: int,

@@ -6,6 +6,7 @@ to_dict() is the JSON `validate --hf --json` prints and benchmarks/hf_generate.p
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ class HFRowResult:
     seq: int
     prompt: int
     batch: int
-    cache: str  # "dynamic", "static" or "bmc"
+    cache: str  # "dynamic", "static", "bmc" or "reserve" (workloads.CACHES)
     policy: str
     policy_source: str  # bmc only: where its policy came from
     measured_ms_per_token: float | None
@@ -33,10 +34,13 @@ class HFRowResult:
     predicted_breakdown_ms: dict[str, float]
     predicted_peak_kv_bytes: float
     predicted_kv_bytes: float
+    predicted_peak_resident_bytes: float  # predict(..., runtime="hf").peak_resident_bytes of the cache's policy
     tokens_match_dynamic: bool
     kv_bytes_final: int
-    grow_events: int | None  # bmc only
+    grow_events: int | None  # BMCCache kinds (bmc, reserve) only
     memory: dict[str, Any] | None  # the fresh-process memory probes' median (memprobe.py); None without
+    measured_peak_resident_bytes: float | None  # memory's decode_peak_increase; None without probes
+    resident_error_pct: float | None  # predicted over measured peak resident, signed as error_pct
     interleave: str  # "step": side by side, step by step; "run": whole runs in turn
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,12 +75,13 @@ class Checks:
         return {**asdict(self), "per_case": [c.to_dict() for c in self.per_case]}
 
 
-def _peaks(d: HFRowResult, s: HFRowResult, b: HFRowResult) -> dict[str, Any] | None:
+def _peaks(d: HFRowResult, s: HFRowResult, b: HFRowResult, r: HFRowResult | None = None) -> dict[str, Any] | None:
     md, mb = d.memory or {}, b.memory or {}
     if "decode_peak_increase" not in md or "decode_peak_increase" not in mb:
         return None
     return {"dynamic": md["decode_peak_increase"], "static": (s.memory or {}).get("decode_peak_increase"),
-            "bmc": mb["decode_peak_increase"]}
+            "bmc": mb["decode_peak_increase"],
+            **({"reserve": (r.memory or {}).get("decode_peak_increase")} if r is not None else {})}
 
 
 def check(rows: list[HFRowResult]) -> Checks:
@@ -93,7 +98,7 @@ def check(rows: list[HFRowResult]) -> Checks:
         sp_s = s.measured_ms_per_token / b.measured_ms_per_token  # type: ignore[operator]
         paired = {k: [o / m for o, m in zip(r.samples_ms_per_token, b.samples_ms_per_token)]  # type: ignore[operator]
                   for k, r in (("dynamic", d), ("static", s))}
-        item = CaseCheck(f"{c[0]} N={c[1]} B={c[2]}", sp_d, sp_s, paired, _peaks(d, s, b))
+        item = CaseCheck(f"{c[0]} N={c[1]} B={c[2]}", sp_d, sp_s, paired, _peaks(d, s, b, by.get((*c, "reserve"))))
         out.bmc_never_slower = bool(out.bmc_never_slower and sp_d >= 1.0 and sp_s >= 1.0)
         # slower in every repetition: a difference larger than the repetitions' own scatter
         out.bmc_never_slower_in_any_repetition = bool(
@@ -132,9 +137,25 @@ class HFValidateResult:
     def checks(self) -> Checks:
         return check(self.rows)
 
+    @property
+    def abs_resident_errors(self) -> list[float]:
+        return [abs(r.resident_error_pct) for r in self.rows if r.resident_error_pct is not None]
+
+    def resident_errors_by_cache(self) -> dict[str, float]:
+        """Each cache's median |resident error| % over the cases probed."""
+        by: dict[str, list[float]] = {}
+        for r in self.rows:
+            if r.resident_error_pct is not None:
+                by.setdefault(r.cache, []).append(abs(r.resident_error_pct))
+        return {k: statistics.median(v) for k, v in by.items()}
+
     def to_dict(self) -> dict[str, Any]:
         head = {k: getattr(self, k) for k in ("date", "host", "transformers", "torch", "threads", "dtype",
                                              "new_tokens", "reps", "memory_reps", "prefill", "quick", "bmc_trim",
                                              "profile", "hf_overhead_calibrated", "workloads", "notes")}
+        errs = self.abs_resident_errors
         return {"schema": 1, "kind": "hf-generate", **head, "rows": [r.to_dict() for r in self.rows],
+                "median_abs_resident_error_pct": statistics.median(errs) if errs else None,
+                "max_abs_resident_error_pct": max(errs, default=None),
+                "abs_resident_error_pct_by_cache": self.resident_errors_by_cache(),
                 "checks": self.checks.to_dict()}

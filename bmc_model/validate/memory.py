@@ -33,18 +33,19 @@ def weight_bytes(spec: ModelSpec, dtype: str = "float32") -> int:
 
 
 def kv_peak_rows(policy: Policy, *, layers: int, prompt: int, max_len: int, q: int = 1) -> int:
-    """Peak rows held (per K or V, summed over layers) when decoding q rows a step from prompt to max_len.
+    """Peak rows held by every K and V tensor together (in rows of one tensor) when decoding q rows a step
+    from prompt to max_len.
 
-    Layers grow one after another inside a forward, so at the last layer's growth L - 1 layers hold
-    the new capacity and the last holds old + new: L * new + old.
+    Tensors grow one after another inside a forward (K then V, layer by layer), so at the last one's growth
+    2L - 1 tensors hold the new capacity and the last holds old + new: 2 L new + old.
     """
     if prompt < 1 or max_len < prompt:
         raise BMCError(f"need 1 <= prompt <= max_len, got prompt {prompt}, max_len {max_len}")
     if policy.is_cat:  # every write is a cat; the last one (at n_last) makes max_len rows
         steps = -(-(max_len - prompt) // q)
-        return layers * max_len + prompt + (steps - 1) * q if steps else layers * prompt
+        return 2 * layers * max_len + prompt + (steps - 1) * q if steps else 2 * layers * prompt
     cap = policy.initial_capacity(prompt, max_len)
-    peak, n = layers * cap, prompt
+    peak, n = 2 * layers * cap, prompt
     while n < max_len:
         if n + q <= cap:  # skip the in-place writes up to the next growth
             n += max(1, (cap - n) // q) * q
@@ -52,7 +53,7 @@ def kv_peak_rows(policy: Policy, *, layers: int, prompt: int, max_len: int, q: i
         qq = min(q, max_len - n)
         if n + qq > cap:
             new = policy.grown_capacity(n, qq, cap, max_len)
-            peak = max(peak, layers * new + cap)
+            peak = max(peak, 2 * layers * new + cap)
             cap = new
         n += qq
     return peak
@@ -65,7 +66,7 @@ def estimate_memory(spec: ModelSpec, policy: Policy, *, prompt: int, max_len: in
         raise BMCError(f"unknown dtype {dtype!r} (use {', '.join(DTYPE_BYTES)})")
     isz = DTYPE_BYTES[dtype]
     row = batch * spec.kv_row_elems() * isz  # K + V of one row, one layer
-    kv = kv_peak_rows(policy, layers=spec.layers, prompt=prompt, max_len=max_len, q=q) * row
+    kv = kv_peak_rows(policy, layers=spec.layers, prompt=prompt, max_len=max_len, q=q) * row // 2
     rows = q if synth_prompt else max(prompt, q)  # rows of the widest forward
     qkv = (spec.heads + 2 * spec.kv_heads) * spec.head_dim
     per_row = 4 * spec.hidden + 3 * spec.ffn + 2 * qkv  # residual, norms, qkv, attention out, mlp

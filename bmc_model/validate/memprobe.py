@@ -6,10 +6,14 @@ another cache's run (freed-but-kept heap, arenas) can hide or inflate its growth
 The process builds the model, warms up with a short run, hands freed heap back to the kernel
 (malloc_trim: otherwise small cache tensors reuse what loading the model freed and do not show, while
 large ones are fresh mappings and do), then measures from the resident size just before the measured
-run (baseline): `peak_increase` is the high-water mark over the whole run (prefill
-included) minus the baseline, `decode_peak_increase` the high-water mark from the first generated token
-on (VmHWM reset there through /proc/self/clear_refs) minus the same baseline. It prints one line,
-PREFIX + JSON.
+run (baseline): `peak_increase` is the high-water mark over the whole run (prefill included) minus the
+baseline, `decode_peak_increase` the high-water mark from the first generated token on minus the same
+baseline. At the first token the prefill's freed activations go back to the kernel too (malloc_trim again:
+glibc keeps them in its heap, resident, and at StaticCache N=8192 on SmolLM2 they read 430-580 MB for
+377 MB of KV) before VmHWM is reset through /proc/self/clear_refs, so the decode peak is the cache's own
+plus the decode steps' small activations (nothing is subtracted). It prints one line, PREFIX + JSON.
+
+run_probe() runs any probe module this way (decode_memprobe.py: the plain runtime's decode_run).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,8 @@ def probe(req: dict) -> dict:
 
     from bmc_model.core.host import release_heap
     from bmc_model.core.policy import Policy
-    from bmc_model.validate.hf_measure import peak_rss_bytes, reset_peak_rss, rss_bytes, run_generate
+    from bmc_model.validate.hf_measure import run_generate
+    from bmc_model.validate.rss import peak_rss_bytes, reset_peak_rss, rss_bytes
     from bmc_model.validate.workloads import build, kv_bytes
 
     torch.set_num_threads(int(req.get("threads", 2)))
@@ -50,6 +56,7 @@ def probe(req: dict) -> dict:
 
     def at_first_token() -> None:
         marks["prefill_hwm"] = peak_rss_bytes()
+        release_heap()  # the prefill's freed activations, kept in glibc's heap, are not the cache's
         marks["first_token_rss"] = rss_bytes()
         reset_peak_rss()
 
@@ -64,13 +71,14 @@ def probe(req: dict) -> dict:
             "kv_bytes_final": kv_bytes(cache), "hwm_reset": resettable}
 
 
-def run_probe(req: dict, timeout: float = 1800.0) -> dict:
-    """Run probe(req) in a fresh Python process; {'error': ...} if it fails."""
+def run_probe(req: dict, timeout: float = 1800.0, module: str = "bmc_model.validate.memprobe") -> dict:
+    """Run `module`'s probe(req) in a fresh Python process (python -m module JSON, which prints PREFIX + the
+    JSON result); {'error': ...} if it fails."""
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        out = subprocess.run([sys.executable, "-m", "bmc_model.validate.memprobe", json.dumps(req)],
+        out = subprocess.run([sys.executable, "-m", module, json.dumps(req)],
                              capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"memory probe timed out after {timeout:.0f} s"}
@@ -96,12 +104,14 @@ def median_probe(probes: list[dict]) -> dict:
     return {**out, "probes": probes} if len(probes) > 1 else out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, fn: Callable[[dict], dict] = probe,
+         module: str = "bmc_model.validate.memprobe") -> int:
+    """python -m `module` JSON: print PREFIX + fn(JSON) as one line (run_probe reads it)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m bmc_model.validate.memprobe JSON", file=sys.stderr)
+        print(f"usage: python -m {module} JSON", file=sys.stderr)
         return 2
-    print(PREFIX + json.dumps(probe(json.loads(args[0]))), flush=True)
+    print(PREFIX + json.dumps(fn(json.loads(args[0]))), flush=True)
     return 0
 
 

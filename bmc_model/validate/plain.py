@@ -15,12 +15,18 @@ it measured in that minute ("probed"). It runs beside the configurations, not am
 rankings (regret, speedups) rest on differences of a percent, and a torch.cat step slows the step after
 it. The gap between the two predictions is how far the host has moved since calibration; what is left
 is the model's own error.
+
+Memory (CPU, unless memory=False): after every timed repeat, each configuration decodes P..N once more in a
+fresh process (decode_memprobe.py), so that no allocator state from another configuration can hide or
+inflate its pages, and its peak resident KV (VmHWM over the decode minus the resident size before the
+prefill) sits beside predict()'s peak_resident_bytes.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bmc_model.calibrate.plan import DEVICES, stream_bytes
 from bmc_model.core.decide import recommend
@@ -33,6 +39,8 @@ from bmc_model.core.specs import ModelSpec
 from bmc_model.core.workload import Geometry
 from bmc_model.runtime.device import cuda_free_bytes
 from bmc_model.validate.compare import Chosen, Config
+from bmc_model.validate.decode_memprobe import request as probe_request
+from bmc_model.validate.decode_memprobe import run_decode_probe
 from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 from bmc_model.validate.plain_result import RowResult, ValidateResult
 
@@ -54,9 +62,11 @@ def plan_configs(rec_policy: Policy, names: list[str], r_grid: list[int], widths
 def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile: Profile,
                  names: list[str], r_grid: list[int], widths: tuple[str, ...] = ("padded", "exact"),
                  repeats: int = 3, threads: int | None = None, seed: int = 0, device: str = "cpu",
-                 progress: Callable[[str], None] | None = None) -> ValidateResult:
+                 memory: bool = True, progress: Callable[[str], None] | None = None) -> ValidateResult:
     """Measure each configuration `repeats` times, interleaved; compare with predictions.
 
+    memory: after the timed repeats, measure each configuration's peak resident KV once, in a fresh
+    process (CPU only: the probe reads the process's resident pages, not the GPU's memory).
     device "cuda": the decoder and caches live on the GPU (weights drawn on the CPU, then moved), steps
     are timed after a synchronize, and the memory checks read the GPU's free memory."""
     if repeats < 1:
@@ -134,17 +144,49 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     if probe is not None:
         probed, factors = probed_profile(profile, probe, Geometry.of(spec, 1, dtype))
         probe.close()
+    device_name = device if device == "cpu" else f"cuda ({torch.cuda.get_device_name()})"
+    resident: dict[str, float] = {}
+    how = None
+    if memory and device == "cpu":
+        del decoder, probe  # the probes' processes build their own: one set of weights in RAM at a time
+        resident, how = memory_probes(spec, configs, prompt=prompt, seq=seq, batch=batch, seed=seed,
+                                      threads=n_threads, progress=progress)
 
     rows = []
     for c in configs:
         pk = {"model": spec, "seq": seq, "prompt": prompt, "policy": c.policy, "batch": batch, "dtype": dtype}
         rows.append(RowResult.of(c, times[c.name], events[c.name], predict(**pk, profile=profile),
-                                 predict(**pk, profile=probed) if probed is not None else None))
+                                 predict(**pk, profile=probed) if probed is not None else None,
+                                 resident.get(c.name)))
     return ValidateResult(
         model=spec.name, layers=spec.layers, seq=seq, prompt=prompt, batch=batch, dtype=dtype,
-        device=device if device == "cpu" else f"cuda ({torch.cuda.get_device_name()})",
+        device=device_name,
         threads=n_threads, repeats=repeats, wall_s=wall, interleave="step" if lockstep else "run", rows=rows,
         recommended=Chosen.of(rec), token_mismatch=mismatched, host=fingerprint(threads=n_threads, dtype=dtype),
         profile={"source": profile.source, "host": profile.host, "date": profile.date},
         geometry_rho_bytes=Geometry.of(spec, batch, dtype).rho,
-        probe_factors=factors if probed is not None else None, probe_width=mid)
+        probe_factors=factors if probed is not None else None, probe_width=mid, memory_probe=how)
+
+
+def memory_probes(spec: ModelSpec, configs: list[Config], *, prompt: int, seq: int, batch: int, seed: int,
+                  threads: int, progress: Callable[[str], None] | None = None
+                  ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Each configuration's measured peak resident KV bytes (decode_peak_increase of one fresh-process probe,
+    nothing subtracted), and how they were measured: the probes' wall time, what was subtracted, and the
+    error of any probe that failed (its configuration then has no figure)."""
+    out: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for i, c in enumerate(configs):
+        if progress:
+            progress(f"memory probe {i + 1}/{len(configs)}: {c.name} ({c.policy.label}), fresh process")
+        got = run_decode_probe(probe_request(spec, c.policy, prompt=prompt, seq=seq, batch=batch, seed=seed,
+                                             threads=threads))
+        if "error" in got:
+            failed[c.name] = str(got["error"])
+        else:
+            out[c.name] = float(got["decode_peak_increase"])
+    how = {"measured": "VmHWM over the decode steps minus the resident size before the prefill, one fresh "
+                       "process per configuration (RoPE table grown to N before the baseline)",
+           "subtracted_bytes": 0, "wall_s": time.perf_counter() - t0, "failed": failed}
+    return out, how

@@ -1,6 +1,8 @@
 """What `bmc-tune validate` found: each configuration measured beside its prediction, and the summary figures.
 
 to_dict() is the JSON `validate --json` prints and `--out` writes: fields in that order, summaries derived.
+Peak resident KV memory (measured in a fresh process per configuration, decode_memprobe.py) sits beside
+predict()'s peak_resident_bytes in each row; rows carry the measured figure only where it was probed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bmc_model.core.policy import NAMED
 from bmc_model.core.predict import Prediction
 from bmc_model.validate.compare import Chosen, Config, asdict_where_set, error_pct, policy_fields
 
@@ -30,22 +33,32 @@ class RowResult:
     growth_events_measured: float
     growth_events_predicted: float
     predicted_breakdown_ms: dict[str, float]
+    predicted_reserved_bytes: float  # the most KV bytes reserved at once (Prediction.reserved_bytes)
+    predicted_peak_resident_bytes: float  # the most KV pages resident at once (Prediction.peak_resident_bytes)
     predicted_ms_probed: float | None = None  # predicted with the probed profile (CPU runs only)
     error_pct_probed: float | None = None
+    measured_peak_resident_bytes: float | None = None  # the fresh-process memory probe's (decode_memprobe.py)
+    resident_error_pct: float | None = None
 
     @classmethod
     def of(cls, c: Config, runs_ms: list[float], events: float, pred: Prediction,
-           probed: Prediction | None) -> RowResult:
+           probed: Prediction | None, resident: float | None = None) -> RowResult:
+        """resident: the measured peak resident KV bytes (None: not probed)."""
         meas = statistics.median(runs_ms)
-        more = {} if probed is None else {"predicted_ms_probed": probed.ms_per_token,
-                                          "error_pct_probed": error_pct(probed.ms_per_token, meas)}
+        more: dict[str, Any] = {} if probed is None else {"predicted_ms_probed": probed.ms_per_token,
+                                                          "error_pct_probed": error_pct(probed.ms_per_token, meas)}
+        if resident is not None:
+            more["measured_peak_resident_bytes"] = resident
+            more["resident_error_pct"] = error_pct(pred.peak_resident_bytes, resident) if resident > 0 else None
         return cls(**policy_fields(c.name, c.policy), measured_ms=meas, measured_runs_ms=runs_ms,
                    predicted_ms=pred.ms_per_token, error_pct=error_pct(pred.ms_per_token, meas),
                    growth_events_measured=events, growth_events_predicted=pred.growth_events,
-                   predicted_breakdown_ms=pred.breakdown, **more)
+                   predicted_breakdown_ms=pred.breakdown, predicted_reserved_bytes=pred.reserved_bytes,
+                   predicted_peak_resident_bytes=pred.peak_resident_bytes, **more)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict_where_set(self, ("predicted_ms_probed", "error_pct_probed"))
+        return asdict_where_set(self, ("predicted_ms_probed", "error_pct_probed", "measured_peak_resident_bytes",
+                                       "resident_error_pct"))
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -74,9 +87,18 @@ class ValidateResult:
     probe_factors: dict[str, float] | None = None  # host now over the profile, per term (None: no probe)
     probe_width: int = 0  # the length the probe timed cat and attention at
     synthetic_prompt: bool = True
+    memory_probe: dict[str, Any] | None = None  # how the peak resident KV was measured (None: not measured)
 
     def row(self, name: str) -> RowResult | None:
         return next((r for r in self.rows if r.name == name), None)
+
+    def named_row(self, name: str) -> RowResult | None:
+        """The row of named policy `name`; the recommended one where recommend() chose that very policy
+        (plan_configs runs it once, as "recommended")."""
+        got = self.row(name)
+        if got is None and name in NAMED:
+            got = next((r for r in self.rows if r.policy == NAMED[name].label), None)
+        return got
 
     @property
     def abs_errors(self) -> list[float]:
@@ -85,6 +107,18 @@ class ValidateResult:
     @property
     def abs_errors_probed(self) -> list[float]:
         return [abs(r.error_pct_probed) for r in self.rows if r.error_pct_probed is not None]
+
+    @property
+    def abs_resident_errors(self) -> list[float]:
+        return [abs(r.resident_error_pct) for r in self.rows if r.resident_error_pct is not None]
+
+    @property
+    def median_abs_resident_error_pct(self) -> float | None:
+        return _median(self.abs_resident_errors)
+
+    @property
+    def max_abs_resident_error_pct(self) -> float | None:
+        return max(self.abs_resident_errors, default=None)
 
     @property
     def median_abs_error_pct(self) -> float:
@@ -108,12 +142,12 @@ class ValidateResult:
 
     def speedup(self, name: str) -> float | None:
         """name's measured ms over the recommended configuration's (None when name did not run)."""
-        r = self.row(name)
+        r = self.named_row(name)
         return r.measured_ms / self.recommended_ms if r is not None else None
 
     @property
-    def overhead_vs_floor(self) -> float | None:
-        floor = self.row("floor")
+    def overhead_vs_reserve(self) -> float | None:
+        floor = self.named_row("reserve")
         return self.recommended_ms / floor.measured_ms if floor is not None else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +162,9 @@ class ValidateResult:
             "max_abs_error_pct_probed": max(self.abs_errors_probed, default=None),
             "probe": {"factors": self.probe_factors, "width": self.probe_width}
             if self.probe_factors is not None else None,
+            "median_abs_resident_error_pct": self.median_abs_resident_error_pct,
+            "max_abs_resident_error_pct": self.max_abs_resident_error_pct,
+            "memory_probe": self.memory_probe,
             "recommended": asdict(self.recommended),
             "recommended_r": self.recommended.r, "recommended_width": self.recommended.width,
             "best_measured": {"name": best.name, "policy": best.policy},
@@ -135,7 +172,7 @@ class ValidateResult:
             "regret_pct": self.regret_pct,
             "speedup_vs_dynamic": self.speedup("dynamic"), "speedup_vs_static": self.speedup("static"),
             "speedup_vs_mlx_256": self.speedup("mlx"), "speedup_vs_geometric": self.speedup("geometric"),
-            "overhead_vs_floor": self.overhead_vs_floor,
+            "overhead_vs_reserve": self.overhead_vs_reserve,
             "token_mismatch": self.token_mismatch,
             "host": self.host,
             "profile": self.profile,

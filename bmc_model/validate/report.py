@@ -3,6 +3,8 @@ The only module in validate/ that prints; the run functions return typed results
 
 from __future__ import annotations
 
+import statistics
+
 from rich.console import Console
 from rich.table import Table
 
@@ -31,16 +33,25 @@ def show(result: ValidateResult | SDValidateResult | HFValidateResult, con: Cons
         con.print(hf_table(result))
 
 
+def _mib(x: float | None) -> str:
+    return "-" if x is None else f"{x / 2**20:.1f}"
+
+
 def plain_table(res: ValidateResult) -> Table:
-    t = Table(title="Measured vs predicted ms/token")
+    t = Table(title="Measured vs predicted ms/token and peak KV MiB")
     probed = bool(res.abs_errors_probed)
+    memory = res.memory_probe is not None
     for col in ("configuration", "policy", "measured", "predicted", "error", "events (meas/pred)",
-                *(("probed", "error") if probed else ())):
+                *(("probed", "error") if probed else ()), "reserved (pred)",
+                *(("resident (meas/pred)", "error") if memory else ("resident (pred)",))):
         t.add_column(col, justify="left" if col in ("configuration", "policy") else "right")
     for r in sorted(res.rows, key=lambda r: r.measured_ms):
         more = (f"{r.predicted_ms_probed:.2f}", f"{r.error_pct_probed:+.1f}%") if probed else ()
+        mem = ((f"{_mib(r.measured_peak_resident_bytes)}/{_mib(r.predicted_peak_resident_bytes)}",
+                _fmt(r.resident_error_pct, "+.1f", "%")) if memory else (_mib(r.predicted_peak_resident_bytes),))
         t.add_row(r.name, r.policy, f"{r.measured_ms:.2f}", f"{r.predicted_ms:.2f}", f"{r.error_pct:+.1f}%",
-                  f"{r.growth_events_measured:.0f}/{r.growth_events_predicted:.0f}", *more)
+                  f"{r.growth_events_measured:.0f}/{r.growth_events_predicted:.0f}", *more,
+                  _mib(r.predicted_reserved_bytes), *mem)
     return t
 
 
@@ -53,6 +64,12 @@ def plain_summary(res: ValidateResult) -> Table:
         said = ", ".join(f"{k} x{v:.2f}" for k, v in res.probe_factors.items())
         s.add_row("probed: median / max |error|", f"{res.median_abs_error_pct_probed:.1f}% / "
                   f"{max(probed):.1f}% (host now vs profile: {said})")
+    if res.abs_resident_errors:
+        s.add_row("peak resident KV: median / max |error|", f"{res.median_abs_resident_error_pct:.1f}% / "
+                  f"{res.max_abs_resident_error_pct:.1f}% (fresh process per configuration)")
+    failed = (res.memory_probe or {}).get("failed") or {}
+    if failed:
+        s.add_row("[yellow]memory probe failed[/]", "; ".join(f"{k}: {v}" for k, v in failed.items()))
     best = res.best
     s.add_row("recommended", res.recommended.policy)
     s.add_row("best measured", f"{best.name} ({best.policy})")
@@ -60,7 +77,7 @@ def plain_summary(res: ValidateResult) -> Table:
     s.add_row("speedup vs torch.cat (dynamic)", _fmt(res.speedup("dynamic"), ".2f", "x"))
     s.add_row("speedup vs static", _fmt(res.speedup("static"), ".2f", "x"))
     s.add_row("speedup vs exact-view r=256 (mlx)", _fmt(res.speedup("mlx"), ".2f", "x"))
-    s.add_row("overhead vs floor", _fmt(res.overhead_vs_floor, ".3f"))
+    s.add_row("overhead vs reserve", _fmt(res.overhead_vs_reserve, ".3f"))
     if res.token_mismatch:
         s.add_row("[red]token mismatch[/]", ", ".join(res.token_mismatch))
     return s
@@ -115,15 +132,18 @@ def sd_text(out: SDValidateResult) -> str:
 
 
 def hf_table(result: HFValidateResult) -> Table:
+    errs = result.abs_resident_errors
+    said = f"; peak resident |error| median {statistics.median(errs):.0f}%, max {max(errs):.0f}%" if errs else ""
     t = Table(title=f"HF generate(): decode ms/token, fp32, {result.threads} threads, "
-                    f"{result.new_tokens} new tokens, median of {result.reps}")
+                    f"{result.new_tokens} new tokens, median of {result.reps}{said}")
     for col in ("workload", "N", "B", "cache", "policy", "measured", "predicted", "err %", "x dyn (meas)",
-                "x dyn (pred)", "peak RSS MB", "decode peak MB", "pred KV peak MB"):
+                "x dyn (pred)", "peak RSS MB", "decode peak MB", "pred KV peak MB", "pred resident MB", "res err %"):
         t.add_column(col, justify="left" if col in ("workload", "cache", "policy") else "right")
     for r in result.rows:
         mem = r.memory or {}
         t.add_row(r.workload, str(r.seq), str(r.batch), r.cache, r.policy, _fmt(r.measured_ms_per_token),
                   f"{r.predicted_ms_per_token:.2f}", _fmt(r.error_pct, "+.0f"), _fmt(r.speedup_vs_dynamic),
                   f"{r.predicted_speedup_vs_dynamic:.2f}", _mb(mem.get("peak_increase")),
-                  _mb(mem.get("decode_peak_increase")), _mb(r.predicted_peak_kv_bytes))
+                  _mb(mem.get("decode_peak_increase")), _mb(r.predicted_peak_kv_bytes),
+                  _mb(r.predicted_peak_resident_bytes), _fmt(r.resident_error_pct, "+.0f"))
     return t

@@ -7,6 +7,9 @@ kv       random weights at Llama-2-7b attention geometry (32 heads x 128, hidden
          (figures: docs/results.md, "HF kv workload"). kv_ffn=11008 builds Llama-2-7b's full-FFN layer.
 smollm2  real SmolLM2-135M-Instruct weights (30 layers, 3 KV heads x 64): small KV rows, modest gains.
 
+The caches: DynamicCache, StaticCache, BMCCache with the case's policy ("bmc") and BMCCache with policy
+reserve ("reserve": the largest length once, torch.empty, exact views).
+
 Prefill is "synthetic" by default: random K/V rows for the P prompt positions are written through
 cache.update for the first P - 1 positions (one call per layer, as a real prefill writes), then generate()
 continues from the cache with the last prompt token. Decode steps then run the real model over a P-row cache, while the
@@ -22,7 +25,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.policy import Policy
+from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.specs import ModelSpec
 from bmc_model.hf.cache import BMCCache
 from bmc_model.hf.tune import spec_for_model
@@ -34,7 +37,7 @@ KV_GEOMETRY = {"hidden_size": 4096, "intermediate_size": 4096, "num_attention_he
 KV_QUICK = {**KV_GEOMETRY, "hidden_size": 1024, "intermediate_size": 2048, "vocab_size": 1024}
 
 WORKLOADS = ("kv", "smollm2")
-CACHES = ("dynamic", "static", "bmc")
+CACHES = ("dynamic", "static", "bmc", "reserve")  # reserve: BMCCache(policy="reserve"), max_cache_len rows once
 
 
 @dataclass
@@ -70,15 +73,18 @@ def build(name: str, quick: bool = False, seed: int = 0, kv_ffn: int | None = No
 
 
 def make_cache(kind: str, model: Any, seq: int, policy: Policy | None, trim: bool = False) -> Any:
-    """A fresh cache: DynamicCache, StaticCache (what cache_implementation='static' builds) or BMCCache."""
+    """A fresh cache: DynamicCache, StaticCache (what cache_implementation='static' builds), BMCCache with
+    `policy` ("bmc") or BMCCache(policy="reserve"): `seq` rows reserved once, lazily backed ("reserve")."""
     if kind == "dynamic":
         return DynamicCache(config=model.config)
     if kind == "static":
         return StaticCache(config=model.config, max_cache_len=seq)
+    if kind == "reserve":
+        return BMCCache(policy=NAMED["reserve"], max_cache_len=seq, config=model.config, trim=trim)
     if kind == "bmc":
         if policy is None:
             raise BMCError("the bmc cache needs a policy")
-        cap = seq if policy.growth == "static" else None
+        cap = seq if policy.preallocated else None
         return BMCCache(policy=policy, max_cache_len=cap, config=model.config, trim=trim)
     raise BMCError(f"unknown cache {kind!r} ({', '.join(CACHES)})")
 
