@@ -37,7 +37,8 @@ def _pred(p) -> dict:
 
 def _rec(rec) -> dict:
     return {"prediction": _pred(rec.prediction),
-            "sweeps": {k: {"seconds": _digest(s.seconds), "resident": _digest(s.resident_bytes), "reserved": _digest(s.reserved_bytes),
+            "sweeps": {k: {"seconds": _digest(s.seconds), "resident": _digest(s.resident_bytes),
+                           "reserved": _digest(s.reserved_bytes),
                            "feasible": int(np.count_nonzero(s.feasible))} for k, s in rec.sweeps.items()},
             "argmin_r": rec.argmin_r, "chosen_r": rec.chosen_r, "closed_form_r": rec.closed_form_r,
             "baselines": {k: _pred(b) for k, b in rec.baselines.items()},
