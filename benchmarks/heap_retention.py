@@ -13,6 +13,7 @@ The peak is the resident high-water mark (VmHWM, reset after malloc_trim) over t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,23 +24,18 @@ CASES = [  # (kind, layers, kv_heads, head_dim, prompt, seq, pre bytes, r)
 ]
 
 CHILD = r'''
-import ctypes, json, sys, torch
+import json, sys, torch
+from bmc_model.core.host import release_heap
+from bmc_model.validate.rss import peak_rss_bytes, reset_peak_rss, rss_bytes
 torch.set_num_threads(2)
 kind, L, H, D, P, N, pre, r = sys.argv[1], *map(int, sys.argv[2:])
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) * 1024
 if pre:
     for _ in range(3):
         x = torch.ones(pre // 4)
         del x
-ctypes.CDLL("libc.so.6").malloc_trim(0)
-base = rss()
-open("/proc/self/clear_refs", "w").write("5")
+release_heap()
+base = rss_bytes()
+reset_peak_rss()
 new = torch.ones(1, H, 1, D)
 if kind == "cat":
     bufs = [torch.ones(1, H, P, D) for _ in range(2 * L)]
@@ -60,15 +56,16 @@ for _ in range(N - P):
             bufs[t] = grown
         bufs[t][:, :, n:n + 1] = new
     n += 1
-print(json.dumps({"peak_bytes": hwm() - base, "end_bytes": rss() - base}))
+print(json.dumps({"peak_bytes": peak_rss_bytes() - base, "end_bytes": rss_bytes() - base}))
 '''
 
 
 def main() -> int:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     rows = []
     for kind, L, H, D, P, N, pre, r in CASES:
         out = subprocess.run([sys.executable, "-c", CHILD, kind, *map(str, (L, H, D, P, N, pre, r))],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env=env)
         got = json.loads(out.stdout.strip().splitlines()[-1])
         kv = 2 * L * H * N * D * 4
         rows.append({"kind": kind, "layers": L, "kv_heads": H, "head_dim": D, "prompt": P, "seq": N,

@@ -173,6 +173,11 @@ def _overlaps(a: tuple, b: tuple) -> bool:
     return a[:n] == b[:n]
 
 
+def _clashes(path: tuple, touched: list) -> bool:
+    """A mutation of `path` would meet one already made (one lies inside the other)."""
+    return any(_overlaps(path, t) for t in touched)
+
+
 @st.composite
 def mutated(draw) -> ProfileCase:
     d = copy.deepcopy(BASE)
@@ -184,7 +189,7 @@ def mutated(draw) -> ProfileCase:
         if op == "set":
             path = draw(st.sampled_from(LEAVES))
             kind = draw(st.sampled_from(list(VALUES)))
-            if any(_overlaps(_unit(path), t) for t in touched):
+            if _clashes(_unit(path), touched):
                 continue
             parent = _get(d, path[:-1])
             parent[path[-1]] = copy.deepcopy(VALUES[kind])
@@ -192,7 +197,7 @@ def mutated(draw) -> ProfileCase:
             verdict = _set_verdict(d, path, kind)
         elif op == "delete":
             path = draw(st.sampled_from(DELETABLE))
-            if any(_overlaps(_unit(path), t) for t in touched):
+            if _clashes(_unit(path), touched):
                 continue
             verdict = _delete_verdict(d, path)
             del _get(d, path[:-1])[path[-1]]
@@ -202,14 +207,14 @@ def mutated(draw) -> ProfileCase:
             if which == "knots":
                 name = draw(st.sampled_from(["layer_fixed", "layer_row"]))
                 path = ("terms", name)
-                if any(_overlaps(path, t) for t in touched):
+                if _clashes(path, touched):
                     continue
                 d["terms"][name]["knots"].reverse()
                 verdict = f"{name}.knots reversed"
             else:
                 name = draw(st.sampled_from(sorted(BASE["curves"])))
                 path = ("curves", name)
-                if any(_overlaps(path, t) for t in touched):
+                if _clashes(path, touched):
                     continue
                 d["curves"][name]["x"].reverse()
                 verdict = f"curve {name} x reversed"
@@ -219,7 +224,7 @@ def mutated(draw) -> ProfileCase:
             if which in ("c0+", "slope-", "knots+"):
                 name = draw(st.sampled_from(sorted(BASE["terms"])))
                 path = ("terms", name)
-                if any(_overlaps(path, t) for t in touched):
+                if _clashes(path, touched):
                     continue
                 t = d["terms"][name]
                 if which == "c0+":
@@ -232,7 +237,7 @@ def mutated(draw) -> ProfileCase:
             else:
                 name = draw(st.sampled_from(sorted(BASE["curves"])))
                 path = ("curves", name)
-                if any(_overlaps(path, t) for t in touched):
+                if _clashes(path, touched):
                     continue
                 c = d["curves"][name]
                 if which == "one-point":
@@ -248,7 +253,7 @@ def mutated(draw) -> ProfileCase:
             if where == ("curves",) and key != "weights_rows@-5":
                 key = "zzz_unknown"
             path = (*where, key)
-            if any(_overlaps(_unit(path), t) for t in touched):
+            if _clashes(_unit(path), touched):
                 continue
             _get(d, where)[key] = {"x": [1.0, 2.0], "ratio": [1.0, 1.5]} if where == ("curves",) else 1.0
             done.append(f"add {'.'.join(path)}")

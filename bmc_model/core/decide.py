@@ -181,8 +181,8 @@ class _AtGamma:
     users: dict[str, Prediction]  # HF's static and dynamic caches, candidates or not: the ceiling
 
     def fastest(self, cap: float | None) -> float:
-        best = [float(sw.seconds[sw.feasible].min()) for sw in self.sweeps.values() if sw.feasible.any()]
-        best += [p.ms_per_token * 1e-3 * p.new_tokens for p in self.named.values() if _fits(p, cap)]
+        best = [sw.fastest_seconds for sw in self.sweeps.values()]
+        best += [_of_prediction(p).seconds for p in self.named.values() if _fits(p, cap)]
         return min(best, default=math.inf)
 
     def candidates(self, limit: float, cap: float | None) -> list[Candidate]:
@@ -358,9 +358,7 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
 
     baselines: dict[str, Prediction] = dict(best.named)
     sweeps = best.sweeps
-    sweep_limit = {lab: window(float(sw.seconds[sw.feasible].min()) if sw.feasible.any() else math.inf,
-                               ceiling, tolerance) for lab, sw in sweeps.items()}
-    chosen = {lab: _sweep_pick(sw, sweep_limit[lab]) for lab, sw in sweeps.items()}
+    chosen = {lab: _sweep_pick(sw, window(sw.fastest_seconds, ceiling, tolerance)) for lab, sw in sweeps.items()}
     chosen_r = {lab: None if i is None else int(sweeps[lab].r[i]) for lab, i in chosen.items()}
     if "padded" in sweeps and pred.policy.width != "padded" and chosen_r["padded"] is not None:
         pol = sweeps["padded"].policy(chosen_r["padded"])
@@ -373,9 +371,9 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
         plain = req.plain()
         baselines["dynamic-no-sd"] = predict_at(ctx, NAMED["dynamic"], plain)
         if at0 is not None:
-            f0 = at0.fastest(cap)
-            c0 = at0.candidates(window(f0, ceiling, tolerance), cap) if math.isfinite(f0) else []
-            pick0 = _choose(c0, window(f0, ceiling, tolerance)) if c0 else None
+            limit0 = window(at0.fastest(cap), ceiling, tolerance)
+            c0 = at0.candidates(limit0, cap) if math.isfinite(limit0) else []
+            pick0 = _choose(c0, limit0) if c0 else None
             no_sd = predict_at(ctx, pick0.policy, plain) if pick0 is not None else None
         else:
             no_sd = predict_at(ctx, NAMED["dynamic"] if pred.policy.growth == "fixed" else pred.policy, plain)

@@ -129,6 +129,12 @@ def resolve(policy: object, r: object, width: object, seq: int, gamma: int) -> P
 _resolve_cached = functools.lru_cache(maxsize=1024, typed=True)(resolve)  # typed: r=True is not r=1
 
 
+def _granted(ctx: Context, pol: Policy, reserved_bytes: float) -> None:
+    """A reserve the OS of the profile's host would refuse cannot run (core/bounds.reserve_granted)."""
+    if pol.growth == "reserve":
+        bounds.reserve_granted(reserved_bytes, ctx.prof.host)
+
+
 def _weights_bytes(ctx: Context) -> float:
     e = DTYPE_BYTES[ctx.dtype]
     return float((ctx.spec.layers * ctx.spec.layer_params() + ctx.spec.head_params()
@@ -140,8 +146,7 @@ def predict_lengths(ctx: Context, pol: Policy, prompt: int, batch: int, dist: Le
     """predict_at over a distribution of output lengths (plain decoding): ms/token is E[seconds] / E[new
     tokens], a ratio of expectations, so a long request weighs by its tokens."""
     x = expected(pol, prompt, batch, dist, ctx.geo, ctx.prof)
-    if pol.growth == "reserve":
-        bounds.reserve_granted(x.reserved_peak, ctx.prof.host)
+    _granted(ctx, pol, x.reserved_peak)
     scale = 1000.0 / x.tokens
     ms = {name: v * scale for name, v in x.seconds.items()}
     return Prediction(model=ctx.spec.name, policy=pol, seq=prompt + dist.max_new, prompt=prompt, batch=batch,
@@ -159,15 +164,13 @@ def predict_at(ctx: Context, pol: Policy, w: Workload, notes: tuple[str, ...] = 
     scale = 1000.0 / w.tokens
     ms = {name: float(v) * scale for name, v in parts.items()}
     mem = kv_memory(pol, w, ctx.geo, ctx.prof, ev=ev)
-    if pol.growth == "reserve":
-        bounds.reserve_granted(float(mem.reserved_peak), ctx.prof.host)
-    wbytes = _weights_bytes(ctx)
+    _granted(ctx, pol, float(mem.reserved_peak))
     return Prediction(model=ctx.spec.name, policy=pol, seq=w.seq, prompt=w.prompt, batch=w.batch, dtype=ctx.dtype,
                       gamma=w.gamma, advance=w.advance, ms_per_token=sum(ms.values()), breakdown=ms,
                       memory_bytes=float(mem.reserved_end), reserved_bytes=float(mem.reserved_peak),
                       resident_bytes=float(mem.resident_end), peak_resident_bytes=float(mem.resident_peak),
-                      weights_bytes=wbytes,
-                      growth_events=float(ev.count), profile=ctx.prof.describe(), notes=list(notes),
+                      weights_bytes=_weights_bytes(ctx), growth_events=float(ev.count), profile=ctx.prof.describe(),
+                      notes=list(notes),
                       max_new=None if w.max_len is None else w.max_len - w.prompt)
 
 

@@ -91,6 +91,11 @@ class Sweep:
         return float(self.resident_bytes[self.index(r)])
 
     @property
+    def fastest_seconds(self) -> float:
+        """The least predicted seconds among the r within the memory cap (inf: none is)."""
+        return float(self.seconds[self.feasible].min()) if self.feasible.any() else math.inf
+
+    @property
     def argmin(self) -> int | None:
         if not self.feasible.any():
             return None

@@ -21,7 +21,7 @@ from bmc_model.core.configs import LAYER_TYPES
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import release_heap
 from bmc_model.core.policy import Policy, parse_policy
-from bmc_model.hf.layer import BMCLayer, masked
+from bmc_model.hf.layer import BMCLayer, check_cap, masked
 from bmc_model.hf.sliding import BMCSlidingLayer
 from bmc_model.runtime.arena import Arena
 
@@ -87,8 +87,7 @@ class BMCCache(Cache):
         if max_cache_len is not None and (isinstance(max_cache_len, bool) or not isinstance(max_cache_len, int)
                                           or max_cache_len < 1):
             raise BMCError(f"max_cache_len must be a positive integer, got {max_cache_len!r}")
-        if pol.preallocated and max_cache_len is None:
-            raise BMCError(f"{pol.growth} growth allocates max_cache_len rows once: give max_cache_len")
+        check_cap(pol, max_cache_len)
         self.policy = pol
         self.max_cache_len = max_cache_len
         self.recommendation = None  # set by tuned()

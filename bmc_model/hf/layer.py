@@ -25,6 +25,12 @@ from bmc_model.runtime.arena import Arena
 UNBOUNDED = 1 << 62  # "no maximum length": Policy needs an integer cap
 
 
+def check_cap(policy: Policy, max_cache_len: int | None) -> None:
+    """Static and reserve allocate max_cache_len rows once: they cannot run without it."""
+    if policy.preallocated and max_cache_len is None:
+        raise BMCError(f"{policy.growth} growth allocates max_cache_len rows once: give max_cache_len")
+
+
 def masked(policy: Policy) -> bool:
     """transformers builds a decode-step mask for this cache: widths past n + q need one; reserve takes one
     because with no mask transformers hands grouped K/V to SDPA's slower enable_gqa path on the CPU."""
@@ -39,9 +45,8 @@ class BMCLayer(CacheLayerMixin):
                  on_grow: Callable[[], None] | None = None, arena: Arena | None = None, **kwargs) -> None:
         super().__init__()
         self.arena = arena  # reserve: the cache's one allocation for every layer (runtime/arena.py)
-        if policy.preallocated and max_cache_len is None and not self.is_sliding:
-            # (a sliding layer past its window follows the window's rule, which needs no cap)
-            raise BMCError(f"{policy.growth} growth allocates max_cache_len rows once: give max_cache_len")
+        if not self.is_sliding:  # a sliding layer past its window follows the window's rule, which needs no cap
+            check_cap(policy, max_cache_len)
         self.policy = policy
         self.max_cache_len = max_cache_len
         self.cap = max_cache_len if max_cache_len is not None else UNBOUNDED

@@ -8,11 +8,16 @@ from __future__ import annotations
 import os
 import re
 
+from bmc_model.core import host
+
 
 def rss_bytes() -> int:
-    """Resident set size now: /proc/self/statm field 2 (pages) times the page size (OSError off Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """Resident set size now (core/host.rss_bytes), an OSError where it cannot be read: a probe has no figure
+    without it."""
+    size = host.rss_bytes()
+    if size is None:
+        raise OSError("no /proc/self/statm (not Linux): resident memory cannot be read")
+    return size
 
 
 def _status_kb(field: str) -> int:
