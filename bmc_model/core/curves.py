@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
-from bmc_model.core.num import Num, is_array, vceil, vmax, vmin
+import numpy as np
+
+from bmc_model.core.num import Num, is_array, vceil, vmax, vmin, vwhere
 from bmc_model.core.profile import Curve, Profile
 from bmc_model.core.term import Term
 
@@ -20,34 +22,52 @@ def term_at(term: Term, x: Num) -> Num:
     return term.c0[i] + term.slope[i] * x
 
 
-def row_factor(prof: Profile, curve: str, slope: float, rows: float) -> float:
+def row_factor(prof: Profile, curve: str, slope: float, rows: Num) -> Num:
     """Cost of `rows` token rows relative to one: the measured curve (linear between points, the last
-    segment extended), else the linear 1 + slope (rows - 1)."""
+    segment extended), else the linear 1 + slope (rows - 1). An array of rows (requests of a stream): each."""
+    if is_array(rows):
+        return vwhere(rows == 1, 1.0, _row_factor(prof, curve, slope, rows))
     if rows == 1:
         return 1.0
+    return _row_factor(prof, curve, slope, rows)
+
+
+def _row_factor(prof: Profile, curve: str, slope: float, rows: Num) -> Num:
     pts = prof.curves.get(curve)
     if pts is None:
         return 1.0 + slope * (rows - 1)
     return curve_at(pts, rows)
 
 
-def curve_at(pts: Curve, rows: float) -> float:
+def curve_at(pts: Curve, rows: Num) -> Num:
     xs, ys = pts
+    if is_array(rows):  # the segment the scalar walk below stops at, for each
+        i = np.clip(np.searchsorted(np.asarray(xs), rows, side="left"), 1, len(xs) - 1)
+        x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        return y[i - 1] + (y[i] - y[i - 1]) * (rows - x[i - 1]) / (x[i] - x[i - 1])
     i = 1
     while i < len(xs) - 1 and rows > xs[i]:
         i += 1
     return ys[i - 1] + (ys[i] - ys[i - 1]) * (rows - xs[i - 1]) / (xs[i] - xs[i - 1])
 
 
-def weights_row_factor(prof: Profile, rows: float, nbytes: float, family: str = "weights_rows") -> float:
+def weights_row_factor(prof: Profile, rows: Num, nbytes: float, family: str = "weights_rows") -> Num:
     """Cost of `rows` token rows over one for a matmul group of nbytes: from the FAMILY@B curves (linear
     in log B between the two around nbytes, the nearest outside them), else weights_rows. The LM
     head asks family "head_rows", and falls back to the layers' curves where it has none."""
     sized = prof.sized_curves(family)
     if not sized and family != "weights_rows":
         sized = prof.sized_curves()
-    if rows == 1 or not sized:
+    if not sized:
         return row_factor(prof, "weights_rows", prof.weights_row_slope, rows)
+    if is_array(rows):
+        return vwhere(rows == 1, 1.0, _sized_factor(sized, rows, nbytes))
+    if rows == 1:
+        return row_factor(prof, "weights_rows", prof.weights_row_slope, rows)
+    return _sized_factor(sized, rows, nbytes)
+
+
+def _sized_factor(sized: list[tuple[float, Curve]], rows: Num, nbytes: float) -> Num:
     if nbytes <= sized[0][0]:
         return curve_at(sized[0][1], rows)
     if nbytes >= sized[-1][0]:

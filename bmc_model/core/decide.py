@@ -25,6 +25,7 @@ from bmc_model.core import bounds
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import format_bytes, size
 from bmc_model.core.lengths import Lengths
+from bmc_model.core.num import Num, vmax, vmin
 from bmc_model.core.policy import NAMED, WIDTH_HELP, Policy, parse_width
 from bmc_model.core.predict import Prediction, predict_at, predict_lengths
 from bmc_model.core.profile import Profile
@@ -72,26 +73,30 @@ def _resident(x: Candidate | Prediction) -> float:
     return x.resident_bytes if isinstance(x, Candidate) else x.peak_resident_bytes
 
 
+def pick_rows(seconds: np.ndarray, resident: np.ndarray, reserved: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The rule over candidates along the last axis (one row per request), `ok` those it may pick (within the
+    memory cap and the window): the least peak resident, then the least reserved, then the fastest, equal
+    within _EPS counting as equal (the scalar and the vectorised paths round apart), of equals the first
+    offered. -1 where none is ok."""
+    tie = ok & (resident <= np.where(ok, resident, np.inf).min(axis=-1, keepdims=True) * (1 + _EPS))
+    tie &= reserved <= np.where(tie, reserved, np.inf).min(axis=-1, keepdims=True) * (1 + _EPS)
+    tie &= seconds <= np.where(tie, seconds, np.inf).min(axis=-1, keepdims=True) * (1 + _EPS)
+    return np.where(ok.any(axis=-1), tie.argmax(axis=-1), -1)
+
+
 def pick_index(seconds: np.ndarray, resident: np.ndarray, reserved: np.ndarray, limit: float) -> int | None:
-    """The rule over parallel arrays of candidates already within the memory cap: among those at most
-    `limit` seconds (with _EPS), the least peak resident, then the least reserved, then the fastest."""
-    ok = np.flatnonzero(seconds <= limit * (1 + _EPS))
-    if not len(ok):
+    """pick_rows over one row of candidates already within the memory cap, those at most `limit` seconds
+    (with _EPS) allowed."""
+    if not len(seconds):
         return None
-    res, rsv = resident[ok], reserved[ok]
-    # equal within _EPS counts as equal (the scalar and the vectorised paths round apart)
-    tie_res = res <= res.min() * (1 + _EPS)
-    ok, rsv = ok[tie_res], rsv[tie_res]
-    tie_rsv = rsv <= rsv.min() * (1 + _EPS)
-    ok = ok[tie_rsv]
-    fast = seconds[ok]
-    return int(ok[np.flatnonzero(fast <= fast.min() * (1 + _EPS))[0]])  # of equals, the first offered
+    i = int(pick_rows(seconds, resident, reserved, seconds <= limit * (1 + _EPS)))
+    return None if i < 0 else i
 
 
-def window(fastest: float, ceiling: float, tolerance: float) -> float:
+def window(fastest: Num, ceiling: Num, tolerance: float) -> Num:
     """The slowest a pick may be: within `tolerance` of the fastest, and never slower than what users run
     today (`ceiling`: the faster of HF's StaticCache and DynamicCache) unless nothing is faster."""
-    return min(fastest * (1.0 + tolerance), max(ceiling, fastest))
+    return vmin(fastest * (1.0 + tolerance), vmax(ceiling, fastest))
 
 
 def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
@@ -189,9 +194,7 @@ class _AtGamma:
         """Those the rule may pick at this gamma: for each sweep, its own pick within `limit` (the rest of
         that sweep is slower or larger than that one), and every named policy within `limit` and the cap."""
         out = []
-        # named first, reserve foremost: of exactly equal candidates the first wins, and a sweep point
-        # equal to reserve (one allocation for the whole generation) is reserve
-        for _, p in sorted(self.named.items(), key=lambda item: item[0] != "reserve"):
+        for p in self.named.values():  # in offered_names' order
             c = _of_prediction(p)
             if _fits(p, cap) and c.seconds <= limit * (1 + _EPS):
                 out.append(c)
@@ -238,17 +241,29 @@ def _predict(req: Request, pol: Policy, gamma: int, notes: tuple[str, ...] = ())
     return predict_at(req.ctx, pol, req.workload(gamma, pol), notes)
 
 
-def _sweeps(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float | None) -> dict[str, Sweep]:
+def _sweeps(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float | None,
+            r_grid: np.ndarray | None = None) -> dict[str, Sweep]:
     ctx = req.ctx
     if req.dist is not None:
-        return {lab: sweep_lengths(width, req.prompt, req.batch, req.dist, ctx.geo, ctx.prof, max_mem=cap, pad=p)
-                for lab, (width, p) in modes.items()}
-    r_all = np.arange(1, req.tokens + g + 1, dtype=np.float64)  # every distinct r at this gamma
+        rs = None if r_grid is None else sweep_rs(req.dist.max_new, 0, r_grid).astype(np.int64)
+        return {lab: sweep_lengths(width, req.prompt, req.batch, req.dist, ctx.geo, ctx.prof, max_mem=cap, pad=p,
+                                   rs=rs) for lab, (width, p) in modes.items()}
+    r_all = sweep_rs(req.tokens, g, r_grid)
     sweeps = {}
     for lab, (width, p) in modes.items():
         w = req.workload(g, Policy("fixed", 1, width=width, pad=p), r_all)  # type: ignore[arg-type]
-        sweeps[lab] = sweep_r(width, w, ctx.geo, ctx.prof, max_mem=cap, pad=p)
+        sweeps[lab] = sweep_r(width, w, ctx.geo, ctx.prof, max_mem=cap, pad=p, r=r_all)
     return sweeps
+
+
+def r_grid_of(v: object) -> np.ndarray | None:
+    """recommend()'s r_grid: None (every r), or a non-empty sequence of r >= 1."""
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) or not isinstance(v, (Sequence, np.ndarray)) or not len(v):
+        raise BMCError(f"r_grid must be a non-empty list of integers r >= 1, got {v!r}")
+    return np.array([bounds.int_in("r_grid", x, 1, bounds.ROWS_MAX) for x in np.asarray(v).tolist()],
+                    dtype=np.int64)
 
 
 def _named(names: Sequence[str]) -> frozenset[str]:
@@ -257,23 +272,36 @@ def _named(names: Sequence[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def offered_names(modes: dict[str, tuple[str, int]], offered: frozenset[str] | None) -> list[str]:
+    """The named candidates, in the order the rule offers them (reserve foremost: of exactly equal candidates the
+    first wins, and a sweep point equal to reserve is reserve): those whose width is in `modes`, or the names in
+    `offered`."""
+    names = [n for n in CANDIDATE_NAMES if (NAMED[n].width_label in modes if offered is None else n in offered)]
+    return sorted(names, key=lambda n: n != "reserve")
+
+
+def sweep_rs(tokens: int, gamma: int, r_grid: np.ndarray | None) -> np.ndarray:
+    """The fixed r a sweep weighs: every distinct r, 1 .. T + gamma, or the grid's, each past T + gamma taken as
+    T + gamma (which it equals)."""
+    if r_grid is None:
+        return np.arange(1, tokens + gamma + 1, dtype=np.float64)
+    return np.unique(np.minimum(r_grid, tokens + gamma)).astype(np.float64)
+
+
 def _at_gamma(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float | None,
-              offered: frozenset[str] | None = None) -> _AtGamma:
-    sweeps = _sweeps(req, g, modes, cap)
+              offered: frozenset[str] | None = None, r_grid: np.ndarray | None = None) -> _AtGamma:
+    sweeps = _sweeps(req, g, modes, cap, r_grid)
     named, users = {}, {}
-    for name in CANDIDATE_NAMES:
+    names = offered_names(modes, offered)
+    for name in names + [n for n in ("dynamic", "static") if n not in names]:
         pol = NAMED[name]
-        # `widths` limits every candidate, named ones too, unless `named` says which are offered
-        allowed = pol.width_label in modes if offered is None else name in offered
-        if not allowed and name not in ("static", "dynamic"):
-            continue
         try:
             pred = _predict(req, pol, g)
         except BMCError:  # a reserve the OS would refuse is no candidate
             if pol.growth != "reserve":
                 raise
             continue
-        if allowed:
+        if name in names:
             named[name] = pred
         if name in ("static", "dynamic"):
             users[name] = pred
@@ -321,7 +349,8 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
               draft_cost: float | None = None, max_mem: float | str | None = None, pad: int = 256,
               tolerance: float = 0.005, widths: str | Sequence[str] = WIDTHS, runtime: str = "bmc",
               max_new: int | None = None, mean_new: float | None = None,
-              lengths: Lengths | str | Path | None = None, named: Sequence[str] | None = None) -> Recommendation:
+              lengths: Lengths | str | Path | None = None, named: Sequence[str] | None = None,
+              r_grid: Sequence[int] | None = None) -> Recommendation:
     """The configuration (growth policy, width, r, and gamma with SD) for one workload, by the rule in this
     module's docstring.
 
@@ -332,7 +361,8 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
     or "auto" (0..16, 0 meaning no SD); alpha, draft and draft_cost need it. widths: labels as
     Policy.width_label prints them ("padded", "exact", "pad-P"; "pad" rounds to `pad` rows), one string or
     a sequence. max_new, mean_new, lengths: the output length, as in predict(); under a distribution the
-    rule reads expected figures (this module's docstring).
+    rule reads expected figures (this module's docstring). gamma may also be a list of the gammas to weigh
+    (e.g. [0, 4]). r_grid: the fixed r to weigh (sweep_rs), instead of every r (a grid under a distribution).
     """
     req = request(model, seq, prompt, batch, dtype, profile, layers, config, gamma, alpha, draft, draft_cost,
                   runtime, auto=True, max_new=max_new, mean_new=mean_new, lengths=lengths)
@@ -344,7 +374,8 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
     # every gamma's candidates are needed before the fastest is known; a gamma's sweeps are kept only as
     # its pick set (a few candidates): 17 gammas of 3 sweeps as long as T + gamma would hold gigabytes
     offered = None if named is None else _named(named)
-    ats = [_at_gamma(req, g, modes, cap, offered) for g in req.gammas]
+    grid = r_grid_of(r_grid)
+    ats = [_at_gamma(req, g, modes, cap, offered, grid) for g in req.gammas]
     fastest_s = min(a.fastest(cap) for a in ats)
     if not math.isfinite(fastest_s):
         raise _no_fit(min(a.least_need() for a in ats), cap or 0.0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bmc_model.core.curves import capped_progression_sum, term_at, touch_rate
-from bmc_model.core.num import Num, is_array, vceil, vfloat, vmax, vmin
+from bmc_model.core.num import Num, iceil, is_array, vany, vceil, vfloat, vmax, vmin, vwhere
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile
 from bmc_model.core.renewal import Renewal, row_at
@@ -105,7 +105,7 @@ def _first_capacity(policy: Policy, w: Workload, r: Num) -> tuple[Num, Num]:
     keeps no spare row after the prefill)."""
     q = float(w.q)
     is_cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0
-    return vmax(r, q), vmin(float(w.prompt) + r - is_cat, float(w.cap))
+    return vmax(r, q), vmin(vfloat(w.prompt) + r - is_cat, vfloat(w.cap))
 
 
 def prefill_spare_touch_s(prof: Profile, rho: float, c_init: Num, P: float, N: float) -> Num:
@@ -124,20 +124,21 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     N - 1: a probability from the excess's distribution, spread by the variance of the events before it.
     Costs are the expectation over events, capacities (memory) the worst case. With a window: a sliding
     layer's events, at the same times, their sizes capped (_fixed_at)."""
-    P, N, q = float(w.prompt), vfloat(w.seq), float(w.q)  # N an array: one generation per output length
+    P, N, q = vfloat(w.prompt), vfloat(w.seq), float(w.q)  # arrays: one generation per element
     m, c_init = _first_capacity(policy, w, r)
     if w.gamma == 0:
         n1, delta = vmax(P, c_init), m
         return _fixed_at(policy, w, geo, prof, r, n1, delta, vmax(vceil((N - n1) / delta), 0.0), window)
     ren = Renewal.of(w.accept, w.gamma)
-    if not is_array(r):
+    if not (is_array(r) or is_array(P) or is_array(N)):
         n1, delta, count, k_worst = _sd_events_scalar(ren, P, N, q, c_init - q, m - q)
         ev = _fixed_at(policy, w, geo, prof, r, n1, delta, count, window)
         worst = ev if k_worst == count else _fixed_at(policy, w, geo, prof, r, n1, delta, k_worst, window)
         return Events(ev.count, ev.alloc_rows_sum_s, ev.copy_rows_sum_s, ev.width_sum, worst.final_capacity,
                       worst.prev_capacity, worst.last_valid)
-    # [R, 1]: events run along axis 1
-    r, m, c_init = (np.atleast_1d(np.asarray(v, dtype=np.float64))[:, None] for v in (r, m, c_init))
+    # [R, 1]: events run along axis 1 (R: the r of a sweep, or the requests of a stream)
+    r, m, c_init, P, N = (v[:, None] for v in np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=np.float64))
+                                                                    for x in (r, m, c_init, P, N))))
     t1 = c_init - q  # event 1: the first start past t1, the prefill's own P when P > t1
     prefill = (t1 < P) * 1.0
     gap1 = np.maximum(t1 - P, 0.0)
@@ -162,8 +163,8 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
         lo = lo1[i] + (j - 1.0) * (gap[i] + 1.0) + gap[i]  # each spacing is gap + 1 .. gap + q rows
         hi = hi1[i] + (j - 1.0) * (gap[i] + q) + gap[i]
         nodes = np.clip(tj[..., None] + _GH_Z * sd[..., None], lo[..., None], hi[..., None])
-        p = ren.cdf(gap[i][..., None], N - 1.0 - nodes) @ _GH_W  # over the spread
-        p = np.where(j == 0, prefill[i] + (1.0 - prefill[i]) * ren.cdf(gap1[i], N - 1.0 - t1[i]), p)
+        p = ren.cdf(gap[i][..., None], N[i][..., None] - 1.0 - nodes) @ _GH_W  # over the spread
+        p = np.where(j == 0, prefill[i] + (1.0 - prefill[i]) * ren.cdf(gap1[i], N[i] - 1.0 - t1[i]), p)
         count[i] = sure[i, 0] + p.sum(axis=1)
         k_worst[i] = sure[i, 0] + np.where(p > 1e-12, np.arange(1, span + 1), 0).max(axis=1)  # for memory
     r, n1, delta = r[:, 0], n1[:, 0], delta[:, 0]
@@ -180,7 +181,7 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
     window: a sliding layer's (exact width), which keeps min(n, S - 1) rows: each event copies those and
     allocates them plus the same room as a full layer's, so every size drops the max(n - (S - 1), 0) rows
     past the window, and sums over events stop growing at it."""
-    P, N, q, E, cap = float(w.prompt), vfloat(w.seq), float(w.q), w.advance, float(w.cap)
+    P, N, q, E, cap = vfloat(w.prompt), vfloat(w.seq), float(w.q), w.advance, vfloat(w.cap)
     m, c_init = _first_capacity(policy, w, r)
     has = vmin(k, 1.0)
     n_last = vmin(n1 + (k - 1.0) * delta, N - 1.0)  # an event happens at a start, and starts stop at N - 1
@@ -191,7 +192,7 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
     top_copy = top_alloc = None  # sizes past these are the window's (None: no window)
     if window is not None:
         keep = window - 1.0
-        drop_p, drop_prev = max(P - keep, 0.0), vmax(n_last - delta - keep, 0.0)
+        drop_p, drop_prev = vmax(P - keep, 0.0), vmax(n_last - delta - keep, 0.0)
         c_last = c_last - vmax(n_last - keep, 0.0) * has - drop_p * (1.0 - has)
         c_prev = c_prev - (drop_p + (drop_prev - drop_p) * vmin(vmax(k - 1.0, 0.0), 1.0)) * has
         n_last = vmin(n_last, keep)  # the rows the last event copies
@@ -230,61 +231,54 @@ def _fixed_at(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num,
 
 
 def stepped_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile) -> Events:
-    """Static and geometric growth: few events, walked one by one. Their positions do not depend on where
-    generation stops, so an array of seq walks them once, to the longest, and each length counts the events
-    and block rows before it (a block's end clipped at its N)."""
-    P, q, E, cap = w.prompt, w.q, w.advance, w.cap
-    N = vfloat(w.seq)
-    longest = float(np.max(N)) if is_array(N) else N
-    c0 = policy.initial_capacity(P, cap)
-    cap_now, start, blocks, events = c0, float(P), [], []
-    while True:
-        n_e = max(start, cap_now - q + E)
-        if n_e >= longest or cap_now >= cap:
-            blocks.append((start, math.inf, cap_now))
-            break
-        blocks.append((start, n_e, cap_now))
-        new = policy.grown_capacity(math.ceil(n_e), q, cap_now, cap) if math.ceil(n_e) + q <= cap else cap
-        events.append((n_e, new))
-        start, cap_now = n_e, new
-    zero = 0.0 * N
-    before = [(n < N) * 1.0 for n, _ in events]  # 1 where the event comes before generation ends
-
-    def rows(begin: float, end: float) -> Num:  # a block's decode positions before N
-        return vmax(vmin(end, N) - begin, 0.0)
-
+    """Static and geometric growth: few events, walked one by one. Arrays (one generation per element: output
+    lengths, or requests) walk together, an element's sums stopping at its own end (adding zeros after)."""
+    P, q, E = vfloat(w.prompt), w.q, w.advance
+    N, cap = vfloat(w.seq), vfloat(w.cap)
     rho = geo.rho
-    cat = prof.cat
-    if policy.width == "exact" and cat is not None:  # as in fixed_events
-        alloc = sum((b * (term_at(touch_rate(prof), rho * c) * rho * (c - n)) for b, (n, c) in zip(before, events)),
-                    zero)
-        copy = sum((b * term_at(cat, rho * n) for b, (n, _) in zip(before, events)), zero)
-        alloc = alloc + prefill_spare_touch_s(prof, rho, float(c0), float(P), N)
-    else:
-        alloc = sum((b * term_at(prof.alloc, rho * c) for b, (_, c) in zip(before, events)), zero)
-        copy = sum((b * term_at(prof.copy, rho * n) for b, (n, _) in zip(before, events)), zero)
-    exact = exact_width_sum(w)
-    if policy.width == "exact":
-        width = exact
-    else:
-        width = sum(rows(begin, end) * c for begin, end, c in blocks) / E
+    zero = 0.0 * (N + P + cap + rho)
+    exact = policy.width == "exact" and prof.cat is not None  # as in fixed_events
+    rate = touch_rate(prof)
+    p1 = float(policy.pad - 1)
+    c0 = vfloat(policy.initial_capacity(P, cap))
+    alloc, copy, width, extra, count = zero, zero, zero, zero, zero
+    final, prev, last = c0 + zero, zero, P + zero
+    cap_now, start, live = c0, P, True
+    while vany(live):
+        n_e = vmax(start, cap_now - q + E)
+        grows = (n_e < N) & (cap_now < cap)  # an event before generation ends
+        # the block from `start` at cap_now rows: to the event, or to the end (decode positions before N)
+        rows = vmax(vmin(vwhere(grows, n_e, math.inf), N) - start, 0.0) * live
+        width = width + rows * cap_now
         if policy.width == "pad":
-            p1 = float(policy.pad - 1)
-            extra = sum(rows(begin, end) * _avg_pad(p1, max(c - begin - q, 0.0)) for begin, end, c in blocks) / E
-            width = vmin(exact + extra, width)
-    count = sum(before, zero)
-    caps = [c0, *(c for _, c in events)]
-    final = _at_count(caps, count)  # C_K
-    prev = _at_count([0, *caps[:-1]], count)  # C_{K-1}
-    last = _at_count([float(P), *(float(math.ceil(n)) for n, _ in events)], count)
-    return Events(count, alloc, copy, width, final, prev, last)
-
-
-def _at_count(values: list, k: Num) -> Num:
-    """values[k] at K = k events (an array of counts: each its own), as a float."""
-    if is_array(k):
-        return np.asarray(values, dtype=np.float64)[k.astype(np.int64)]
-    return float(values[int(k)])
+            extra = extra + rows * _avg_pad(p1, vmax(cap_now - start - q, 0.0))
+        live = live & grows
+        if not vany(live):
+            break
+        n_c = iceil(n_e)
+        fits = n_c + q <= cap
+        if is_array(fits):
+            new = np.where(fits, policy.grown_capacity(np.minimum(n_c, cap - q), q, cap_now, cap), cap)
+        else:
+            new = policy.grown_capacity(n_c, q, cap_now, cap) if fits else cap
+        b = live * 1.0
+        if exact:
+            alloc = alloc + b * (term_at(rate, rho * new) * rho * (new - n_e))
+            copy = copy + b * term_at(prof.cat, rho * n_e)  # type: ignore[arg-type]
+        else:
+            alloc = alloc + b * term_at(prof.alloc, rho * new)
+            copy = copy + b * term_at(prof.copy, rho * n_e)
+        count = count + b
+        prev, final, last = vwhere(live, final, prev), vwhere(live, new, final), vwhere(live, n_c, last)
+        start, cap_now = vwhere(live, n_e, start), vwhere(live, new, cap_now)
+    if exact:
+        alloc = alloc + prefill_spare_touch_s(prof, rho, c0, P, N)
+    width = width / E
+    if policy.width == "exact":
+        width = exact_width_sum(w) + zero
+    elif policy.width == "pad":
+        width = vmin(exact_width_sum(w) + extra / E, width)
+    return Events(count, alloc, copy, width, vfloat(final), vfloat(prev), vfloat(last))
 
 
 def sliding_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None) -> Events:

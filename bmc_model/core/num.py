@@ -1,5 +1,6 @@
 """Scalar-or-array arithmetic for the cost model: each function takes Python numbers (predict(), pure Python
-for speed) or numpy arrays (the vectorised sweep over r, or over output lengths)."""
+for speed) or numpy arrays (the vectorised sweep over r, over output lengths, or over many requests at once:
+core/many.py), with the same operations in the same order, so that both give the same numbers."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def vfloat(x: object) -> Num:
 
 def vceil(x: Num) -> Num:
     return np.ceil(x) if type(x) is np.ndarray else float(math.ceil(x))
+
+
+def iceil(x: Num) -> Num:
+    """The ceiling as an int for a Python number (a row count the runtime sizes tensors with), else float64."""
+    return np.ceil(x) if type(x) is np.ndarray else math.ceil(x)
+
+
+def vwhere(cond: object, x: Num, y: Num) -> Num:
+    """x where cond else y, elementwise for arrays (both sides are evaluated there)."""
+    if type(cond) is np.ndarray:
+        return np.where(cond, x, y)
+    return x if cond else y
+
+
+def vany(x: object) -> bool:
+    return bool(np.any(x)) if type(x) is np.ndarray else bool(x)

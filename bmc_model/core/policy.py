@@ -17,13 +17,13 @@ prompt + max_new: Workload.max_len) plus gamma draft rows.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 from bmc_model.core import bounds
 from bmc_model.core.errors import BMCError
+from bmc_model.core.num import Num, iceil, is_array, vmax, vmin
 
 Growth = Literal["fixed", "geometric", "static", "reserve"]
 Width = Literal["padded", "exact", "pad"]
@@ -88,24 +88,27 @@ class Policy:
             rule = f"r={self.r}"
         return f"{rule} {self.width_label}"
 
-    def initial_capacity(self, prompt: int, cap: int) -> int:
+    def initial_capacity(self, prompt: Num, cap: Num) -> Num:
+        """Ints in, an int out (the runtime sizes tensors with it); arrays of prompts and caps (the model over
+        many requests) alike."""
         if self.preallocated:
             return cap
         if self.growth == "geometric":
-            return min(cap, max(prompt + 1, math.ceil(prompt * self.factor)))
+            return vmin(cap, vmax(prompt + 1, iceil(prompt * self.factor)))
         if self.is_cat:
-            return min(cap, prompt)  # torch.cat: the prefill's P rows, no spare row
-        return min(cap, prompt + self.r)
+            return vmin(cap, prompt)  # torch.cat: the prefill's P rows, no spare row
+        return vmin(cap, prompt + self.r)
 
-    def grown_capacity(self, n: int, q: int, capacity: int, cap: int) -> int:
-        """Capacity after a growth event triggered by writing q rows at valid length n."""
-        if n + q > cap:
+    def grown_capacity(self, n: Num, q: int, capacity: Num, cap: Num) -> Num:
+        """Capacity after a growth event triggered by writing q rows at valid length n (arrays: the caller
+        keeps n + q within cap)."""
+        if not (is_array(n) or is_array(cap)) and n + q > cap:
             raise BMCError(f"writing {q} rows at length {n} exceeds the cache's maximum length {cap}")
         if self.preallocated:
             return cap
         if self.growth == "geometric":
-            return min(cap, max(n + q, math.ceil(capacity * self.factor)))
-        return min(cap, n + max(self.r, q))
+            return vmin(cap, vmax(n + q, iceil(capacity * self.factor)))
+        return vmin(cap, n + max(self.r, q))
 
     def width_rows(self, n: int, q: int, capacity: int) -> int:
         if self.width == "padded":

@@ -12,15 +12,17 @@ from bmc_model.core.breakdown import breakdown
 from bmc_model.core.errors import BMCError
 from bmc_model.core.events import policy_events
 from bmc_model.core.lengths import Lengths, expected
+from bmc_model.core.num import Num
 from bmc_model.core.policy import NAMED, Policy, parse_policy, parse_width
 from bmc_model.core.profile import Profile
 from bmc_model.core.request import Context, get_profile, request
-from bmc_model.core.resident import kv_memory
+from bmc_model.core.resident import KVMemory, kv_memory
 from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
-from bmc_model.core.workload import Workload
+from bmc_model.core.workload import Geometry, Workload
 
 # get_profile lives in request.py; callers import it from here too
-__all__ = ["Prediction", "get_profile", "predict", "predict_at", "predict_lengths", "resolve_policy"]
+__all__ = ["Prediction", "Priced", "get_profile", "predict", "predict_at", "predict_lengths", "priced",
+           "resolve_policy"]
 
 
 @dataclass
@@ -135,7 +137,7 @@ def _granted(ctx: Context, pol: Policy, reserved_bytes: float) -> None:
         bounds.reserve_granted(reserved_bytes, ctx.prof.host)
 
 
-def _weights_bytes(ctx: Context) -> float:
+def weights_bytes(ctx: Context) -> float:
     e = DTYPE_BYTES[ctx.dtype]
     return float((ctx.spec.layers * ctx.spec.layer_params() + ctx.spec.head_params()
                   + (0 if ctx.spec.tied_embeddings else ctx.spec.head_params())) * e)
@@ -152,24 +154,39 @@ def predict_lengths(ctx: Context, pol: Policy, prompt: int, batch: int, dist: Le
     return Prediction(model=ctx.spec.name, policy=pol, seq=prompt + dist.max_new, prompt=prompt, batch=batch,
                       dtype=ctx.dtype, gamma=0, advance=1.0, ms_per_token=sum(ms.values()), breakdown=ms,
                       memory_bytes=x.reserved_end, reserved_bytes=x.reserved_peak, resident_bytes=x.resident_end,
-                      peak_resident_bytes=x.resident_peak, weights_bytes=_weights_bytes(ctx), growth_events=x.events,
+                      peak_resident_bytes=x.resident_peak, weights_bytes=weights_bytes(ctx), growth_events=x.events,
                       profile=ctx.prof.describe(), notes=list(notes), lengths=dist.describe(),
                       expected_new_tokens=x.tokens, worst_peak_resident_bytes=x.worst_resident_peak,
                       max_new=dist.max_new)
 
 
-def predict_at(ctx: Context, pol: Policy, w: Workload, notes: tuple[str, ...] = ()) -> Prediction:
-    ev = policy_events(pol, w, ctx.geo, ctx.prof)
-    parts = breakdown(pol, w, ctx.geo, ctx.prof, ev=ev)
+@dataclass(frozen=True)
+class Priced:
+    """One configuration's figures, each a float or, over many requests (core/many.py), an array: the one
+    path predict() and predict_many() both compute with."""
+
+    ms: dict[str, Num]  # ms per token by term
+    mem: KVMemory
+    events: Num  # growth events
+
+
+def priced(pol: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num | None = None) -> Priced:
+    ev = policy_events(pol, w, geo, prof, r)
+    parts = breakdown(pol, w, geo, prof, r, ev=ev)
     scale = 1000.0 / w.tokens
-    ms = {name: float(v) * scale for name, v in parts.items()}
-    mem = kv_memory(pol, w, ctx.geo, ctx.prof, ev=ev)
+    return Priced({name: v * scale for name, v in parts.items()}, kv_memory(pol, w, geo, prof, r, ev=ev), ev.count)
+
+
+def predict_at(ctx: Context, pol: Policy, w: Workload, notes: tuple[str, ...] = ()) -> Prediction:
+    x = priced(pol, w, ctx.geo, ctx.prof)
+    ms = {name: float(v) for name, v in x.ms.items()}
+    mem = x.mem
     _granted(ctx, pol, float(mem.reserved_peak))
     return Prediction(model=ctx.spec.name, policy=pol, seq=w.seq, prompt=w.prompt, batch=w.batch, dtype=ctx.dtype,
                       gamma=w.gamma, advance=w.advance, ms_per_token=sum(ms.values()), breakdown=ms,
                       memory_bytes=float(mem.reserved_end), reserved_bytes=float(mem.reserved_peak),
                       resident_bytes=float(mem.resident_end), peak_resident_bytes=float(mem.resident_peak),
-                      weights_bytes=_weights_bytes(ctx), growth_events=float(ev.count), profile=ctx.prof.describe(),
+                      weights_bytes=weights_bytes(ctx), growth_events=float(x.events), profile=ctx.prof.describe(),
                       notes=list(notes),
                       max_new=None if w.max_len is None else w.max_len - w.prompt)
 

@@ -113,11 +113,18 @@ def is_auto(gamma: object) -> bool:
 
 
 def gammas(gamma: object, tokens: int, auto: bool) -> tuple[int, ...]:
-    """None or 0: plain decoding; an integer (or its digits); "auto" (recommend only): 0..16."""
+    """None or 0: plain decoding; an integer (or its digits); recommend only: "auto" (0..16) or a list of
+    integers (the gammas to weigh, e.g. [0, 4]: with and without SD)."""
     if is_auto(gamma):
         if not auto:
             raise BMCError("gamma 'auto' is for recommend(): predict() prices one gamma")
         return tuple(range(0, min(GAMMA_AUTO_MAX, tokens - 1) + 1))
+    if isinstance(gamma, (list, tuple)):
+        if not auto:
+            raise BMCError(f"gamma must be one integer for predict(), got {gamma!r}")
+        if not gamma:
+            raise BMCError("gamma as a list must name at least one gamma, got an empty list")
+        return tuple(sorted({bounds.gamma(g, tokens) for g in gamma}))
     if isinstance(gamma, str):
         key = gamma.strip()
         if not key.isdigit() or not key.isascii():
@@ -160,14 +167,19 @@ class Request:
         return Workload(self.prompt, self.seq, self.batch, gamma, self.accept, step, self.max_len)
 
     def draft_step_s(self, pol: Policy, r: Num | None = None) -> Num:
-        """Seconds of one draft step: a draft model's own plain decode, or a cost ratio, or 0."""
-        ctx, plain = self.ctx, self.plain()
-        if self.draft_cost is not None:
-            return self.draft_cost * sum(breakdown(pol, plain, ctx.geo, ctx.prof, r).values()) / plain.tokens
-        if self.draft is None:
-            return 0.0
-        dgeo = Geometry.of(self.draft, self.batch, ctx.dtype)
-        return sum(breakdown(pol, plain, dgeo, ctx.prof, r).values()) / plain.tokens
+        return draft_step_s(self.ctx, pol, self.plain(), self.draft, self.draft_cost, r)
+
+
+def draft_step_s(ctx: Context, pol: Policy, plain: Workload, draft: ModelSpec | None, draft_cost: float | None,
+                 r: Num | None = None) -> Num:
+    """Seconds of one draft step: a draft model's own plain decode, or a cost ratio to the target's, or 0 (prompt
+    lookup). `plain` is the target's workload without SD (arrays: one step per request)."""
+    if draft_cost is not None:
+        return draft_cost * sum(breakdown(pol, plain, ctx.geo, ctx.prof, r).values()) / plain.tokens
+    if draft is None:
+        return 0.0
+    dgeo = Geometry.of(draft, plain.batch, ctx.dtype)
+    return sum(breakdown(pol, plain, dgeo, ctx.prof, r).values()) / plain.tokens
 
 
 def _draft(draft: object, target: ModelSpec) -> ModelSpec | None:

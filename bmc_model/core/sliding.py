@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.num import is_array, vmin
+from bmc_model.core.num import is_array, vmax, vmin
 from bmc_model.core.policy import Policy
 from bmc_model.core.workload import Geometry, Workload
 
@@ -59,5 +59,5 @@ def sliding_width_sum(w: Workload, window: int) -> float:
     S - 1 + q."""
     it = w.tokens / w.advance
     keep = float(window - 1)
-    below = vmin(max(-(-(keep - w.prompt) // w.advance), 0.0), it)  # passes starting below S - 1 rows
+    below = vmin(vmax(-(-(keep - w.prompt) // w.advance), 0.0), it)  # passes starting below S - 1 rows
     return below * w.prompt + w.advance * below * (below - 1.0) / 2.0 + (it - below) * keep + it * w.q

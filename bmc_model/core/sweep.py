@@ -103,9 +103,10 @@ class Sweep:
 
 
 def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, max_mem: float | None = None,
-            pad: int = 256) -> Sweep:
-    """Every distinct integer r, 1 .. T + gamma, at once (a draft step priced per r is priced for those)."""
-    rd = np.arange(1, w.tokens + w.gamma + 1, dtype=np.float64)
+            pad: int = 256, r: np.ndarray | None = None) -> Sweep:
+    """Every distinct integer r, 1 .. T + gamma, at once, or the r given (float64; a draft step priced per r
+    is priced for those; a workload of many requests: one r per request)."""
+    rd = np.arange(1, w.tokens + w.gamma + 1, dtype=np.float64) if r is None else r
     pol = Policy("fixed", 1, width=width, pad=pad)  # type: ignore[arg-type]
     ev = policy_events(pol, w, geo, prof, rd)
     secs = np.broadcast_to(np.asarray(total_seconds(pol, w, geo, prof, rd, ev), dtype=np.float64), rd.shape)
@@ -117,10 +118,10 @@ def sweep_r(width: str, w: Workload, geo: Geometry, prof: Profile, max_mem: floa
 
 
 def sweep_lengths(width: str, prompt: int, batch: int, dist: Lengths, geo: Geometry, prof: Profile,
-                  max_mem: float | None = None, pad: int = 256) -> Sweep:
-    """Fixed growth over r_grid, each r priced over every length at once (every r times every length would
-    be too many); the memory cap holds for the worst length."""
-    rs = r_grid(dist.max_new)
+                  max_mem: float | None = None, pad: int = 256, rs: np.ndarray | None = None) -> Sweep:
+    """Fixed growth over r_grid (or the r `rs`), each r priced over every length at once (every r times every
+    length would be too many); the memory cap holds for the worst length."""
+    rs = r_grid(dist.max_new) if rs is None else rs
     xs = [expected(Policy("fixed", int(r), width=width, pad=pad), prompt, batch, dist, geo, prof)  # type: ignore
           for r in rs]
     worst = np.array([x.worst_resident_peak for x in xs])

@@ -27,26 +27,30 @@ def expected_advance(accept: tuple[float, ...], gamma: int) -> float:
 
 @dataclass(frozen=True)
 class Workload:
-    prompt: int  # P rows already in the cache when decoding starts
-    seq: int | np.ndarray  # N rows at the end; an int array (plain decoding only): one generation per element
-    batch: int = 1
+    """One generation, or many at once: prompt, seq, batch and max_len may each be a 1-d int array (one
+    generation per element, broadcast together: output lengths of one request, or requests of a stream);
+    gamma and the acceptance are one for all."""
+
+    prompt: int | np.ndarray  # P rows already in the cache when decoding starts
+    seq: int | np.ndarray  # N rows at the end
+    batch: int | np.ndarray = 1
     gamma: int = 0  # draft tokens per speculative iteration (0: plain decoding)
     accept: tuple[float, ...] = ()  # acceptance of draft position 1..gamma (last value repeats)
-    draft_step_s: float = 0.0  # one draft decode step; 0 for prompt lookup
-    max_len: int | None = None  # rows the cache may ever need before the drafts (prompt + max_new); None: seq
+    draft_step_s: float | np.ndarray = 0.0  # one draft decode step; 0 for prompt lookup
+    max_len: int | np.ndarray | None = None  # rows the cache may ever need before the drafts (prompt + max_new)
 
     def __post_init__(self) -> None:
-        for name in ("prompt", "batch") + (() if isinstance(self.seq, np.ndarray) else ("seq",)):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise BMCError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.seq, np.ndarray) and self.prompt >= self.seq:
-            raise BMCError(f"prompt ({self.prompt}) must be shorter than seq ({self.seq})")
         if not isinstance(self.gamma, (int, np.integer)) or self.gamma < 0:
             raise BMCError(f"gamma must be a non-negative integer, got {self.gamma!r}")
-        if isinstance(self.seq, np.ndarray):
-            self._check_lengths()
+        if self.is_many:
+            self._check_arrays()
         else:
+            for name in ("prompt", "batch", "seq"):
+                v = getattr(self, name)
+                if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                    raise BMCError(f"{name} must be a positive integer, got {v!r}")
+            if self.prompt >= self.seq:
+                raise BMCError(f"prompt ({self.prompt}) must be shorter than seq ({self.seq})")
             if self.gamma >= self.seq - self.prompt:
                 raise BMCError(f"gamma ({self.gamma}) must be smaller than the tokens to generate "
                                f"({self.seq - self.prompt})")
@@ -57,16 +61,27 @@ class Workload:
                 raise BMCError(f"acceptance must be in [0, 1), got {a}")
         object.__setattr__(self, "_advance", expected_advance(self.accept, self.gamma))
 
-    def _check_lengths(self) -> None:
-        """An array of seq: plain decoding, every generation in the same cache of max_len rows."""
-        s = self.seq
-        assert isinstance(s, np.ndarray)
-        if s.ndim != 1 or not s.size or not np.issubdtype(s.dtype, np.integer):
-            raise BMCError(f"an array seq must be a non-empty 1-d integer array, got {s.dtype} of shape {s.shape}")
-        if self.gamma or self.max_len is None:
-            raise BMCError("an array seq needs plain decoding (gamma 0) and max_len")
-        if s.min() <= self.prompt or s.max() > self.max_len:
-            raise BMCError(f"every seq must be in ({self.prompt}, {self.max_len}], got {s.min()}..{s.max()}")
+    @property
+    def is_many(self) -> bool:
+        return any(type(v) is np.ndarray for v in (self.prompt, self.seq, self.batch, self.max_len))
+
+    def _check_arrays(self) -> None:
+        """Arrays: 1-d, integer, broadcast together, each element a workload the scalar checks would pass
+        (callers name the bad element first: core/many.py)."""
+        arrays = [v for v in (self.prompt, self.seq, self.batch, self.max_len) if type(v) is np.ndarray]
+        for v in arrays:
+            if v.ndim != 1 or not v.size or not np.issubdtype(v.dtype, np.integer):
+                raise BMCError(f"a workload's arrays must be non-empty 1-d integer arrays, got {v.dtype} of "
+                               f"shape {v.shape}")
+        try:
+            np.broadcast_shapes(*(v.shape for v in arrays))
+        except ValueError:
+            raise BMCError(f"a workload's arrays must have one length, got {[v.size for v in arrays]}") from None
+        cap = self.seq if self.max_len is None else self.max_len
+        if (np.min(self.prompt) < 1 or np.min(self.batch) < 1 or np.any(self.prompt >= self.seq)
+                or np.any(self.gamma >= self.seq - self.prompt) or np.any(self.seq > cap)):
+            raise BMCError("every element must have 1 <= prompt < seq <= max_len, batch >= 1 and gamma "
+                           "smaller than its tokens to generate")
 
     @property
     def q(self) -> int:
@@ -90,7 +105,7 @@ class Workload:
 @dataclass(frozen=True)
 class Geometry:
     layers: int  # L
-    rho: float  # bytes of one K row (all heads, whole batch) in one layer
+    rho: float | np.ndarray  # bytes of one K row (all heads, whole batch) in one layer; per request over many
     layer_weight_bytes: float
     head_weight_bytes: float
     layer_out_rows: float = 0.0  # output rows of one layer's matmuls (each a dot product)
@@ -100,11 +115,12 @@ class Geometry:
     window: int = 0  # their window S (0: none)
 
     @classmethod
-    def of(cls, spec: ModelSpec, batch: int, dtype: str | None = None, folded: bool = True) -> Geometry:
+    def of(cls, spec: ModelSpec, batch: int | np.ndarray, dtype: str | None = None, folded: bool = True) -> Geometry:
         """folded: the runtime folds a KV head's group query heads into its query rows (bmc_model.runtime);
         transformers' attention does not."""
         e = DTYPE_BYTES[dtype or spec.dtype]
-        return cls(layers=spec.layers, rho=float(batch * spec.kv_heads * spec.head_dim * e),
+        row = batch * spec.kv_heads * spec.head_dim * e
+        return cls(layers=spec.layers, rho=row.astype(np.float64) if type(row) is np.ndarray else float(row),
                    layer_weight_bytes=float(spec.layer_params() * e), head_weight_bytes=float(spec.head_params() * e),
                    layer_out_rows=float(spec.layer_out_rows()), head_out_rows=float(spec.vocab),
                    group=spec.heads // spec.kv_heads if folded else 1, sliding_layers=spec.sliding_count,

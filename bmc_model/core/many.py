@@ -1,0 +1,424 @@
+"""predict_many(): predict() over many requests at once, for schedulers.
+
+Every array-able argument is a scalar or a 1-d array, broadcast together. Requests are grouped by what the
+equations branch on (the policy's rule, gamma, the acceptance, which side of a sliding window they end on),
+and each group is priced by the same functions predict() calls (core/predict.priced), on arrays. A bad
+element is named by its index, with the message predict() gives for it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from bmc_model.core import bounds
+from bmc_model.core.errors import BMCError
+from bmc_model.core.inputs import integer, is_integer
+from bmc_model.core.policy import Policy
+from bmc_model.core.predict import predict, priced, resolve, weights_bytes
+from bmc_model.core.profile import Profile
+from bmc_model.core.request import DEFAULT_SEQ, Context, context, draft_step_s, model_spec
+from bmc_model.core.specs import ModelSpec
+from bmc_model.core.workload import Geometry, Workload
+
+# the terms of Prediction.breakdown, in its order
+TERMS = ("weights", "attention_useful", "attention_redundant", "kv_write", "growth_alloc", "growth_copy",
+         "overhead", "sd_iteration", "draft")
+_INT_MAX = 2**62  # an integer column past this is no length (and would overflow int64 arithmetic)
+
+
+@dataclass
+class Predictions:
+    """predict() for each request, as arrays (index i is request i)."""
+
+    model: str
+    dtype: str
+    profile: str
+    seq: np.ndarray
+    prompt: np.ndarray
+    batch: np.ndarray
+    gamma: np.ndarray
+    r: np.ndarray  # fixed growth's r; 0 for other growth
+    group: np.ndarray  # index into `policies`: each request's rule (a fixed rule's r is `r`)
+    policies: list[Policy]
+    advance: np.ndarray
+    ms_per_token: np.ndarray
+    breakdown: dict[str, np.ndarray]
+    memory_bytes: np.ndarray
+    reserved_bytes: np.ndarray
+    resident_bytes: np.ndarray
+    peak_resident_bytes: np.ndarray
+    growth_events: np.ndarray
+    weights_bytes: float
+    max_new: np.ndarray | None = None
+    notes: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ms_per_token)
+
+    @property
+    def tokens_per_s(self) -> np.ndarray:
+        return self.batch * 1000.0 / self.ms_per_token
+
+    def policy(self, i: int) -> Policy:
+        pol = self.policies[int(self.group[i])]
+        return replace(pol, r=int(self.r[i])) if pol.growth == "fixed" else pol
+
+    def labels(self) -> list[str]:
+        return [self.policy(i).label for i in range(len(self))]
+
+    def to_dicts(self) -> list[dict]:
+        """One dict per request, with Prediction.to_dict()'s keys (and the request's model and lengths)."""
+        cols = {"ms_per_token": self.ms_per_token, "tokens_per_s": self.tokens_per_s,
+                "memory_bytes": self.memory_bytes, "reserved_bytes": self.reserved_bytes,
+                "resident_bytes": self.resident_bytes, "peak_resident_bytes": self.peak_resident_bytes,
+                "growth_events": self.growth_events}
+        lists = {k: v.tolist() for k, v in cols.items()}
+        parts = {k: v.tolist() for k, v in self.breakdown.items()}
+        seq, prompt, batch, gamma = (a.tolist() for a in (self.seq, self.prompt, self.batch, self.gamma))
+        max_new = None if self.max_new is None else self.max_new.tolist()
+        out = []
+        for i in range(len(self)):
+            pol = self.policy(i)
+            d = {"model": self.model, "seq": seq[i], "prompt": prompt[i], "batch": batch[i], "policy": pol.label,
+                 "r": pol.r if pol.growth == "fixed" else None, "width": pol.width_label, "gamma": gamma[i],
+                 **{k: v[i] for k, v in lists.items()}, "breakdown_ms": {k: v[i] for k, v in parts.items()}}
+            if max_new is not None:
+                d["max_new"] = max_new[i]
+            out.append(d)
+        return out
+
+
+def _int_column(arg: str, v: object) -> int | np.ndarray | None:
+    """None, a Python or numpy integer, or a 1-d array of integers (integral floats accepted)."""
+    if v is None or not isinstance(v, (list, tuple, np.ndarray)):
+        return None if v is None else integer(arg, v)
+    a = np.asarray(v)
+    if a.ndim == 0:
+        return integer(arg, a.item())
+    if a.ndim != 1 or not a.size:
+        raise BMCError(f"{arg} must be an integer or a non-empty 1-d array of them, got shape {a.shape}")
+    if a.dtype.kind in "iu":
+        bad = np.flatnonzero((a < -_INT_MAX) | (a > _INT_MAX))
+    elif a.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) > _INT_MAX))
+    else:  # strings, booleans, objects: the first element says what is wrong
+        bad = np.arange(a.size)
+        for i, x in enumerate(a.tolist()):
+            if not is_integer(x):
+                bad = np.array([i])
+                break
+        else:
+            bad = np.array([], dtype=np.int64)
+            a = np.array(a.tolist(), dtype=np.int64)
+    if len(bad):
+        i = int(bad[0])
+        raise BMCError(f"request {i}: {arg} must be an integer, got {a.tolist()[i]!r}")
+    return a.astype(np.int64)
+
+
+def _text_column(arg: str, v: object) -> tuple[list[object], np.ndarray | None]:
+    """(distinct values, codes): a scalar (a Policy, a string or None) is one value and codes None."""
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v.item()
+    if not isinstance(v, (list, tuple, np.ndarray)):
+        return [v], None
+    items = list(v)
+    if not items:
+        raise BMCError(f"{arg} must be a value or a non-empty list of them, got an empty list")
+    seen: dict[object, int] = {}
+    codes = np.empty(len(items), dtype=np.int64)
+    for i, x in enumerate(items):
+        try:
+            codes[i] = seen.setdefault(x, len(seen))
+        except TypeError:
+            raise BMCError(f"request {i}: {arg} must be a name or a label, got {x!r}") from None
+    return list(seen), codes
+
+
+def _alpha_column(v: object) -> tuple[list[tuple[float, ...]], np.ndarray | None]:
+    """(distinct acceptances, codes). A scalar or a list/tuple is predict()'s (one acceptance, or one per draft
+    position, for every request); an ndarray is per request: 1-d one rate each, 2-d a row each. NaN: none."""
+    if not isinstance(v, np.ndarray) or v.ndim == 0:
+        return [bounds.acceptance(v)], None
+    if v.ndim > 2 or not v.size or v.dtype.kind not in "iuf":
+        raise BMCError(f"alpha as an array must be 1-d (a rate per request) or 2-d (a row per request), of numbers; "
+                       f"got {v.dtype} of shape {v.shape}")
+    rows = v.astype(np.float64).reshape(len(v), -1)
+    none = np.isnan(rows).all(axis=1)
+    bad = np.flatnonzero(~none & ~((rows >= 0.0) & (rows < 1.0)).all(axis=1))
+    if len(bad):
+        i = int(bad[0])
+        raise BMCError(f"request {i}: alpha must be in [0, 1), got {rows[i].tolist()}")
+    uniq, codes = np.unique(rows, axis=0, return_inverse=True)
+    return [() if np.isnan(u).all() else tuple(u.tolist()) for u in uniq], codes.reshape(-1)
+
+
+@dataclass
+class _Columns:
+    """The requests as columns: n of each (scalars broadcast), and the categorical ones as codes."""
+
+    n: int
+    seq: np.ndarray
+    prompt: np.ndarray
+    batch: int | np.ndarray
+    gamma: np.ndarray
+    max_len: np.ndarray | None
+    r: np.ndarray | None
+    rules: list[tuple[object, object]]  # distinct (policy, width)
+    rule_code: np.ndarray
+    accepts: list[tuple[float, ...]]
+    accept_code: np.ndarray
+    given: dict[str, object]  # the arguments as given (for naming a bad element by predict() alone)
+
+
+def _length(cols: dict[str, object]) -> int:
+    sizes = {k: len(v) for k, v in cols.items() if isinstance(v, np.ndarray) and v.ndim >= 1}
+    n = {s for s in sizes.values() if s != 1}
+    if len(n) > 1:
+        raise BMCError("arrays must have one length (or 1), got " + ", ".join(f"{k} {s}" for k, s in sizes.items()))
+    return n.pop() if n else 1
+
+
+def _full(x: int | np.ndarray, n: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(x, dtype=np.int64), (n,))
+
+
+def _columns(seq: object, prompt: object, new_tokens: object, batch: object, r: object, width: object,
+             policy: object, gamma: object, alpha: object, max_new: object) -> _Columns:
+    given = {"seq": seq, "prompt": prompt, "new_tokens": new_tokens, "batch": batch, "r": r, "width": width,
+             "policy": policy, "gamma": gamma, "alpha": alpha, "max_new": max_new}
+    ints = {k: _int_column(k, given[k]) for k in ("seq", "prompt", "new_tokens", "batch", "r", "gamma", "max_new")}
+    pols, pcode = _text_column("policy", policy)
+    widths, wcode = _text_column("width", width)
+    accepts, acode = _alpha_column(alpha)
+    n = _length({**ints, "policy": pcode, "width": wcode, "alpha": acode})
+    if new_tokens is not None:
+        if seq is not None:
+            raise BMCError("give seq or new_tokens, not both (seq = prompt + new_tokens)")
+        if prompt is None:
+            raise BMCError("new_tokens needs prompt (seq = prompt + new_tokens)")
+        ints["seq"] = ints["prompt"] + ints["new_tokens"]  # type: ignore[operator]
+    s, p, m = ints["seq"], ints["prompt"], ints["max_new"]
+    if m is None:
+        s = DEFAULT_SEQ if s is None else s
+        p = s // 2 if p is None else p  # type: ignore[operator]
+        max_len = None
+    else:  # core/request.ends(): the prompt defaults to seq // 2 (1024 without seq), seq to prompt + max_new
+        p = (DEFAULT_SEQ // 2 if s is None else s // 2) if p is None else p  # type: ignore[operator]
+        max_len = _full(p + m, n)  # type: ignore[operator]
+        s = max_len if s is None else s
+    pc = np.zeros(n, dtype=np.int64) if pcode is None else np.broadcast_to(pcode, (n,))
+    wc = np.zeros(n, dtype=np.int64) if wcode is None else np.broadcast_to(wcode, (n,))
+    pairs = pc * len(widths) + wc
+    uniq, rule_code = np.unique(pairs, return_inverse=True)
+    rules = [(pols[int(k) // len(widths)], widths[int(k) % len(widths)]) for k in uniq]
+    b = ints["batch"]
+    return _Columns(n, _full(s, n), _full(p, n), 1 if b is None else (_full(b, n) if isinstance(b, np.ndarray) else b),
+                    _full(0 if ints["gamma"] is None else ints["gamma"], n), max_len,
+                    None if ints["r"] is None else _full(ints["r"], n), rules, rule_code.reshape(-1), accepts,
+                    np.zeros(n, dtype=np.int64) if acode is None else np.broadcast_to(acode, (n,)), given)
+
+
+def _element(given: dict[str, object], i: int) -> dict[str, object]:
+    """Request i's arguments as predict() takes them."""
+    out = {}
+    for k, v in given.items():
+        if k == "alpha" and isinstance(v, np.ndarray) and v.ndim >= 1:
+            row = np.atleast_1d(v[i if len(v) > 1 else 0]).astype(np.float64)
+            v = None if np.isnan(row).all() else (row.tolist() if row.size > 1 else float(row[0]))
+        elif isinstance(v, (list, tuple, np.ndarray)) and k != "alpha" and np.ndim(v) >= 1:
+            v = v[i if len(v) > 1 else 0]
+            v = v.item() if isinstance(v, np.generic) else v
+        out[k] = v
+    if out.get("new_tokens") is not None:
+        out["seq"] = int(out["prompt"]) + int(out.pop("new_tokens"))  # type: ignore[call-overload]
+    else:
+        out.pop("new_tokens", None)
+    return out
+
+
+class _Named(Exception):
+    """Request `index` is bad, as `fallback` says unless predict() alone says better."""
+
+    def __init__(self, index: int, fallback: str) -> None:
+        self.index, self.fallback = index, fallback
+
+
+def _first(mask: np.ndarray, fallback: str) -> None:
+    bad = np.flatnonzero(mask)
+    if len(bad):
+        raise _Named(int(bad[0]), fallback)
+
+
+def _among(idx: np.ndarray, mask: np.ndarray, fallback: str) -> None:
+    """As _first, over the requests `idx` of one group (mask: theirs, or one for all)."""
+    bad = idx[np.broadcast_to(mask, idx.shape)]
+    if len(bad):
+        raise _Named(int(bad.min()), fallback)
+
+
+def _check(c: _Columns, spec: ModelSpec, rho: float | np.ndarray, prof: Profile, draft: object,
+           draft_cost: object) -> None:
+    """predict()'s bounds (core/bounds.py, core/request.py), each over every request at once."""
+    s, p, g = c.seq, c.prompt, c.gamma
+    _first((s < 2) | (s > bounds.SEQ_MAX), "seq out of range")
+    _first((p < 1) | (p >= s) if c.max_len is None else (p < 1) | (c.max_len - p > bounds.SEQ_MAX - p) | (s > c.max_len)
+           | (c.max_len <= p), "prompt, seq or max_new out of range")
+    b = np.asarray(c.batch)
+    _first(np.broadcast_to((b < 1) | (b > bounds.BATCH_MAX), (c.n,)), "batch out of range")
+    _first((g < 0) | (g > np.minimum(bounds.GAMMA_MAX, s - p - 1)), "gamma out of range")
+    sd = g > 0
+    has_alpha = np.array([len(a) > 0 for a in c.accepts])[c.accept_code]
+    _first(sd != has_alpha, "alpha is given where gamma is 0, or missing where it is not")
+    if draft is not None or draft_cost is not None:
+        _first(~sd, "draft and draft_cost need gamma")
+    if c.r is not None:
+        _first((c.r < 1) | (c.r > s + g), "r out of range")
+    ram, _ = bounds.host_ram(prof.host)
+    if ram > 0:
+        rows = (s if c.max_len is None else c.max_len) + g
+        window = spec.sliding_window or 0
+        need = 2.0 * rho * ((spec.layers - spec.sliding_count) * rows + spec.sliding_count * np.minimum(rows, window))
+        _first(np.broadcast_to(need > ram, (c.n,)), "the KV cache would not fit in RAM")
+
+
+def _rule(c: _Columns, k: int, idx: np.ndarray) -> tuple[Policy, bool]:
+    """Rule k's Policy (for fixed growth with r per request: r 1, and True)."""
+    pol_arg, width = c.rules[k]
+    i0 = int(idx[0])
+    r0 = None if c.r is None else int(c.r[i0])
+    try:
+        pol = resolve(pol_arg, r0, width, int(c.seq[i0] if c.max_len is None else c.max_len[i0]), int(c.gamma[i0]))
+    except BMCError as err:
+        raise _Named(i0, str(err)) from None
+    if pol.growth != "fixed" or c.r is None:
+        return pol, False
+    if pol_arg is None:  # r alone: growth by each request's r
+        return replace(pol, r=1), True
+    try:  # does the policy fix its own r (mlx, fixed:64:exact)? Then every request's r must be it
+        resolve(pol_arg, None, width, int(c.seq[i0]), int(c.gamma[i0]))
+    except BMCError:
+        return replace(pol, r=1), True
+    _among(idx, c.r[idx] != pol.r, f"r conflicts with policy {pol_arg!r}")
+    return pol, False
+
+
+def _groups(c: _Columns, geo: Geometry) -> list[tuple[int, int, np.ndarray]]:
+    """(rule, acceptance, request indices) for each group priced as one: its gamma and sliding side too."""
+    slide = (c.seq > geo.window).astype(np.int64) if geo.sliding_layers else np.zeros(c.n, dtype=np.int64)
+    g_max = int(c.gamma.max()) + 1
+    key = ((c.rule_code * len(c.accepts) + c.accept_code) * g_max + c.gamma) * 2 + slide
+    if c.n == 1 or (key == key[0]).all():
+        return [(int(c.rule_code[0]), int(c.accept_code[0]), np.arange(c.n))]
+    order = np.argsort(key, kind="stable")
+    cuts = np.flatnonzero(np.diff(key[order])) + 1
+    return [(int(c.rule_code[ix[0]]), int(c.accept_code[ix[0]]), ix) for ix in np.split(order, cuts)]
+
+
+def predict_many(model: str | ModelSpec | None = None, seq: object = None, prompt: object = None,
+                 policy: object = None, r: object = None, width: object = None, batch: object = 1,
+                 dtype: str | None = None, profile: Profile | str | Path | None = None, layers: int | None = None,
+                 config: str | Path | None = None, gamma: object = 0, alpha: object = None,
+                 draft: str | ModelSpec | None = None, draft_cost: float | None = None, runtime: str = "bmc",
+                 max_new: object = None, new_tokens: object = None) -> Predictions:
+    """predict() for each of many requests, equal to it (within 1e-9 relative) and far faster per request.
+
+    Array-able (a scalar, or a 1-d array or list of length n; length 1 broadcasts): seq, prompt, new_tokens
+    (instead of seq: seq = prompt + new_tokens), batch, r, width, policy, gamma, max_new, and alpha (a scalar or a
+    list/tuple is predict()'s, the same for every request; an ndarray is per request: 1-d a rate each, 2-d a row
+    of per-position rates each, NaN where a request has no SD). The rest are one for all. seq defaults to 2048
+    and prompt to seq // 2, as in predict(). A bad request raises BMCError "request i: " and predict()'s message.
+    """
+    c = _columns(seq, prompt, new_tokens, batch, r, width, policy, gamma, alpha, max_new)
+    try:
+        return _price(c, model, dtype, profile, layers, config, draft, draft_cost, runtime)
+    except _Named as bad:
+        kw = _element(c.given, bad.index)
+        try:
+            predict(model=model, dtype=dtype, profile=profile, layers=layers, config=config, draft=draft,
+                    draft_cost=draft_cost, runtime=runtime, **kw)  # type: ignore[arg-type]
+        except BMCError as err:
+            raise BMCError(f"request {bad.index}: {err}") from None
+        raise BMCError(f"request {bad.index}: {bad.fallback}") from None
+
+
+def _draft_spec(c: _Columns, model: object, dtype: object, profile: object, layers: object, config: object,
+                draft: object, draft_cost: object, runtime: str) -> tuple[Context, ModelSpec | None, float | None]:
+    """(the context, with one row of the geometry per request where batch varies; the draft model; the draft
+    cost ratio): the arguments one for all, checked as predict() checks them."""
+    batch1 = c.batch if isinstance(c.batch, int) else 1
+    ctx = context(model, config, layers, bounds.batch(batch1), dtype, profile, runtime)
+    if isinstance(c.batch, np.ndarray):  # rho scales with the batch
+        ctx = Context(ctx.spec, replace(ctx.geo, rho=c.batch.astype(np.float64) * ctx.geo.rho), ctx.prof, ctx.dtype)
+    cost = bounds.draft_cost(draft_cost)
+    if draft is not None and cost is not None:
+        raise BMCError("give either a draft model or a draft cost ratio, not both")
+    dspec = None if draft is None else model_spec(draft, arg="draft")
+    if dspec is not None and dspec.vocab != ctx.spec.vocab:
+        raise BMCError(f"draft {dspec.name} has vocabulary {dspec.vocab}, target {ctx.spec.name} has "
+                       f"{ctx.spec.vocab}: they must match")
+    return ctx, dspec, cost
+
+
+def _price(c: _Columns, model: object, dtype: object, profile: object, layers: object, config: object,
+           draft: object, draft_cost: object, runtime: str) -> Predictions:
+    ctx, dspec, cost = _draft_spec(c, model, dtype, profile, layers, config, draft, draft_cost, runtime)
+    _check(c, ctx.spec, ctx.geo.rho, ctx.prof, draft, draft_cost)
+    n = c.n
+    out = {k: np.empty(n) for k in ("advance", "reserved_end", "reserved_peak", "resident_end", "resident_peak",
+                                    "events", "ms")}
+    terms = {k: np.empty(n) for k in TERMS}
+    group = np.empty(n, dtype=np.int64)
+    r_out = np.zeros(n, dtype=np.int64)
+    policies: list[Policy] = []
+    limit = ctx.prof.host.get("reserve_limit_bytes")
+    for rule, acc, idx in _groups(c, ctx.geo):
+        pol, per_request_r = _rule(c, rule, idx)
+        g = int(c.gamma[idx[0]])
+        sub = _sub(ctx, c, idx)
+        rr = c.r[idx].astype(np.float64) if per_request_r else None  # type: ignore[union-attr]
+        max_len = None if c.max_len is None else c.max_len[idx]
+        plain = Workload(c.prompt[idx], c.seq[idx], _at(c.batch, idx), max_len=max_len)
+        step = draft_step_s(sub, pol, plain, dspec, cost, rr) if g else 0.0
+        w = Workload(c.prompt[idx], c.seq[idx], _at(c.batch, idx), g, c.accepts[acc], step, max_len)
+        x = priced(pol, w, sub.geo, sub.prof, rr)
+        if pol.growth == "reserve" and limit is not None:
+            _among(idx, np.asarray(x.mem.reserved_peak) > limit, "the OS would refuse the reserve")
+        if pol not in policies:
+            policies.append(pol)
+        group[idx] = policies.index(pol)
+        r_out[idx] = c.r[idx] if per_request_r else (pol.r if pol.growth == "fixed" else 0)  # type: ignore[index]
+        for k in TERMS:
+            terms[k][idx] = x.ms[k]
+        out["ms"][idx] = sum(x.ms.values())
+        out["advance"][idx] = w.advance
+        out["reserved_end"][idx], out["reserved_peak"][idx] = x.mem.reserved_end, x.mem.reserved_peak
+        out["resident_end"][idx], out["resident_peak"][idx] = x.mem.resident_end, x.mem.resident_peak
+        out["events"][idx] = x.events
+    rows = c.seq if c.max_len is None else c.max_len
+    past = int(np.count_nonzero(rows > ctx.spec.max_context)) if ctx.spec.max_context else 0
+    notes = [f"{past} of {n} requests run past {ctx.spec.name}'s context of {ctx.spec.max_context} positions "
+             "(max_position_embeddings): the cost is that of its geometry at those lengths"] if past else []
+    return Predictions(model=ctx.spec.name, dtype=ctx.dtype, profile=ctx.prof.describe(), seq=c.seq.copy(),
+                       prompt=c.prompt.copy(), batch=np.broadcast_to(np.asarray(c.batch, dtype=np.int64), (n,)).copy(),
+                       gamma=c.gamma.copy(), r=r_out, group=group, policies=policies, advance=out["advance"],
+                       ms_per_token=out["ms"], breakdown=terms, memory_bytes=out["reserved_end"],
+                       reserved_bytes=out["reserved_peak"], resident_bytes=out["resident_end"],
+                       peak_resident_bytes=out["resident_peak"], growth_events=out["events"],
+                       weights_bytes=weights_bytes(ctx),
+                       max_new=None if c.max_len is None else c.max_len - c.prompt, notes=notes)
+
+
+def _at(x: int | np.ndarray, idx: np.ndarray) -> int | np.ndarray:
+    return x[idx] if isinstance(x, np.ndarray) else x
+
+
+def _sub(ctx: Context, c: _Columns, idx: np.ndarray) -> Context:
+    """The context of one group: its requests' rows of the geometry where batch varies."""
+    if not isinstance(c.batch, np.ndarray):
+        return ctx
+    return Context(ctx.spec, replace(ctx.geo, rho=ctx.geo.rho[idx]), ctx.prof, ctx.dtype)  # type: ignore[index]
+
