@@ -6,8 +6,8 @@ Light on purpose: importing this package never imports torch (schedulers call pr
 from bmc_model.core.choose import Choices, choose_many
 from bmc_model.core.decide import Recommendation, recommend
 from bmc_model.core.errors import BMCError
-from bmc_model.core.policy import NAMED, Policy, parse_policy
 from bmc_model.core.many import Predictions, predict_many
+from bmc_model.core.policy import NAMED, Policy, parse_policy
 from bmc_model.core.predict import Prediction, predict
 from bmc_model.core.profile import Profile, load_profile
 from bmc_model.core.specs import ModelSpec, get_spec, presets, resolve_spec, spec_from_config

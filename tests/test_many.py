@@ -28,8 +28,17 @@ def streams(draw, sd=True):
         gamma = draw(st.integers(1, 6))
         seq = [max(s, p + gamma + 1) for s, p in zip(seq, prompt)]
     alpha = draw(st.floats(0.0, 0.95)) if gamma else None
+    max_new = [s - p + draw(st.integers(0, 3000)) for s, p in zip(seq, prompt)] if draw(st.booleans()) else None
     return {"model": draw(st.sampled_from(MODELS)), "seq": seq, "prompt": prompt, "batch": batch, "gamma": gamma,
-            "alpha": alpha}
+            "alpha": alpha, "max_new": max_new}
+
+
+def at(s: dict, i: int) -> dict:
+    """Request i of a drawn stream, as predict() and recommend() take it."""
+    out = {"model": s["model"], "seq": s["seq"][i], "prompt": s["prompt"][i], "batch": s["batch"][i]}
+    if s["max_new"] is not None:
+        out["max_new"] = s["max_new"][i]
+    return out
 
 
 def close(a: float, b: float, rel: float = 1e-9) -> bool:
@@ -55,15 +64,26 @@ def test_predict_many_is_predict(s, rule, data):
     n = len(s["seq"])
     kw = dict(rule)
     if "r" in kw:
-        kw["r"] = [data.draw(st.integers(1, sq - p + s["gamma"])) for sq, p in zip(s["seq"], s["prompt"])]
-    many = predict_many(**s, **kw)
+        rows = s["seq"] if s["max_new"] is None else [p + m for p, m in zip(s["prompt"], s["max_new"])]
+        kw["r"] = [data.draw(st.integers(1, n + s["gamma"])) for n in rows]
     each = []
     for i in range(n):
-        one = {"model": s["model"], "seq": s["seq"][i], "prompt": s["prompt"][i], "batch": s["batch"][i],
-               "gamma": s["gamma"], "alpha": s["alpha"]}
+        one = {**at(s, i), "gamma": s["gamma"], "alpha": s["alpha"]}
         one.update({k: (v[i] if isinstance(v, list) else v) for k, v in kw.items()})
         each.append(one)
-    check_each(many, each)
+    refused = {}
+    for i, one in enumerate(each):
+        try:
+            predict(**one)
+        except BMCError as err:
+            refused[i] = str(err)
+    if refused:  # predict_many refuses too, naming one of them with predict()'s message
+        with pytest.raises(BMCError) as err:
+            predict_many(**s, **kw)
+        head, _, message = str(err.value).partition(": ")
+        assert refused.get(int(head.split()[1])) == message
+        return
+    check_each(predict_many(**s, **kw), each)
 
 
 def test_mixed_columns_group_and_come_back_in_order():
@@ -123,13 +143,13 @@ def test_a_bad_request_is_named(kw, message):
     assert "\n" not in str(err.value)
 
 
-def _recommended(kw: dict) -> tuple[str | None, int]:
+def _recommended(kw: dict) -> tuple[str | None, int, str | None]:
+    """(label, gamma, None), (None, 0, None) where nothing fits the cap, or (None, 0, message) where refused."""
     try:
         rec = recommend(**kw)
     except BMCError as err:
-        assert "no configuration fits" in str(err)
-        return None, 0
-    return rec.policy.label, rec.gamma
+        return None, 0, None if "no configuration fits" in str(err) else str(err)
+    return rec.policy.label, rec.gamma, None
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -138,14 +158,22 @@ def _recommended(kw: dict) -> tuple[str | None, int]:
        st.sampled_from([None, ("reserve", "static", "mlx"), ("dynamic", "geometric")]),
        st.sampled_from([DEFAULT_R_GRID, (1, 4, 16, 64), (100,)]))
 def test_choose_many_is_recommend_on_the_same_candidates(s, max_mem, widths, named, grid):
-    ch = choose_many(**s, max_mem=max_mem, widths=widths, named=named, r_grid=grid)
-    labels = ch.labels()
+    each = []
     for i in range(len(s["seq"])):
-        kw = {"model": s["model"], "seq": s["seq"][i], "prompt": s["prompt"][i], "batch": s["batch"][i],
-              "max_mem": max_mem, "widths": widths, "named": named, "r_grid": grid}
+        kw = {**at(s, i), "max_mem": max_mem, "widths": widths, "named": named, "r_grid": grid}
         if s["gamma"]:
             kw.update(gamma=[0, s["gamma"]], alpha=s["alpha"])
-        label, gamma = _recommended(kw)
+        each.append((kw, _recommended(kw)))
+    refused = {i: msg for i, (_, (_, _, msg)) in enumerate(each) if msg}
+    if refused:  # choose_many refuses too, naming one of them with the same reason
+        with pytest.raises(BMCError) as err:
+            choose_many(**s, max_mem=max_mem, widths=widths, named=named, r_grid=grid)
+        head, _, message = str(err.value).partition(": ")
+        assert int(head.split()[1]) in refused and message.split(":")[0] in refused[int(head.split()[1])]
+        return
+    ch = choose_many(**s, max_mem=max_mem, widths=widths, named=named, r_grid=grid)
+    labels = ch.labels()
+    for i, (kw, (label, gamma, _)) in enumerate(each):
         assert labels[i] == label, (i, kw)
         if label is not None:
             assert ch.gamma[i] == gamma
@@ -159,3 +187,31 @@ def test_choose_many_answers_per_request_max_mem():
     assert ch.fits.tolist() == [True, False]
     assert ch.to_dicts()[1] == {"policy": None, "error": "no configuration fits max_mem"}
     assert ch.to_dicts()[0]["policy"] == recommend(seq=2048, r_grid=DEFAULT_R_GRID).policy.label
+
+
+def test_r_is_bounded_by_the_rows_the_cache_is_sized_for():
+    """With max_new the cache holds prompt + max_new rows: r may reach them, as in predict()."""
+    kw = {"prompt": 1000, "seq": 1100, "max_new": 4096, "r": 2048}
+    check_each(predict_many(**kw), [kw])
+    with pytest.raises(BMCError, match="request 0: r must be an integer in"):
+        predict_many(prompt=1000, seq=1100, max_new=200, r=2048)
+
+
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_an_r_spelt_in_a_policy_is_checked_for_every_request(order):
+    prompt, max_new = np.array([5000, 1000])[order], np.array([4000, 3000])[order]
+    with pytest.raises(BMCError, match=f"request {order.index(1)}: r must be an integer in"):
+        predict_many(prompt=prompt, max_new=max_new, seq=prompt + 100, policy="fixed:6000:padded")
+
+
+def test_labels_and_dicts_are_built_once_per_rule():
+    many = predict_many(seq=np.full(5000, 3000), r=np.arange(1, 5001) % 7 + 1, width="exact")
+    assert many.labels()[:3] == ["r=2 exact", "r=3 exact", "r=4 exact"]
+    assert [d["policy"] for d in many.to_dicts()[:2]] == ["r=2 exact", "r=3 exact"]
+
+
+def test_choose_many_under_max_new_weighs_the_grid_r_as_they_are():
+    """An r past T + gamma is not T + gamma when max_new sizes the cache for more: the grid's r stay."""
+    ch = choose_many(prompt=[1000], seq=[1100], max_new=4096, named=(), widths="padded", r_grid=(64, 2048))
+    rec = recommend(prompt=1000, seq=1100, max_new=4096, named=(), widths="padded", r_grid=(64, 2048))
+    assert ch.labels() == [rec.policy.label] and rec.policy.r in (64, 2048)

@@ -21,7 +21,7 @@ POLICIES = policies()
 CAT = NAMED["dynamic"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(spec=tiny_specs(), policy=POLICIES, batch=st.integers(1, 2), prompt=st.integers(1, 40), new=st.integers(1, 16),
        seed=st.integers(0, 2**16))
 def test_greedy_tokens_identical_to_cat(spec, policy, batch, prompt, new, seed):
@@ -66,7 +66,7 @@ def test_multi_row_forward_and_rollback_match_single_steps(spec, policy, prompt,
         assert block.length == fresh.length == max_len
 
 
-@settings(max_examples=35, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(spec=tiny_specs(), policy=POLICIES, prompt=st.integers(1, 10), new=st.integers(2, 20), gamma=st.integers(1, 5),
        wrong=st.lists(st.booleans(), min_size=1, max_size=40), seed=st.integers(0, 2**16))
 def test_speculative_loop_gives_plain_greedy_tokens(spec, policy, prompt, new, gamma, wrong, seed):

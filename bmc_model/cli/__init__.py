@@ -52,7 +52,7 @@ def _root() -> None:
 
 def _register() -> None:
     # Each command lives in its own module; importing it adds it to `app`.
-    from bmc_model.cli import calibrate_cmd, models_cmd, profile_cmd, recommend_cmd, validate_cmd  # noqa: F401
+    from bmc_model.cli import calibrate_cmd, models_cmd, profile_cmd, recommend_cmd, serve_cmd, validate_cmd  # noqa: F401
 
 
 _register()

@@ -19,7 +19,7 @@ from bmc_model.core import bounds
 from bmc_model.core.decide import _EPS, WIDTHS, _named, offered_names, pick_rows, r_grid_of, width_modes, window
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import size
-from bmc_model.core.many import _at, _check, _Columns, _columns, _draft_spec, _element, _groups, _Named, _sub
+from bmc_model.core.many import _at, _check, _Columns, _columns, _draft_spec, _element, _groups, _Named, _sub, labels
 from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import priced
 from bmc_model.core.profile import Profile
@@ -70,18 +70,21 @@ class Choices:
         return replace(pol, r=int(self.r[i])) if pol.growth == "fixed" else pol
 
     def labels(self) -> list[str | None]:
-        return [None if (p := self.policy(i)) is None else p.label for i in range(len(self))]
+        """Each pick's Policy.label (its gamma is `gamma`); None where nothing fits."""
+        return labels(self.rules, self.rule, self.r)
 
     def to_dicts(self) -> list[dict]:
         ms, tps = self.ms_per_token.tolist(), self.tokens_per_s.tolist()
         res, rsv, gam = self.peak_resident_bytes.tolist(), self.reserved_bytes.tolist(), self.gamma.tolist()
+        names, rule, r = self.labels(), self.rule.tolist(), self.r.tolist()
         out: list[dict] = []
         for i in range(len(self)):
-            pol = self.policy(i)
-            if pol is None:
+            k = rule[i]
+            if k < 0:
                 out.append({"policy": None, "error": "no configuration fits max_mem"})
                 continue
-            out.append({"policy": pol.label, "r": pol.r if pol.growth == "fixed" else None,
+            pol = self.rules[k]
+            out.append({"policy": names[i], "r": r[i] if pol.growth == "fixed" else None,
                         "width": pol.width_label, "gamma": gam[i], "ms_per_token": ms[i], "tokens_per_s": tps[i],
                         "peak_resident_bytes": res[i], "reserved_bytes": rsv[i]})
         return out
@@ -138,7 +141,8 @@ def _offer(sub: Context, c: _Columns, idx: np.ndarray, h: int, accept: tuple[flo
             off.seconds.append(secs), off.resident.append(res), off.reserved.append(rsv), off.ok.append(fits)
             off.rules.append((pol, None)), off.sweep.append(False)
     n, R = len(idx), len(grid)
-    r = np.minimum(grid[None, :], (N - P + h)[:, None]).astype(np.float64)  # decide.sweep_rs, per request
+    rows = N if max_len is None else max_len
+    r = np.minimum(grid[None, :], (rows - P + h)[:, None]).astype(np.float64)  # decide.sweep_rs, per request
     flat = r.reshape(-1)
     rep = np.repeat(np.arange(n), R)
     Pf, Nf = P[rep], N[rep]

@@ -88,7 +88,11 @@ def progression_sum(term: Term, start: Num, step: Num, count: Num) -> Num:
     """sum_{k=0}^{count-1} t(start + step k) for a piecewise-affine t, step > 0, in closed form."""
     edges = [-math.inf, *term.knots, math.inf]
     total: Num = 0.0
+    span = (np.min(start), np.max(start + step * vmax(count - 1.0, 0.0))) if is_array(start + step + count) else None
     for j in range(len(term.c0)):
+        if span is not None and (span[1] < edges[j] or span[0] >= edges[j + 1]):
+            continue  # no size of any progression on this segment: it adds exact zeros
+
         lo = 0.0 if edges[j] == -math.inf else vmin(vmax(vceil((edges[j] - start) / step), 0.0), count)
         hi = count if edges[j + 1] == math.inf else vmin(vmax(vceil((edges[j + 1] - start) / step), 0.0), count)
         members = hi - lo  # the progression's sizes on segment j: k in [lo, hi)

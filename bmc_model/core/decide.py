@@ -248,7 +248,7 @@ def _sweeps(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float 
         rs = None if r_grid is None else sweep_rs(req.dist.max_new, 0, r_grid).astype(np.int64)
         return {lab: sweep_lengths(width, req.prompt, req.batch, req.dist, ctx.geo, ctx.prof, max_mem=cap, pad=p,
                                    rs=rs) for lab, (width, p) in modes.items()}
-    r_all = sweep_rs(req.tokens, g, r_grid)
+    r_all = sweep_rs(req.tokens, g, r_grid, req.rows - req.prompt + g)
     sweeps = {}
     for lab, (width, p) in modes.items():
         w = req.workload(g, Policy("fixed", 1, width=width, pad=p), r_all)  # type: ignore[arg-type]
@@ -280,12 +280,13 @@ def offered_names(modes: dict[str, tuple[str, int]], offered: frozenset[str] | N
     return sorted(names, key=lambda n: n != "reserve")
 
 
-def sweep_rs(tokens: int, gamma: int, r_grid: np.ndarray | None) -> np.ndarray:
-    """The fixed r a sweep weighs: every distinct r, 1 .. T + gamma, or the grid's, each past T + gamma taken as
-    T + gamma (which it equals)."""
+def sweep_rs(tokens: int, gamma: int, r_grid: np.ndarray | None, flat: int | None = None) -> np.ndarray:
+    """The fixed r a sweep weighs: every distinct r, 1 .. T + gamma, or the grid's, each past `flat` taken as
+    `flat` (which it equals: the capacity clamps at the cache's rows + gamma; T + gamma unless max_new sizes the
+    cache for more)."""
     if r_grid is None:
         return np.arange(1, tokens + gamma + 1, dtype=np.float64)
-    return np.unique(np.minimum(r_grid, tokens + gamma)).astype(np.float64)
+    return np.unique(np.minimum(r_grid, tokens + gamma if flat is None else flat)).astype(np.float64)
 
 
 def _at_gamma(req: Request, g: int, modes: dict[str, tuple[str, int]], cap: float | None,

@@ -16,7 +16,7 @@ import numpy as np
 from bmc_model.core import bounds
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import integer, is_integer
-from bmc_model.core.policy import Policy
+from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import predict, priced, resolve, weights_bytes
 from bmc_model.core.profile import Profile
 from bmc_model.core.request import DEFAULT_SEQ, Context, context, draft_step_s, model_spec
@@ -67,7 +67,7 @@ class Predictions:
         return replace(pol, r=int(self.r[i])) if pol.growth == "fixed" else pol
 
     def labels(self) -> list[str]:
-        return [self.policy(i).label for i in range(len(self))]
+        return labels(self.policies, self.group, self.r)  # type: ignore[return-value]
 
     def to_dicts(self) -> list[dict]:
         """One dict per request, with Prediction.to_dict()'s keys (and the request's model and lengths)."""
@@ -79,16 +79,32 @@ class Predictions:
         parts = {k: v.tolist() for k, v in self.breakdown.items()}
         seq, prompt, batch, gamma = (a.tolist() for a in (self.seq, self.prompt, self.batch, self.gamma))
         max_new = None if self.max_new is None else self.max_new.tolist()
+        names, widths, fixed = self.labels(), [p.width_label for p in self.policies], [p.growth == "fixed"
+                                                                                       for p in self.policies]
+        group, r = self.group.tolist(), self.r.tolist()
         out = []
         for i in range(len(self)):
-            pol = self.policy(i)
-            d = {"model": self.model, "seq": seq[i], "prompt": prompt[i], "batch": batch[i], "policy": pol.label,
-                 "r": pol.r if pol.growth == "fixed" else None, "width": pol.width_label, "gamma": gamma[i],
+            g = group[i]
+            d = {"model": self.model, "seq": seq[i], "prompt": prompt[i], "batch": batch[i], "policy": names[i],
+                 "r": r[i] if fixed[g] else None, "width": widths[g], "gamma": gamma[i],
                  **{k: v[i] for k, v in lists.items()}, "breakdown_ms": {k: v[i] for k, v in parts.items()}}
             if max_new is not None:
                 d["max_new"] = max_new[i]
             out.append(d)
         return out
+
+
+def labels(rules: list[Policy], rule: np.ndarray, r: np.ndarray) -> list[str | None]:
+    """Policy.label of each request's rule (a fixed rule at its r; None where rule is -1), built once for each
+    distinct (rule, r) rather than once a request."""
+    key = (rule.astype(np.int64) + 1) * 2**32 + r.astype(np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    texts = []
+    for k in uniq.tolist():
+        i, rr = k // 2**32 - 1, k % 2**32
+        pol = None if i < 0 else rules[i]
+        texts.append(None if pol is None else (replace(pol, r=rr) if pol.growth == "fixed" else pol).label)
+    return np.asarray(texts, dtype=object)[inv.reshape(-1)].tolist()
 
 
 def _int_column(arg: str, v: object) -> int | np.ndarray | None:
@@ -125,17 +141,24 @@ def _text_column(arg: str, v: object) -> tuple[list[object], np.ndarray | None]:
         v = v.item()
     if not isinstance(v, (list, tuple, np.ndarray)):
         return [v], None
-    items = list(v)
+    items = v.tolist() if isinstance(v, np.ndarray) else list(v)  # Python strings hash fast; numpy's do not
     if not items:
         raise BMCError(f"{arg} must be a value or a non-empty list of them, got an empty list")
     seen: dict[object, int] = {}
-    codes = np.empty(len(items), dtype=np.int64)
-    for i, x in enumerate(items):
-        try:
-            codes[i] = seen.setdefault(x, len(seen))
-        except TypeError:
-            raise BMCError(f"request {i}: {arg} must be a name or a label, got {x!r}") from None
+    try:
+        codes = np.array([seen.setdefault(x, len(seen)) for x in items], dtype=np.int64)
+    except TypeError:
+        i = next(i for i, x in enumerate(items) if _unhashable(x))
+        raise BMCError(f"request {i}: {arg} must be a name or a label, got {items[i]!r}") from None
     return list(seen), codes
+
+
+def _unhashable(x: object) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return True
+    return False
 
 
 def _alpha_column(v: object) -> tuple[list[tuple[float, ...]], np.ndarray | None]:
@@ -152,8 +175,10 @@ def _alpha_column(v: object) -> tuple[list[tuple[float, ...]], np.ndarray | None
     if len(bad):
         i = int(bad[0])
         raise BMCError(f"request {i}: alpha must be in [0, 1), got {rows[i].tolist()}")
-    uniq, codes = np.unique(rows, axis=0, return_inverse=True)
-    return [() if np.isnan(u).all() else tuple(u.tolist()) for u in uniq], codes.reshape(-1)
+    rows[none] = -1.0  # NaN never equals NaN: one code for every request without SD
+    uniq, codes = (np.unique(rows[:, 0], return_inverse=True) if rows.shape[1] == 1 else
+                   np.unique(rows, axis=0, return_inverse=True))
+    return [() if u.flat[0] < 0 else tuple(np.atleast_1d(u).tolist()) for u in uniq], codes.reshape(-1)
 
 
 @dataclass
@@ -172,6 +197,11 @@ class _Columns:
     accepts: list[tuple[float, ...]]
     accept_code: np.ndarray
     given: dict[str, object]  # the arguments as given (for naming a bad element by predict() alone)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The rows each cache is sized for before the drafts: prompt + max_new, else seq (Request.rows)."""
+        return self.seq if self.max_len is None else self.max_len
 
 
 def _length(cols: dict[str, object]) -> int:
@@ -212,8 +242,10 @@ def _columns(seq: object, prompt: object, new_tokens: object, batch: object, r: 
         s = max_len if s is None else s
     pc = np.zeros(n, dtype=np.int64) if pcode is None else np.broadcast_to(pcode, (n,))
     wc = np.zeros(n, dtype=np.int64) if wcode is None else np.broadcast_to(wcode, (n,))
-    pairs = pc * len(widths) + wc
-    uniq, rule_code = np.unique(pairs, return_inverse=True)
+    if pcode is None and wcode is None:  # one rule for all (the common call: no sort needed)
+        uniq, rule_code = np.zeros(1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    else:
+        uniq, rule_code = np.unique(pc * len(widths) + wc, return_inverse=True)
     rules = [(pols[int(k) // len(widths)], widths[int(k) % len(widths)]) for k in uniq]
     b = ints["batch"]
     return _Columns(n, _full(s, n), _full(p, n), 1 if b is None else (_full(b, n) if isinstance(b, np.ndarray) else b),
@@ -276,7 +308,7 @@ def _check(c: _Columns, spec: ModelSpec, rho: float | np.ndarray, prof: Profile,
     if draft is not None or draft_cost is not None:
         _first(~sd, "draft and draft_cost need gamma")
     if c.r is not None:
-        _first((c.r < 1) | (c.r > s + g), "r out of range")
+        _first((c.r < 1) | (c.r > c.rows + g), "r out of range")
     ram, _ = bounds.host_ram(prof.host)
     if ram > 0:
         rows = (s if c.max_len is None else c.max_len) + g
@@ -286,20 +318,26 @@ def _check(c: _Columns, spec: ModelSpec, rho: float | np.ndarray, prof: Profile,
 
 
 def _rule(c: _Columns, k: int, idx: np.ndarray) -> tuple[Policy, bool]:
-    """Rule k's Policy (for fixed growth with r per request: r 1, and True)."""
+    """Rule k's Policy (for fixed growth with r per request: r 1, and True), checked as predict() checks it for
+    each of the requests `idx` (core/predict.resolve: an r at most rows + gamma)."""
     pol_arg, width = c.rules[k]
     i0 = int(idx[0])
     r0 = None if c.r is None else int(c.r[i0])
+    rows, gamma = int(c.rows[i0]), int(c.gamma[i0])
     try:
-        pol = resolve(pol_arg, r0, width, int(c.seq[i0] if c.max_len is None else c.max_len[i0]), int(c.gamma[i0]))
+        pol = resolve(pol_arg, r0, width, rows, gamma)
     except BMCError as err:
         raise _Named(i0, str(err)) from None
-    if pol.growth != "fixed" or c.r is None:
+    if pol.growth != "fixed":
+        return pol, False
+    if c.r is None:
+        if isinstance(pol_arg, str) and pol_arg.strip().lower() not in NAMED:  # an r spelt in the text is the user's
+            _among(idx, pol.r > c.rows[idx] + c.gamma[idx], "r out of range")
         return pol, False
     if pol_arg is None:  # r alone: growth by each request's r
         return replace(pol, r=1), True
     try:  # does the policy fix its own r (mlx, fixed:64:exact)? Then every request's r must be it
-        resolve(pol_arg, None, width, int(c.seq[i0]), int(c.gamma[i0]))
+        resolve(pol_arg, None, width, rows, gamma)
     except BMCError:
         return replace(pol, r=1), True
     _among(idx, c.r[idx] != pol.r, f"r conflicts with policy {pol_arg!r}")
@@ -375,7 +413,8 @@ def _price(c: _Columns, model: object, dtype: object, profile: object, layers: o
     r_out = np.zeros(n, dtype=np.int64)
     policies: list[Policy] = []
     limit = ctx.prof.host.get("reserve_limit_bytes")
-    for rule, acc, idx in _groups(c, ctx.geo):
+    groups = _groups(c, ctx.geo)
+    for rule, acc, idx in groups:
         pol, per_request_r = _rule(c, rule, idx)
         g = int(c.gamma[idx[0]])
         sub = _sub(ctx, c, idx)
@@ -391,13 +430,14 @@ def _price(c: _Columns, model: object, dtype: object, profile: object, layers: o
             policies.append(pol)
         group[idx] = policies.index(pol)
         r_out[idx] = c.r[idx] if per_request_r else (pol.r if pol.growth == "fixed" else 0)  # type: ignore[index]
+        at = idx if len(groups) > 1 else slice(None)  # one group: a plain copy, no scatter
         for k in TERMS:
-            terms[k][idx] = x.ms[k]
-        out["ms"][idx] = sum(x.ms.values())
-        out["advance"][idx] = w.advance
-        out["reserved_end"][idx], out["reserved_peak"][idx] = x.mem.reserved_end, x.mem.reserved_peak
-        out["resident_end"][idx], out["resident_peak"][idx] = x.mem.resident_end, x.mem.resident_peak
-        out["events"][idx] = x.events
+            terms[k][at] = x.ms[k]
+        out["ms"][at] = sum(x.ms.values())
+        out["advance"][at] = w.advance
+        out["reserved_end"][at], out["reserved_peak"][at] = x.mem.reserved_end, x.mem.reserved_peak
+        out["resident_end"][at], out["resident_peak"][at] = x.mem.resident_end, x.mem.resident_peak
+        out["events"][at] = x.events
     rows = c.seq if c.max_len is None else c.max_len
     past = int(np.count_nonzero(rows > ctx.spec.max_context)) if ctx.spec.max_context else 0
     notes = [f"{past} of {n} requests run past {ctx.spec.name}'s context of {ctx.spec.max_context} positions "
