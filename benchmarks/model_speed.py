@@ -44,7 +44,7 @@ def main() -> None:
     cases = {
         "predict fixed r=128 padded": lambda: predict("llama-7b", 2048, r=128),
         "predict dynamic": lambda: predict("llama-7b", 2048, policy="dynamic"),
-        "predict geometric": lambda: predict("llama-7b", 32768, policy="geometric"),
+        "predict geometric 16384": lambda: predict("llama-7b", 16384, policy="geometric"),
         "predict SD gamma=4": lambda: predict("llama-7b", 2048, r=128, gamma=4, alpha=0.8),
     }
     for name, fn in cases.items():

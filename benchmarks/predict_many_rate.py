@@ -27,7 +27,8 @@ POLICIES = ("reserve", "static", "geometric", "mlx", "dynamic", "bmc:64", "fixed
 
 def stream(n: int, sd_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """llama3-8b requests: prompt lognormal (median 1000), new tokens lognormal (median 250), batch 1-4, a policy
-    each from POLICIES, a fraction with SD (gamma 4, alpha one of 0.5..0.8)."""
+    each from POLICIES, a fraction with SD (gamma 4, alpha one of 0.5..0.8). "r each": the plain stream with no
+    policy and an r per request (16, 64, 256 or 1024: fixed growth, padded)."""
     rng = np.random.default_rng(seed)
     prompt = np.clip(rng.lognormal(np.log(1000), 0.8, n), 16, 8192).astype(np.int64)
     new = np.clip(rng.lognormal(np.log(250), 1.0, n), 8, 4096).astype(np.int64)
@@ -61,6 +62,9 @@ def main() -> None:
     args = ap.parse_args()
     streams = {"plain": stream(args.requests, 0.0, args.seed), "20% SD": stream(args.requests, 0.2, args.seed),
                "all SD": stream(args.requests, 1.0, args.seed)}
+    by_r = {k: v for k, v in streams["plain"].items() if k != "policy"}  # one rule, r per request (a tuner's grid)
+    grid = np.random.default_rng(args.seed + 1).choice([16, 64, 256, 1024], args.requests)
+    by_r["r"] = np.minimum(grid, by_r["prompt"] + by_r["new_tokens"])  # an r is at most the rows (bounds.r)
     sample = [element(streams["20% SD"], i) for i in range(args.scalar)]
 
     def many(s: dict) -> object:
@@ -73,6 +77,7 @@ def main() -> None:
     cases: dict[str, tuple[Callable[[], object], int]] = {
         "predict() one by one": (lambda: [predict(**kw) for kw in sample], args.scalar),
         **{f"predict_many, {k}": (lambda s=s: many(s), args.requests) for k, s in streams.items()},
+        "predict_many, plain, r each": (lambda: many(by_r), args.requests),
         **{f"choose_many, {k}": (lambda s=s: choose(s), args.requests) for k, s in streams.items() if k != "all SD"},
     }
     rates: dict[str, list[float]] = {k: [] for k in cases}
@@ -90,11 +95,12 @@ def main() -> None:
             worst = max(worst, abs(a - b) / max(abs(a), 1e-300))
     scalar = med["predict() one by one"]
     targets = {"predict_many, plain": 1e6, "predict_many, 20% SD": 1e6, "predict_many, all SD": 1e6,
+               "predict_many, plain, r each": 1e6,
                "choose_many, plain": 5e4, "choose_many, 20% SD": 5e4}
     host = fingerprint()
     print(f"host: {host.get('cpu')}, {os.cpu_count()} cores; {args.requests:,} requests, {args.rounds} rounds "
           f"interleaved, medians")
-    print(f"{'case':28s} {'per s':>12s} {'x predict()':>12s} {'target':>10s}  ok")
+    print(f"{'case':30s} {'per s':>12s} {'x predict()':>12s} {'target':>10s}  ok")
     rows = []
     for name, rate in med.items():
         target = targets.get(name)
@@ -103,7 +109,7 @@ def main() -> None:
         rows.append({"case": name, "per_s": rate, "rounds": rates[name], "times_scalar": rate / scalar,
                      "target_per_s": target, "ok": ok})
         shown = "" if ok is None else ("yes" if ok else "NO")
-        print(f"{name:28s} {rate:12,.0f} {rate / scalar:12.1f} {target or 0:10,.0f}  {shown}")
+        print(f"{name:30s} {rate:12,.0f} {rate / scalar:12.1f} {target or 0:10,.0f}  {shown}")
     print(f"predict_many vs predict() on the {args.scalar:,} requests priced both ways: max relative difference "
           f"{worst:.2e} (target <= 1e-9)")
     out = Path(args.out)

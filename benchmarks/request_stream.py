@@ -18,8 +18,10 @@ numpy's default_rng(seed), each request independently (the distribution is print
 A request whose KV cache at prompt + max_new + gamma rows would not fit the profile host's RAM is drawn again
 (the count is recorded). Every fixed policy keeps each request's gamma and alpha; the per-request pick may turn
 SD off. A request's decode seconds are ms_per_token * new tokens / 1000; an option's total is their sum (the
-requests one after another). choose_many is told each request's seq, as recommend() is: its pick knows the
-output length a scheduler would not. Writes benchmarks/results/request_stream.json.
+requests one after another). choose_many is told each request's seq, as recommend() is: that pick knows the
+output length a scheduler would not; "length unknown" is choose_many's pick for the request run to max_new (all
+a scheduler knows at admission), priced where the request really stops. Writes
+benchmarks/results/request_stream.json.
 """
 
 from __future__ import annotations
@@ -218,12 +220,21 @@ def main() -> int:
                                                     int((sd & (s["alpha"] == a)).sum())] for a in ALPHAS},
                          distinct_picks=len(hist))
         rows = [choice]
+        # a scheduler that knows only the cap: the pick for a request running to max_new, priced where it stops
+        t = time.perf_counter()
+        plan = choose_many(r_grid=R_GRID, **{**common, "new_tokens": s["max_new"]})
+        kept = plan.gamma > 0
+        x = predict_many(**{**common, "policy": plan.labels(), "gamma": plan.gamma,
+                            "alpha": np.where(kept, s["alpha"], np.nan)})
+        rows.append(figures("per-request choice, length unknown", "choose_many at max_new",
+                            x.ms_per_token * tokens / 1000.0, x.peak_resident_bytes, x.reserved_bytes,
+                            time.perf_counter() - t, sd, sd_kept=int(kept[sd].sum()),
+                            top_picks=Counter(plan.labels()).most_common(4)))
         for name, policy in FIXED:
             secs, x, wall = price(common, policy, tokens)
             rows.append(figures(name, f"{policy}: {x.policy(0).label}", secs, x.peak_resident_bytes, x.reserved_bytes,
                                 wall, sd))
-        # one r for all: a policy spec, not r=R, as predict_many checks r against seq + gamma (predict() checks it
-        # against prompt + max_new + gamma), refusing r=R for a request whose output is shorter than R
+        # one r for all, at most every request's rows (prompt + max_new)
         longest = int((s["prompt"] + s["max_new"]).min())
         candidates = []
         for width in WIDTHS:

@@ -3,15 +3,15 @@
     python benchmarks/serve_load.py                       # 2 phases of 60 s, 50 clients; about 2.5 minutes
     python benchmarks/serve_load.py --duration 3 --clients 4 --phases single
 
-Starts `bmc-tune serve` on a free loopback port with its own temporary copy of the profile (the calibrated
-one, else the embedded default; or --profile), waits for /healthz, then runs each phase for --duration
-seconds with --clients concurrent httpx clients: "single" posts one request a body, "bulk" --bulk-size
-requests a body, drawn from a mix of llama-7b / llama3-8b / smollm2-135m, seq 512..16384, batch 1..8, with r,
-a named policy, speculative decoding (gamma 4, alpha 0.6..0.8) or none (only requests predict() accepts
-on that profile). During a phase the profile file is rewritten atomically 10 times, alternating two valid
-profiles that differ in step_s: every answer's X-BMC-Profile must be one of their two fingerprints. The
-server's VmRSS is sampled every second. Prints a table, writes benchmarks/results/serve_load.json, and
-exits 1 if any answer was a 5xx or carried another fingerprint (2: the server did not start).
+Starts `bmc-tune serve` on a free loopback port with its own temporary copy of the profile (the calibrated one,
+else the embedded default; or --profile), waits for /healthz, then runs each phase for --duration seconds with
+--clients concurrent clients (aiohttp where installed, else httpx): "single" posts one request a body, "bulk"
+--bulk-size requests a body, drawn from a mix of llama-7b / llama3-8b / smollm2-135m, seq 512..16384, batch
+1..8, with r, a named policy, speculative decoding (gamma 4, alpha 0.6..0.8) or none (only requests predict()
+accepts on that profile). During a phase the profile file is rewritten atomically 10 times, alternating two
+valid profiles that differ in step_s: every answer's X-BMC-Profile must be one of their two fingerprints. The
+server's VmRSS is sampled every second. Prints a table, writes benchmarks/results/serve_load.json, and exits 1
+if any answer was a 5xx or carried another fingerprint (2: the server did not start).
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+try:
+    import aiohttp
+    _AIOHTTP_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError,)
+except ImportError:  # the test extra has httpx only
+    aiohttp = None  # type: ignore[assignment]
+    _AIOHTTP_ERRORS = ()
 
 import bmc_model
 from bmc_model import BMCError, load_profile, predict
@@ -63,6 +70,9 @@ class Phase:
     reloads_before: int = 0
     reloads_after: int = 0
     reload_failures: int = 0
+    client: str = ""  # the HTTP client library of the load generator
+    server_cpu_s: float = 0.0  # CPU seconds the server process used over the phase (user + system)
+    client_cpu_s: float = 0.0  # and this load generator: both share the host's cores
 
     def summary(self) -> dict:
         lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
@@ -70,7 +80,8 @@ class Phase:
         warm = min(WARMUP_S, self.seconds / 2)
         after = [b for t, b in self.rss if t >= warm]
         drift = (100.0 * max(abs(b - after[0]) for b in after) / after[0]) if len(after) > 1 else None
-        return {"phase": self.name, "body_size": self.body_size, "seconds": round(self.seconds, 3),
+        return {"phase": self.name, "client": self.client, "body_size": self.body_size,
+                "seconds": round(self.seconds, 3),
                 "requests": self.requests, "requests_per_s": self.requests / self.seconds,
                 "predictions_per_s": self.predictions / self.seconds,
                 "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
@@ -81,7 +92,9 @@ class Phase:
                 "rss_first_mib": rss[0] / 2**20 if rss else None, "rss_last_mib": rss[-1] / 2**20 if rss else None,
                 "rss_max_mib": max(rss) / 2**20 if rss else None, "rss_warmup_s": warm,
                 "rss_max_change_pct_after_warmup": drift, "profile_rewrites": self.rewrites,
-                "reloads": self.reloads_after - self.reloads_before, "reload_failures_total": self.reload_failures}
+                "reloads": self.reloads_after - self.reloads_before, "reload_failures_total": self.reload_failures,
+                "server_cpu_pct": 100.0 * self.server_cpu_s / self.seconds,
+                "client_cpu_pct": 100.0 * self.client_cpu_s / self.seconds}
 
 
 # -- the workload ---------------------------------------------------------------------------------------------
@@ -158,6 +171,16 @@ async def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 60.0)
             await asyncio.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -171,12 +194,48 @@ def rss_bytes(pid: int) -> int | None:
 
 # -- a phase --------------------------------------------------------------------------------------------------
 
+class _Posts:
+    """POST and GET over one pooled client: aiohttp where installed (its C parser keeps the load generator from
+    being what is measured on a 2-core host: httpx took a whole core for 280 requests/s), else httpx."""
+
+    def __init__(self, base: str, clients: int) -> None:
+        self.base, self.clients = base, clients
+        self.kind = "aiohttp" if aiohttp is not None else "httpx"
+
+    async def __aenter__(self) -> _Posts:
+        if aiohttp is not None:
+            self.session = aiohttp.ClientSession(self.base, connector=aiohttp.TCPConnector(limit=self.clients),
+                                                 timeout=aiohttp.ClientTimeout(total=120.0))
+        else:
+            self.session = httpx.AsyncClient(base_url=self.base, timeout=120.0, limits=httpx.Limits(
+                max_connections=self.clients, max_keepalive_connections=self.clients))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await (self.session.close() if aiohttp is not None else self.session.aclose())
+
+    async def post(self, body: bytes) -> tuple[int, str | None]:
+        headers = {"content-type": "application/json"}
+        if aiohttp is not None:
+            async with self.session.post("/predict", data=body, headers=headers) as r:
+                await r.read()
+                return r.status, r.headers.get(PROFILE_HEADER)
+        r = await self.session.post("/predict", content=body, headers=headers)
+        return r.status_code, r.headers.get(PROFILE_HEADER)
+
+    async def get_json(self, path: str) -> dict:
+        if aiohttp is not None:
+            async with self.session.get(path) as r:
+                return await r.json()
+        return (await self.session.get(path)).json()
+
+
 async def run_phase(phase: Phase, base: str, bodies: list[bytes], clients: int, duration: float, pid: int,
                     profile: Path, texts: tuple[str, str], prints: set[str]) -> None:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"content-type": "application/json"}
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120.0) as client:
-        phase.reloads_before = (await client.get("/profile")).json()["reloads"]
+    async with _Posts(base, clients) as client:
+        phase.client = client.kind
+        phase.reloads_before = (await client.get_json("/profile"))["reloads"]
+        cpu0, mine0 = cpu_seconds(pid), time.process_time()
         start = time.monotonic()
         stop = start + duration
 
@@ -185,16 +244,16 @@ async def run_phase(phase: Phase, base: str, bodies: list[bytes], clients: int, 
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post("/predict", content=rng.choice(bodies), headers=headers)
-                except httpx.HTTPError as err:
+                    status, fp = await client.post(rng.choice(bodies))
+                except (httpx.HTTPError, OSError, asyncio.TimeoutError) + _AIOHTTP_ERRORS as err:
                     phase.statuses[f"error:{type(err).__name__}"] += 1
                     continue
                 phase.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
                 phase.requests += 1
-                phase.statuses[r.status_code] += 1
-                if 200 <= r.status_code < 300:
+                phase.statuses[status] += 1
+                if 200 <= status < 300:
                     phase.predictions += phase.body_size
-                if r.headers.get(PROFILE_HEADER) not in prints:
+                if fp not in prints:
                     phase.bad_fingerprints += 1
 
         async def rewriter() -> None:
@@ -212,8 +271,9 @@ async def run_phase(phase: Phase, base: str, bodies: list[bytes], clients: int, 
 
         await asyncio.gather(sampler(), rewriter(), *(worker(i) for i in range(clients)))
         phase.seconds = time.monotonic() - start
+        phase.server_cpu_s, phase.client_cpu_s = cpu_seconds(pid) - cpu0, time.process_time() - mine0
         await asyncio.sleep(1.0)  # the last rewrite's poll (every 0.5 s)
-        state = (await client.get("/profile")).json()
+        state = await client.get_json("/profile")
         phase.reloads_after, phase.reload_failures = state["reloads"], state["reload_failures"]
 
 
@@ -235,7 +295,8 @@ def table(rows: list[dict]) -> str:
     cols = [("phase", "phase", "{}"), ("req/s", "requests_per_s", "{:.1f}"), ("pred/s", "predictions_per_s", "{:.0f}"),
             ("p50 ms", "p50_ms", "{:.2f}"), ("p99 ms", "p99_ms", "{:.2f}"), ("5xx", "count_5xx", "{}"),
             ("bad fp", "bad_fingerprints", "{}"), ("non-2xx", "non_2xx", "{}"), ("RSS first/last/max MiB", None, ""),
-            ("RSS drift %", "rss_max_change_pct_after_warmup", "{:.1f}"), ("reloads", "reloads", "{}")]
+            ("RSS drift %", "rss_max_change_pct_after_warmup", "{:.1f}"), ("reloads", "reloads", "{}"),
+            ("server CPU %", "server_cpu_pct", "{:.0f}"), ("client CPU %", "client_cpu_pct", "{:.0f}")]
 
     def cell(row: dict, key: str | None, fmt: str) -> str:
         if key is None:

@@ -19,7 +19,7 @@ FIELDS = ("ms_per_token", "memory_bytes", "reserved_bytes", "resident_bytes", "p
 
 @st.composite
 def streams(draw, sd=True):
-    n = draw(st.integers(1, 6))
+    n = draw(st.integers(1, 12))  # past _SCALAR_MAX: groups priced on arrays, and small ones with Python numbers
     seq = [draw(st.integers(3, 6000)) for _ in range(n)]
     prompt = [draw(st.integers(1, s - 2)) for s in seq]
     batch = [draw(st.integers(1, 3)) for _ in range(n)]
@@ -215,3 +215,10 @@ def test_choose_many_under_max_new_weighs_the_grid_r_as_they_are():
     ch = choose_many(prompt=[1000], seq=[1100], max_new=4096, named=(), widths="padded", r_grid=(64, 2048))
     rec = recommend(prompt=1000, seq=1100, max_new=4096, named=(), widths="padded", r_grid=(64, 2048))
     assert ch.labels() == [rec.policy.label] and rec.policy.r in (64, 2048)
+
+
+def test_a_numpy_string_column_is_a_list_of_strings():
+    pols = np.array(["reserve", "mlx", "fixed:32:pad-256", "reserve", "geometric"] * 40)
+    seq = np.arange(1000, 1200)
+    a, b = predict_many(seq=seq, policy=pols), predict_many(seq=seq, policy=pols.tolist())
+    assert a.labels() == b.labels() and np.array_equal(a.ms_per_token, b.ms_per_token)

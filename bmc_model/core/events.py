@@ -155,16 +155,20 @@ def fixed_events(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: N
     count = _renewal_count(n1, delta, vf, N)[:, 0]
     k_worst = (sure + spans)[:, 0]
     lo1, hi1 = np.where(prefill > 0, P, t1 + 1.0), np.where(prefill > 0, P, t1 + q)  # where event 1 can start
-    for span in np.unique(spans[spans <= _LOOP]).astype(int).tolist():  # rows by how many events are uncertain
-        i = np.nonzero(spans[:, 0] == span)[0]
+    uncertain = np.unique(spans[spans <= _LOOP]).astype(int).tolist()
+    for span in uncertain:  # rows by how many events are uncertain
+        i = slice(None) if len(uncertain) == 1 and (spans <= _LOOP).all() else np.nonzero(spans[:, 0] == span)[0]
         j = sure[i] + np.arange(span, dtype=np.float64)  # [R_i, J]: event j + 1
         tj = n1[i] + (j - 1.0) * delta[i] + gap[i]  # its threshold: gap rows past event j's start (j >= 1)
         sd = np.sqrt(np.maximum(v1[i] + (j - 1.0) * vf[i], 0.0))
         lo = lo1[i] + (j - 1.0) * (gap[i] + 1.0) + gap[i]  # each spacing is gap + 1 .. gap + q rows
         hi = hi1[i] + (j - 1.0) * (gap[i] + q) + gap[i]
-        nodes = np.clip(tj[..., None] + _GH_Z * sd[..., None], lo[..., None], hi[..., None])
+        nodes = np.minimum(np.maximum(tj[..., None] + _GH_Z * sd[..., None], lo[..., None]), hi[..., None])
         p = ren.cdf(gap[i][..., None], N[i][..., None] - 1.0 - nodes) @ _GH_W  # over the spread
-        p = np.where(j == 0, prefill[i] + (1.0 - prefill[i]) * ren.cdf(gap1[i], N[i] - 1.0 - t1[i]), p)
+        first = np.flatnonzero(sure[i, 0] == 0)  # event 1 uncertain: the prefill's, or a first passage
+        if len(first):
+            at = first if isinstance(i, slice) else i[first]
+            p[first, 0] = (prefill[at] + (1.0 - prefill[at]) * ren.cdf(gap1[at], N[at] - 1.0 - t1[at]))[:, 0]
         count[i] = sure[i, 0] + p.sum(axis=1)
         k_worst[i] = sure[i, 0] + np.where(p > 1e-12, np.arange(1, span + 1), 0).max(axis=1)  # for memory
     r, n1, delta = r[:, 0], n1[:, 0], delta[:, 0]

@@ -17,7 +17,7 @@ from bmc_model.core import bounds
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import integer, is_integer
 from bmc_model.core.policy import NAMED, Policy
-from bmc_model.core.predict import predict, priced, resolve, weights_bytes
+from bmc_model.core.predict import Priced, predict, priced, resolve, weights_bytes
 from bmc_model.core.profile import Profile
 from bmc_model.core.request import DEFAULT_SEQ, Context, context, draft_step_s, model_spec
 from bmc_model.core.specs import ModelSpec
@@ -26,6 +26,7 @@ from bmc_model.core.workload import Geometry, Workload
 # the terms of Prediction.breakdown, in its order
 TERMS = ("weights", "attention_useful", "attention_redundant", "kv_write", "growth_alloc", "growth_copy",
          "overhead", "sd_iteration", "draft")
+_SCALAR_MAX = 4  # a group this small is priced request by request with Python numbers
 _INT_MAX = 2**62  # an integer column past this is no length (and would overflow int64 arithmetic)
 
 
@@ -141,6 +142,10 @@ def _text_column(arg: str, v: object) -> tuple[list[object], np.ndarray | None]:
         v = v.item()
     if not isinstance(v, (list, tuple, np.ndarray)):
         return [v], None
+    if isinstance(v, np.ndarray) and v.dtype.kind == "U" and v.ndim == 1 and v.size:
+        found = _factorize_text(v)
+        if found is not None:
+            return found  # type: ignore[return-value]
     items = v.tolist() if isinstance(v, np.ndarray) else list(v)  # Python strings hash fast; numpy's do not
     if not items:
         raise BMCError(f"{arg} must be a value or a non-empty list of them, got an empty list")
@@ -151,6 +156,22 @@ def _text_column(arg: str, v: object) -> tuple[list[object], np.ndarray | None]:
         i = next(i for i, x in enumerate(items) if _unhashable(x))
         raise BMCError(f"request {i}: {arg} must be a name or a label, got {items[i]!r}") from None
     return list(seen), codes
+
+
+def _factorize_text(v: np.ndarray) -> tuple[list[str], np.ndarray] | None:
+    """(distinct strings, codes) of a numpy string array by a hash of its characters, in C (a Python dict over
+    100,000 numpy strings takes longer than pricing them); None on a hash collision (the caller hashes in
+    Python instead)."""
+    chars = np.ascontiguousarray(v).view(np.uint32).reshape(len(v), -1).astype(np.uint64)
+    weights = (np.arange(1, chars.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    distinct, codes = np.unique(chars @ weights, return_inverse=True)  # wraps mod 2^64: a hash
+    codes = codes.reshape(-1).astype(np.int64)
+    first = np.empty(len(distinct), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(v) - 1, -1, -1)  # of repeated indices the last write stays: the first
+    texts = v[first]
+    if not np.array_equal(texts[codes], v):
+        return None
+    return texts.tolist(), codes
 
 
 def _unhashable(x: object) -> bool:
@@ -175,6 +196,8 @@ def _alpha_column(v: object) -> tuple[list[tuple[float, ...]], np.ndarray | None
     if len(bad):
         i = int(bad[0])
         raise BMCError(f"request {i}: alpha must be in [0, 1), got {rows[i].tolist()}")
+    if none.all():  # no request has SD
+        return [()], np.zeros(len(rows), dtype=np.int64)
     rows[none] = -1.0  # NaN never equals NaN: one code for every request without SD
     uniq, codes = (np.unique(rows[:, 0], return_inverse=True) if rows.shape[1] == 1 else
                    np.unique(rows, axis=0, return_inverse=True))
@@ -197,6 +220,13 @@ class _Columns:
     accepts: list[tuple[float, ...]]
     accept_code: np.ndarray
     given: dict[str, object]  # the arguments as given (for naming a bad element by predict() alone)
+
+    def permuted(self, order: np.ndarray) -> _Columns:
+        """The numeric columns gathered in `order` (what pricing reads; codes and given stay as they are)."""
+        def take(x):
+            return x[order] if isinstance(x, np.ndarray) else x
+        return replace(self, seq=take(self.seq), prompt=take(self.prompt), batch=take(self.batch),
+                       gamma=take(self.gamma), max_len=take(self.max_len), r=take(self.r))
 
     @property
     def rows(self) -> np.ndarray:
@@ -351,9 +381,12 @@ def _groups(c: _Columns, geo: Geometry) -> list[tuple[int, int, np.ndarray]]:
     key = ((c.rule_code * len(c.accepts) + c.accept_code) * g_max + c.gamma) * 2 + slide
     if c.n == 1 or (key == key[0]).all():
         return [(int(c.rule_code[0]), int(c.accept_code[0]), np.arange(c.n))]
-    order = np.argsort(key, kind="stable")
-    cuts = np.flatnonzero(np.diff(key[order])) + 1
-    return [(int(c.rule_code[ix[0]]), int(c.accept_code[ix[0]]), ix) for ix in np.split(order, cuts)]
+    if key.max() < 4 * c.n:  # few small keys: one pass each, no sort
+        parts = [np.flatnonzero(key == k) for k in np.flatnonzero(np.bincount(key))]
+    else:
+        order = np.argsort(key, kind="stable")
+        parts = np.split(order, np.flatnonzero(np.diff(key[order])) + 1)
+    return [(int(c.rule_code[ix[0]]), int(c.accept_code[ix[0]]), ix) for ix in parts]
 
 
 def predict_many(model: str | ModelSpec | None = None, seq: object = None, prompt: object = None,
@@ -414,23 +447,47 @@ def _price(c: _Columns, model: object, dtype: object, profile: object, layers: o
     policies: list[Policy] = []
     limit = ctx.prof.host.get("reserve_limit_bytes")
     groups = _groups(c, ctx.geo)
+    # the columns in group order, once: each group is then a slice (views in, plain copies out), and each
+    # output is put back in the requests' order by one scatter at the end
+    order = np.concatenate([ix for *_, ix in groups]) if len(groups) > 1 else None
+    cs = c if order is None else c.permuted(order)
+    if order is not None and isinstance(ctx.geo.rho, np.ndarray):
+        ctx = Context(ctx.spec, replace(ctx.geo, rho=ctx.geo.rho[order]), ctx.prof, ctx.dtype)
+    start = 0
     for rule, acc, idx in groups:
         pol, per_request_r = _rule(c, rule, idx)
         g = int(c.gamma[idx[0]])
-        sub = _sub(ctx, c, idx)
-        rr = c.r[idx].astype(np.float64) if per_request_r else None  # type: ignore[union-attr]
-        max_len = None if c.max_len is None else c.max_len[idx]
-        plain = Workload(c.prompt[idx], c.seq[idx], _at(c.batch, idx), max_len=max_len)
-        step = draft_step_s(sub, pol, plain, dspec, cost, rr) if g else 0.0
-        w = Workload(c.prompt[idx], c.seq[idx], _at(c.batch, idx), g, c.accepts[acc], step, max_len)
+        at = slice(start, start + len(idx))
+        start += len(idx)
+        if len(idx) <= _SCALAR_MAX:  # a few requests (a rare alpha): Python numbers beat numpy's per-call cost
+            for j in range(at.start, at.stop):
+                x, adv = _price_one(ctx, cs, j, pol, per_request_r, g, c.accepts[acc], dspec, cost)
+                if pol.growth == "reserve" and limit is not None:
+                    _among(idx[j - at.start:j - at.start + 1], np.asarray(x.mem.reserved_peak > limit),
+                           "the OS would refuse the reserve")
+                for k in TERMS:
+                    terms[k][j] = x.ms[k]
+                out["ms"][j], out["advance"][j], out["events"][j] = sum(x.ms.values()), adv, x.events
+                out["reserved_end"][j], out["reserved_peak"][j] = x.mem.reserved_end, x.mem.reserved_peak
+                out["resident_end"][j], out["resident_peak"][j] = x.mem.resident_end, x.mem.resident_peak
+            if pol not in policies:
+                policies.append(pol)
+            group[at] = policies.index(pol)
+            r_out[at] = cs.r[at] if per_request_r else (pol.r if pol.growth == "fixed" else 0)  # type: ignore
+            continue
+        if pol not in policies:
+            policies.append(pol)
+        group[at] = policies.index(pol)
+        r_out[at] = cs.r[at] if per_request_r else (pol.r if pol.growth == "fixed" else 0)  # type: ignore[index]
+        sub = _sub(ctx, cs, at)
+        rr = cs.r[at].astype(np.float64) if per_request_r else None  # type: ignore[union-attr]
+        max_len = None if cs.max_len is None else cs.max_len[at]
+        P, N, B = cs.prompt[at], cs.seq[at], _at(cs.batch, at)
+        step = draft_step_s(sub, pol, Workload(P, N, B, max_len=max_len), dspec, cost, rr) if g else 0.0
+        w = Workload(P, N, B, g, c.accepts[acc], step, max_len)
         x = priced(pol, w, sub.geo, sub.prof, rr)
         if pol.growth == "reserve" and limit is not None:
             _among(idx, np.asarray(x.mem.reserved_peak) > limit, "the OS would refuse the reserve")
-        if pol not in policies:
-            policies.append(pol)
-        group[idx] = policies.index(pol)
-        r_out[idx] = c.r[idx] if per_request_r else (pol.r if pol.growth == "fixed" else 0)  # type: ignore[index]
-        at = idx if len(groups) > 1 else slice(None)  # one group: a plain copy, no scatter
         for k in TERMS:
             terms[k][at] = x.ms[k]
         out["ms"][at] = sum(x.ms.values())
@@ -438,6 +495,11 @@ def _price(c: _Columns, model: object, dtype: object, profile: object, layers: o
         out["reserved_end"][at], out["reserved_peak"][at] = x.mem.reserved_end, x.mem.reserved_peak
         out["resident_end"][at], out["resident_peak"][at] = x.mem.resident_end, x.mem.resident_peak
         out["events"][at] = x.events
+    if order is not None:  # back in the requests' order: one scatter for the inverse, then gathers
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        out, terms = ({k: v[back] for k, v in d.items()} for d in (out, terms))
+        group, r_out = group[back], r_out[back]
     rows = c.seq if c.max_len is None else c.max_len
     past = int(np.count_nonzero(rows > ctx.spec.max_context)) if ctx.spec.max_context else 0
     notes = [f"{past} of {n} requests run past {ctx.spec.name}'s context of {ctx.spec.max_context} positions "
@@ -452,11 +514,24 @@ def _price(c: _Columns, model: object, dtype: object, profile: object, layers: o
                        max_new=None if c.max_len is None else c.max_len - c.prompt, notes=notes)
 
 
-def _at(x: int | np.ndarray, idx: np.ndarray) -> int | np.ndarray:
+def _price_one(ctx: Context, cs: _Columns, j: int, pol: Policy, per_request_r: bool, g: int,
+               accept: tuple[float, ...], dspec: ModelSpec | None, cost: float | None) -> tuple[Priced, float]:
+    """Request j of the columns, priced with Python numbers by the same priced() (predict()'s own path)."""
+    rho = ctx.geo.rho[j] if isinstance(ctx.geo.rho, np.ndarray) else ctx.geo.rho
+    sub = Context(ctx.spec, replace(ctx.geo, rho=float(rho)), ctx.prof, ctx.dtype)
+    P, N, B = int(cs.prompt[j]), int(cs.seq[j]), int(cs.batch[j]) if isinstance(cs.batch, np.ndarray) else cs.batch
+    max_len = None if cs.max_len is None else int(cs.max_len[j])
+    r = float(cs.r[j]) if per_request_r else None  # type: ignore[index]
+    step = draft_step_s(sub, pol, Workload(P, N, B, max_len=max_len), dspec, cost, r) if g else 0.0
+    w = Workload(P, N, B, g, accept, step, max_len)
+    return priced(pol, w, sub.geo, sub.prof, r), w.advance
+
+
+def _at(x: int | np.ndarray, idx: np.ndarray | slice) -> int | np.ndarray:
     return x[idx] if isinstance(x, np.ndarray) else x
 
 
-def _sub(ctx: Context, c: _Columns, idx: np.ndarray) -> Context:
+def _sub(ctx: Context, c: _Columns, idx: np.ndarray | slice) -> Context:
     """The context of one group: its requests' rows of the geometry where batch varies."""
     if not isinstance(c.batch, np.ndarray):
         return ctx

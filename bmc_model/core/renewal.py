@@ -70,13 +70,14 @@ class Renewal:
         if not (is_array(y) or is_array(gap)):
             return row_at(self.row(gap), y)
         q = self.excess_cdf.shape[1] - 1
-        y = np.clip(y, 0.0, float(q))
-        i = np.broadcast_to(self._row(gap), np.shape(y))
+        y = np.minimum(np.maximum(y, 0.0), float(q))
+        rows = self._row(gap)
         stationary = self.excess_cdf[-1]  # most rows of a sweep over r: one interp, no gather
         out = np.interp(y, np.arange(q + 1, dtype=np.float64), stationary)
-        near = i < len(self.excess_mean) - 1
-        if near.any():
-            yn, i_n = y[near], i[near]
+        near_rows = rows < len(self.excess_mean) - 1  # tested on the gaps, before broadcasting them to y
+        if np.any(near_rows):
+            near = np.broadcast_to(near_rows, np.shape(y))
+            yn, i_n = y[near], np.broadcast_to(rows, np.shape(y))[near]
             y0 = np.minimum(np.floor(yn), q - 1).astype(np.int64)
             lo, hi = self.excess_cdf[i_n, y0], self.excess_cdf[i_n, y0 + 1]
             out[near] = lo + (hi - lo) * (yn - y0)

@@ -25,6 +25,7 @@ from bmc_model.serve.schema import CHOOSE, MAX_BODY_BYTES, PREDICT, Endpoint, Re
 
 PROFILE_HEADER = "X-BMC-Profile"
 POLL_S = 0.5
+PRICING_THREADS = 2
 PARSE_IN_LOOP_BYTES = 64 * 1024  # a larger body is parsed in a worker thread: /healthz stays responsive
 
 
@@ -46,7 +47,10 @@ def _plain(obj: object) -> object:
 
 
 def render(obj: object) -> bytes:
-    return json.dumps(_plain(obj), separators=(",", ":"), allow_nan=False).encode()
+    try:  # answers are plain Python already (to_dicts): the C encoder as it is
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError):  # a numpy scalar, or NaN / infinity: made strict JSON first
+        return json.dumps(_plain(obj), separators=(",", ":"), allow_nan=False).encode()
 
 
 def json_response(obj: object, status: int = 200, loaded: Loaded | None = None,
@@ -103,11 +107,13 @@ def _endpoint(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         loaded: Loaded = request.app.state.holder.current  # taken once: every call of this body prices with it
         try:
             body = await read_body(request)
-            data = parse_json(body) if len(body) <= PARSE_IN_LOOP_BYTES else await run_in_threadpool(parse_json, body)
+            limiter = request.app.state.limiter
+            data = (parse_json(body) if len(body) <= PARSE_IN_LOOP_BYTES else
+                    await anyio.to_thread.run_sync(parse_json, body, limiter=limiter))
             if _quick(ep, data):
                 out = _price(ep, data, loaded)  # a plain predict(): well under a millisecond, no thread hop
             else:
-                out = await run_in_threadpool(_price, ep, data, loaded)
+                out = await anyio.to_thread.run_sync(_price, ep, data, loaded, limiter=limiter)
         except RequestError as err:
             return error_response(err, loaded)
         except ClientDisconnect:
@@ -172,4 +178,7 @@ def create_app(holder: ProfileHolder | None = None, profile_path: str | Path | N
               Route("/profile", profile, methods=["GET"])]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
     app.state.holder = holder
+    # bodies wait as bytes, not as parsed requests: a few threads price (the GIL runs one at a time anyway), so
+    # 50 clients' 1000-request bodies do not hold 50 parsed copies at once
+    app.state.limiter = anyio.CapacityLimiter(PRICING_THREADS)
     return app
