@@ -115,3 +115,10 @@ def test_reserve_holds_only_rows_written_where_the_allocator_backs_lazily():
     static = predict("llama-7b", 2048, policy=NAMED["static"], profile=lazy)
     assert res.peak_resident_bytes == pytest.approx(res.reserved_bytes, rel=1e-3)  # the whole length is written
     assert static.peak_resident_bytes == static.reserved_bytes
+
+
+def test_a_named_pick_outside_the_swept_widths_has_a_closed_form_r():
+    """reserve (exact) picked beside padded sweeps only: r_closed_form answers (T: exact width grows once)."""
+    rec = recommend(model="smollm2-135m", seq=1024, prompt=960, widths=("padded",), named=("reserve",))
+    assert rec.policy.label == "reserve"
+    assert rec.r_closed_form == 64.0

@@ -418,6 +418,8 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
     pareto = [_predict(req, c.policy, c.gamma) for c in _thin(front, pred.policy)]
     at_mean = req.workload(choice.gamma, pred.policy) if req.dist is None else _at_mean(req, req.dist)
     closed = {lab: closed_form_r(at_mean, ctx.geo, ctx.prof, sw.width) for lab, sw in sweeps.items()}
+    # a named pick whose width was not swept (reserve beside padded sweeps): its r* too, so r_closed_form answers
+    closed.setdefault(pred.width, closed_form_r(at_mean, ctx.geo, ctx.prof, pred.policy.width))
     notes = list(req.notes)
     if req.dist is not None:
         notes.append(req.dist.describe())
