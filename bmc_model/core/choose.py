@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from bmc_model.core import bounds
+from bmc_model.core.columns import Columns, Named, check, columns, labels, named_error
 from bmc_model.core.decide import _EPS, WIDTHS, _named, offered_names, pick_rows, r_grid_of, width_modes, window
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import size
-from bmc_model.core.many import _at, _check, _Columns, _columns, _draft_spec, _element, _groups, _Named, _sub, labels
+from bmc_model.core.many import _at, _draft_spec, _groups, _sub
 from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import priced
 from bmc_model.core.profile import Profile
@@ -114,7 +115,7 @@ def _caps(max_mem: object, n: int) -> np.ndarray | None:
     return None if cap is None else np.full(n, cap)
 
 
-def _offer(sub: Context, c: _Columns, idx: np.ndarray, h: int, accept: tuple[float, ...], modes: dict,
+def _offer(sub: Context, c: Columns, idx: np.ndarray, h: int, accept: tuple[float, ...], modes: dict,
            names: list[str], users: list[str], grid: np.ndarray, cap: np.ndarray, dspec: ModelSpec | None,
            cost: float | None) -> tuple[_Offer, list[np.ndarray]]:
     """(the candidates at gamma h, the seconds of HF's StaticCache and DynamicCache where they fit)."""
@@ -173,23 +174,16 @@ def choose_many(model: str | ModelSpec | None = None, seq: object = None, prompt
     Array-able as in predict_many(): seq, prompt, new_tokens, batch, gamma, alpha, max_new; max_mem too (a size
     per request, None for none). The rest, as in recommend(), are one for all.
     """
-    c = _columns(seq, prompt, new_tokens, batch, None, None, None, gamma, alpha, max_new)
+    c = columns(seq, prompt, new_tokens, batch, None, None, None, gamma, alpha, max_new)
     try:
         return _choose(c, model, dtype, profile, layers, config, draft, draft_cost, runtime, max_mem, tolerance,
                        widths, r_grid, named, pad)
-    except _Named as bad:
-        from bmc_model.core.predict import predict  # the message predict() gives this request alone
-
-        kw = _element(c.given, bad.index)
-        try:
-            predict(model=model, dtype=dtype, profile=profile, layers=layers, config=config, draft=draft,
-                    draft_cost=draft_cost, runtime=runtime, **kw)  # type: ignore[arg-type]
-        except BMCError as err:
-            raise BMCError(f"request {bad.index}: {err}") from None
-        raise BMCError(f"request {bad.index}: {bad.fallback}") from None
+    except Named as bad:
+        raise named_error(c, bad, model=model, dtype=dtype, profile=profile, layers=layers, config=config,
+                          draft=draft, draft_cost=draft_cost, runtime=runtime) from None
 
 
-def _choose(c: _Columns, model: object, dtype: object, profile: object, layers: object, config: object,
+def _choose(c: Columns, model: object, dtype: object, profile: object, layers: object, config: object,
             draft: object, draft_cost: object, runtime: str, max_mem: object, tolerance: object, widths: object,
             r_grid: object, named: object, pad: object) -> Choices:
     tol = bounds.tolerance(tolerance)
@@ -199,7 +193,7 @@ def _choose(c: _Columns, model: object, dtype: object, profile: object, layers: 
     names = offered_names(modes, None if named is None else _named(named))  # type: ignore[arg-type]
     users = [u for u in ("dynamic", "static") if u not in names]
     ctx, dspec, cost = _draft_spec(c, model, dtype, profile, layers, config, draft, draft_cost, runtime)
-    _check(c, ctx.spec, ctx.geo.rho, ctx.prof, draft, draft_cost)
+    check(c, ctx.spec, ctx.geo.rho, ctx.prof, draft, draft_cost)
     caps = _caps(max_mem, c.n)
     n = c.n
     rules: list[Policy] = []
