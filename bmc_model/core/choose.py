@@ -24,10 +24,9 @@ from bmc_model.core.many import _at, _draft_spec, _groups, _sub
 from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import priced
 from bmc_model.core.profile import Profile
-from bmc_model.core.request import Context, draft_step_s
+from bmc_model.core.request import Context, sd_workload
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.sweep import sweep_r
-from bmc_model.core.workload import Workload
 
 DEFAULT_R_GRID = (8, 32, 128, 512, 2048)
 
@@ -121,15 +120,13 @@ def _offer(sub: Context, c: Columns, idx: np.ndarray, h: int, accept: tuple[floa
     """(the candidates at gamma h, the seconds of HF's StaticCache and DynamicCache where they fit)."""
     P, N, B = c.prompt[idx], c.seq[idx], _at(c.batch, idx)
     max_len = None if c.max_len is None else c.max_len[idx]
-    plain = Workload(P, N, B, max_len=max_len)
     tokens = (N - P).astype(np.float64)
     limit = sub.prof.host.get("reserve_limit_bytes")
     off = _Offer([], [], [], [], [], [])
     ceiling: list[np.ndarray] = []
     for name in names + users:
         pol = NAMED[name]
-        step = draft_step_s(sub, pol, plain, dspec, cost) if h else 0.0
-        x = priced(pol, Workload(P, N, B, h, accept, step, max_len), sub.geo, sub.prof)
+        x = priced(pol, sd_workload(sub, pol, P, N, B, h, accept, max_len, dspec, cost), sub.geo, sub.prof)
         ms = sum(x.ms.values())
         secs = ms * 1e-3 * tokens  # as decide._of_prediction
         res, rsv = np.broadcast_to(x.mem.resident_peak, idx.shape), np.broadcast_to(x.mem.reserved_peak, idx.shape)
@@ -153,8 +150,8 @@ def _offer(sub: Context, c: Columns, idx: np.ndarray, h: int, accept: tuple[floa
     subf = Context(sub.spec, geo, sub.prof, sub.dtype)
     for width, pad in modes.values():
         pol = Policy("fixed", 1, width=width, pad=pad)
-        step = draft_step_s(subf, pol, Workload(Pf, Nf, Bf, max_len=mf), dspec, cost, flat) if h else 0.0
-        sw = sweep_r(width, Workload(Pf, Nf, Bf, h, accept, step, mf), geo, sub.prof, pad=pad, r=flat)
+        sw = sweep_r(width, sd_workload(subf, pol, Pf, Nf, Bf, h, accept, mf, dspec, cost, flat), geo, sub.prof,
+                     pad=pad, r=flat)
         secs, res, rsv = (a.reshape(n, R) for a in (sw.seconds, sw.resident_bytes, sw.reserved_bytes))
         off.seconds.append(secs), off.resident.append(res), off.reserved.append(rsv)
         off.ok.append(res <= cap[:, None]), off.rules.append((pol, r)), off.sweep.append(True)

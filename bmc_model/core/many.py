@@ -19,9 +19,9 @@ from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import Priced, priced, resolve, weights_bytes
 from bmc_model.core.profile import Profile
-from bmc_model.core.request import Context, context, draft_step_s, model_spec
+from bmc_model.core.request import Context, context, model_spec, sd_workload
 from bmc_model.core.specs import ModelSpec
-from bmc_model.core.workload import Geometry, Workload
+from bmc_model.core.workload import Geometry
 
 # the terms of Prediction.breakdown, in its order
 TERMS = ("weights", "attention_useful", "attention_redundant", "kv_write", "growth_alloc", "growth_copy",
@@ -225,8 +225,7 @@ def _price(c: Columns, model: object, dtype: object, profile: object, layers: ob
         rr = cs.r[at].astype(np.float64) if per_request_r else None  # type: ignore[union-attr]
         max_len = None if cs.max_len is None else cs.max_len[at]
         P, N, B = cs.prompt[at], cs.seq[at], _at(cs.batch, at)
-        step = draft_step_s(sub, pol, Workload(P, N, B, max_len=max_len), dspec, cost, rr) if g else 0.0
-        w = Workload(P, N, B, g, c.accepts[acc], step, max_len)
+        w = sd_workload(sub, pol, P, N, B, g, c.accepts[acc], max_len, dspec, cost, rr)
         x = priced(pol, w, sub.geo, sub.prof, rr)
         if pol.growth == "reserve" and limit is not None:
             among(idx, np.asarray(x.mem.reserved_peak) > limit, "the OS would refuse the reserve")
@@ -264,8 +263,7 @@ def _price_one(ctx: Context, cs: Columns, j: int, pol: Policy, per_request_r: bo
     P, N, B = int(cs.prompt[j]), int(cs.seq[j]), int(cs.batch[j]) if isinstance(cs.batch, np.ndarray) else cs.batch
     max_len = None if cs.max_len is None else int(cs.max_len[j])
     r = float(cs.r[j]) if per_request_r else None  # type: ignore[index]
-    step = draft_step_s(sub, pol, Workload(P, N, B, max_len=max_len), dspec, cost, r) if g else 0.0
-    w = Workload(P, N, B, g, accept, step, max_len)
+    w = sd_workload(sub, pol, P, N, B, g, accept, max_len, dspec, cost, r)
     return priced(pol, w, sub.geo, sub.prof, r), w.advance
 
 

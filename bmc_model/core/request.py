@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bmc_model.core import bounds
 from bmc_model.core.breakdown import breakdown
 from bmc_model.core.errors import BMCError
@@ -162,12 +164,18 @@ class Request:
         return Workload(self.prompt, self.seq, self.batch, max_len=self.max_len)
 
     def workload(self, gamma: int, pol: Policy, r: Num | None = None) -> Workload:
-        """The workload at this gamma; the draft's cache grows under `pol` (at every r at once in a sweep)."""
-        step = self.draft_step_s(pol, r) if gamma else 0.0
-        return Workload(self.prompt, self.seq, self.batch, gamma, self.accept, step, self.max_len)
+        return sd_workload(self.ctx, pol, self.prompt, self.seq, self.batch, gamma, self.accept, self.max_len,
+                           self.draft, self.draft_cost, r)
 
-    def draft_step_s(self, pol: Policy, r: Num | None = None) -> Num:
-        return draft_step_s(self.ctx, pol, self.plain(), self.draft, self.draft_cost, r)
+
+def sd_workload(ctx: Context, pol: Policy, prompt: int | np.ndarray, seq: int | np.ndarray,
+                batch: int | np.ndarray, gamma: int, accept: tuple[float, ...], max_len: int | np.ndarray | None,
+                draft: ModelSpec | None, draft_cost: float | None, r: Num | None = None) -> Workload:
+    """The workload at this gamma; the draft's cache grows under `pol` (at every r at once in a sweep; arrays of
+    prompt, seq, batch and max_len: one request each)."""
+    plain = Workload(prompt, seq, batch, max_len=max_len) if gamma else None
+    step = draft_step_s(ctx, pol, plain, draft, draft_cost, r) if plain is not None else 0.0
+    return Workload(prompt, seq, batch, gamma, accept, step, max_len)
 
 
 def draft_step_s(ctx: Context, pol: Policy, plain: Workload, draft: ModelSpec | None, draft_cost: float | None,
