@@ -20,7 +20,7 @@ from bmc_model.core.columns import Columns, Named, check, columns, labels, named
 from bmc_model.core.decide import _EPS, WIDTHS, _named, offered_names, pick_rows, r_grid_of, width_modes, window
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import size
-from bmc_model.core.many import _at, _draft_spec, _groups, _sub
+from bmc_model.core.many import price_groups, shared_context, sub_context, take
 from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import priced
 from bmc_model.core.profile import Profile
@@ -118,7 +118,7 @@ def _offer(sub: Context, c: Columns, idx: np.ndarray, h: int, accept: tuple[floa
            names: list[str], users: list[str], grid: np.ndarray, cap: np.ndarray, dspec: ModelSpec | None,
            cost: float | None) -> tuple[_Offer, list[np.ndarray]]:
     """(the candidates at gamma h, the seconds of HF's StaticCache and DynamicCache where they fit)."""
-    P, N, B = c.prompt[idx], c.seq[idx], _at(c.batch, idx)
+    P, N, B = c.prompt[idx], c.seq[idx], take(c.batch, idx)
     max_len = None if c.max_len is None else c.max_len[idx]
     tokens = (N - P).astype(np.float64)
     limit = sub.prof.host.get("reserve_limit_bytes")
@@ -189,16 +189,16 @@ def _choose(c: Columns, model: object, dtype: object, profile: object, layers: o
     assert grid is not None
     names = offered_names(modes, None if named is None else _named(named))  # type: ignore[arg-type]
     users = [u for u in ("dynamic", "static") if u not in names]
-    ctx, dspec, cost = _draft_spec(c, model, dtype, profile, layers, config, draft, draft_cost, runtime)
+    ctx, dspec, cost = shared_context(c, model, dtype, profile, layers, config, draft, draft_cost, runtime)
     check(c, ctx.spec, ctx.geo.rho, ctx.prof, draft, draft_cost)
     caps = _caps(max_mem, c.n)
     n = c.n
     rules: list[Policy] = []
     out_rule, out_r, out_g = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     out_s, out_res, out_rsv = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    for _, acc, idx in _groups(c, ctx.geo):
+    for _, acc, idx in price_groups(c, ctx.geo):
         g = int(c.gamma[idx[0]])
-        sub = _sub(ctx, c, idx)
+        sub = sub_context(ctx, c, idx)
         cap = np.full(len(idx), np.inf) if caps is None else caps[idx]
         offers = []
         ceiling: list[np.ndarray] = []

@@ -121,7 +121,7 @@ def _rule(c: Columns, k: int, idx: np.ndarray) -> tuple[Policy, bool]:
     return pol, False
 
 
-def _groups(c: Columns, geo: Geometry) -> list[tuple[int, int, np.ndarray]]:
+def price_groups(c: Columns, geo: Geometry) -> list[tuple[int, int, np.ndarray]]:
     """(rule, acceptance, request indices) for each group priced as one: its gamma and sliding side too."""
     slide = (c.seq > geo.window).astype(np.int64) if geo.sliding_layers else np.zeros(c.n, dtype=np.int64)
     g_max = int(c.gamma.max()) + 1
@@ -158,7 +158,7 @@ def predict_many(model: str | ModelSpec | None = None, seq: object = None, promp
                           draft=draft, draft_cost=draft_cost, runtime=runtime) from None
 
 
-def _draft_spec(c: Columns, model: object, dtype: object, profile: object, layers: object, config: object,
+def shared_context(c: Columns, model: object, dtype: object, profile: object, layers: object, config: object,
                 draft: object, draft_cost: object, runtime: str) -> tuple[Context, ModelSpec | None, float | None]:
     """(the context, with one row of the geometry per request where batch varies; the draft model; the draft
     cost ratio): the arguments one for all, checked as predict() checks them."""
@@ -178,7 +178,7 @@ def _draft_spec(c: Columns, model: object, dtype: object, profile: object, layer
 
 def _price(c: Columns, model: object, dtype: object, profile: object, layers: object, config: object,
            draft: object, draft_cost: object, runtime: str) -> Predictions:
-    ctx, dspec, cost = _draft_spec(c, model, dtype, profile, layers, config, draft, draft_cost, runtime)
+    ctx, dspec, cost = shared_context(c, model, dtype, profile, layers, config, draft, draft_cost, runtime)
     check(c, ctx.spec, ctx.geo.rho, ctx.prof, draft, draft_cost)
     n = c.n
     out = {k: np.empty(n) for k in ("advance", "reserved_end", "reserved_peak", "resident_end", "resident_peak",
@@ -188,7 +188,7 @@ def _price(c: Columns, model: object, dtype: object, profile: object, layers: ob
     r_out = np.zeros(n, dtype=np.int64)
     policies: list[Policy] = []
     limit = ctx.prof.host.get("reserve_limit_bytes")
-    groups = _groups(c, ctx.geo)
+    groups = price_groups(c, ctx.geo)
     # the columns in group order, once: each group is then a slice (views in, plain copies out), and each
     # output is put back in the requests' order by one scatter at the end
     order = np.concatenate([ix for *_, ix in groups]) if len(groups) > 1 else None
@@ -221,10 +221,10 @@ def _price(c: Columns, model: object, dtype: object, profile: object, layers: ob
             policies.append(pol)
         group[at] = policies.index(pol)
         r_out[at] = cs.r[at] if per_request_r else (pol.r if pol.growth == "fixed" else 0)  # type: ignore[index]
-        sub = _sub(ctx, cs, at)
+        sub = sub_context(ctx, cs, at)
         rr = cs.r[at].astype(np.float64) if per_request_r else None  # type: ignore[union-attr]
         max_len = None if cs.max_len is None else cs.max_len[at]
-        P, N, B = cs.prompt[at], cs.seq[at], _at(cs.batch, at)
+        P, N, B = cs.prompt[at], cs.seq[at], take(cs.batch, at)
         w = sd_workload(sub, pol, P, N, B, g, c.accepts[acc], max_len, dspec, cost, rr)
         x = priced(pol, w, sub.geo, sub.prof, rr)
         if pol.growth == "reserve" and limit is not None:
@@ -267,11 +267,11 @@ def _price_one(ctx: Context, cs: Columns, j: int, pol: Policy, per_request_r: bo
     return priced(pol, w, sub.geo, sub.prof, r), w.advance
 
 
-def _at(x: int | np.ndarray, idx: np.ndarray | slice) -> int | np.ndarray:
+def take(x: int | np.ndarray, idx: np.ndarray | slice) -> int | np.ndarray:
     return x[idx] if isinstance(x, np.ndarray) else x
 
 
-def _sub(ctx: Context, c: Columns, idx: np.ndarray | slice) -> Context:
+def sub_context(ctx: Context, c: Columns, idx: np.ndarray | slice) -> Context:
     """The context of one group: its requests' rows of the geometry where batch varies."""
     if not isinstance(c.batch, np.ndarray):
         return ctx
