@@ -11,7 +11,7 @@ it rises with the context: predicted 1.08x at a 2048-row prompt, 1.37x at 8192, 
 results/sd_bench_synthetic_16k.json, and _recalibrated.json with a fresh profile, --profile).
 Each run also times the decoder's own matmuls at 1 and gamma + 1 rows, torch.cat and attention
 alongside the decode runs and predicts a second time with what it found (the "probed" columns;
-validate/probe.py).
+calibrate/probe.py).
 Real acceptance: --workload smollm2 (prompt lookup on real text), --workload qwen (draft model; heavy).
 
 Usage:

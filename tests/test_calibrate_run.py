@@ -81,8 +81,14 @@ def test_miniature_calibration_builds_a_complete_profile(tmp_path):
     # three tiny cat sizes on a shared machine may fit poorly: then the term is left out, and said so
     cat_noted = any("torch.cat fit too poor" in n for n in prof.raw["meta"]["notes"])
     layers = {"layer_fixed", "layer_row"}  # the runtime decoder's layers in place (bench_layers.py)
-    assert set(prof.terms) == set(TERM_NAMES) | layers | ({"cat"} - ({"cat"} if cat_noted else set()))
-    assert set(prof.raw["layers"]) == {"smollm2-135m"} and prof.raw["layers"]["smollm2-135m"]["q"] == [1, 4, 8, 16]
+    # transformers' decoder in place (bench_hf_layers.py) and its exact-width GQA attention (SmolLM2 is GQA)
+    hf_terms = {"hf_layer_fixed", "hf_layer_row", "hf_matmul_ratio", "hf_attn_gqa"} if hf else set()
+    assert set(prof.terms) == set(TERM_NAMES) | layers | hf_terms | ({"cat"} - ({"cat"} if cat_noted else set()))
+    plan = tiny_plan()
+    assert set(prof.raw["layers"]) == {"smollm2-135m"}
+    assert prof.raw["layers"]["smollm2-135m"]["q"] == list(plan.layer_q_rows)
+    if hf:
+        assert prof.raw["hf_layers"]["smollm2-135m"]["batches"] == [1, 4] and 0 < prof.hf_matmul_ratio.c0[0]
     lazy = {"lazy_backing"} if os.path.exists("/proc/self/statm") else set()  # bench_lazy: resident size
     assert set(prof.scalars) == set(SCALAR_NAMES) | {"gemv_row_s"} | hf | lazy
     assert not lazy or 0.0 <= prof.lazy_backing <= 1.0 and "samples" in prof.raw["lazy_backing"]

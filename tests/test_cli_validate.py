@@ -52,7 +52,7 @@ def test_validate_cuda_without_a_gpu_is_one_line(prof):
 KEYS = ["model", "layers", "seq", "prompt", "batch", "dtype", "device", "synthetic_prompt", "threads", "repeats",
         "wall_s", "interleave", "rows", "median_abs_error_pct", "max_abs_error_pct", "median_abs_error_pct_probed",
         "max_abs_error_pct_probed", "probe", "median_abs_resident_error_pct", "max_abs_resident_error_pct",
-        "memory_probe", "recommended", "recommended_r", "recommended_width", "best_measured",
+        "memory_probe", "refresh", "recommended", "recommended_r", "recommended_width", "best_measured",
         "best_measured_r", "regret_pct", "speedup_vs_dynamic", "speedup_vs_static", "speedup_vs_mlx_256",
         "speedup_vs_geometric", "overhead_vs_reserve", "token_mismatch", "host", "profile", "geometry_rho_bytes"]
 ROW_KEYS = ["name", "policy", "growth", "r", "width", "measured_ms", "measured_runs_ms", "predicted_ms", "error_pct",

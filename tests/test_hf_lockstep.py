@@ -1,4 +1,4 @@
-"""lockstep.run_lockstep: generate() calls in threads, one decode step at a time, in turn."""
+"""lockstep.run_lockstep: generate() calls in greenlets, one decode step at a time, in turn."""
 
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
-"""The HF validation measurement (bmc-tune validate --hf): structure, streamer timing, bad input."""
+"""The HF validation measurement (bmc-tune validate --hf): structure, streamer timing, bad input, the BMCCache
+grid and its regret, the command line's case selection."""
 
 from __future__ import annotations
 
 import json
+import statistics
+import sys
+import types
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -11,21 +16,27 @@ pytest.importorskip("transformers")
 
 from bmc_model.calibrate import token_clock  # noqa: E402
 from bmc_model.core.errors import BMCError  # noqa: E402
-from bmc_model.validate.hf_generate import validate_hf  # noqa: E402
+from bmc_model.core.policy import NAMED, Policy  # noqa: E402
+from bmc_model.validate.hf_budget import case_seconds, remaining_seconds  # noqa: E402
+from bmc_model.validate.hf_generate import refreshed_at, validate_hf  # noqa: E402
+from bmc_model.validate.hf_grid import GRID, grid_policies, summarize  # noqa: E402
 from bmc_model.validate.memprobe import median_probe  # noqa: E402
-from bmc_model.validate.report import hf_table  # noqa: E402
+from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
 
 # the JSON validate --hf prints and benchmarks/hf_generate.py writes, key for key and in order
 KEYS = ["schema", "kind", "date", "host", "transformers", "torch", "threads", "dtype", "new_tokens", "reps",
-        "memory_reps", "prefill", "quick", "bmc_trim", "profile", "hf_overhead_calibrated", "workloads", "notes",
-        "rows", "median_abs_resident_error_pct", "max_abs_resident_error_pct", "abs_resident_error_pct_by_cache",
-        "checks"]
+        "memory_reps", "prefill", "quick", "bmc_trim", "grid", "profile", "profile_refreshed_at",
+        "hf_overhead_calibrated", "workloads", "notes", "estimated_s", "wall_s", "phases_s", "rows",
+        "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_by_case", "median_abs_resident_error_pct",
+        "max_abs_resident_error_pct", "abs_resident_error_pct_by_cache", "checks"]
 ROW_KEYS = ["workload", "model", "seq", "prompt", "batch", "cache", "policy", "policy_source", "measured_ms_per_token",
             "samples_ms_per_token", "predicted_ms_per_token", "error_pct", "speedup_vs_dynamic",
             "predicted_speedup_vs_dynamic", "predicted_breakdown_ms", "predicted_peak_kv_bytes", "predicted_kv_bytes",
             "predicted_peak_resident_bytes", "tokens_match_dynamic", "kv_bytes_final", "grow_events", "memory",
             "measured_peak_resident_bytes", "resident_error_pct", "interleave"]
 CACHES = ("dynamic", "static", "bmc", "reserve")
+GRID_NAMES = tuple("grid:" + p.label for p in GRID)  # none equals bmc:8, the policy the quick runs give
+TINY_RUN = dict(workloads=["kv"], contexts=[40], new_tokens=4, reps=1, policy="bmc:8", quick=True)
 
 
 def test_token_clock_excludes_prompt_and_prefill(monkeypatch):
@@ -41,16 +52,35 @@ def test_token_clock_excludes_prompt_and_prefill(monkeypatch):
     assert first == [True]
 
 
-def test_quick_validate_reports_four_caches_per_case():
-    res = validate_hf(workloads=["kv"], contexts=[40], batches=[2], new_tokens=4, reps=1,
-                      policy="bmc:8", memory=False, quick=True)
+def test_quick_validate_reports_four_caches_and_the_grid_per_case():
+    res = validate_hf(**TINY_RUN, batches=[2], memory=False)
     result = res.to_dict()
     json.dumps(result)  # JSON-able as is
     assert list(result) == KEYS and result["schema"] == 1 and result["kind"] == "hf-generate"
     rows = result["rows"]
     # grow_events: the BMCCache rows' only
-    assert [list(r) for r in rows] == [[k for k in ROW_KEYS if k != "grow_events"]] * 2 + [ROW_KEYS] * 2
-    assert [(r["batch"], r["cache"]) for r in rows] == [(2, c) for c in CACHES]
+    assert [list(r) for r in rows] == ([[k for k in ROW_KEYS if k != "grow_events"]] * 2
+                                       + [ROW_KEYS] * (2 + len(GRID)))
+    assert [(r["batch"], r["cache"]) for r in rows] == [(2, c) for c in CACHES + GRID_NAMES]
+    assert result["grid"] == [p.label for p in GRID] and result["profile_refreshed_at"] is None
+    grid = rows[len(CACHES):]
+    assert [r["policy"] for r in grid] == result["grid"] and {r["policy_source"] for r in grid} == {"grid"}
+    # every BMCCache configuration gives DynamicCache's greedy tokens, step for step
+    assert all(r["tokens_match_dynamic"] for r in rows[2:])
+    assert all(r["memory"] is None and r["grow_events"] >= 2 for r in grid)
+    errs = [abs(r["error_pct"]) for r in rows]
+    assert result["median_abs_error_pct"] == pytest.approx(statistics.median(errs))
+    assert result["max_abs_error_pct"] == pytest.approx(max(errs))
+    (case,) = result["regret_by_case"]
+    assert case["case"] == "kv N=40 B=2" and case["candidates"] == 2 + len(GRID)
+    bmc_ms = {r["cache"]: r["measured_ms_per_token"] for r in rows[2:]}
+    assert case["best_ms_per_token"] == min(bmc_ms.values())
+    assert result["regret_pct"] == case["regret_pct"] == pytest.approx(
+        100 * (bmc_ms["bmc"] / min(bmc_ms.values()) - 1))
+    assert result["wall_s"] > 0 and result["estimated_s"] > 0
+    assert set(result["phases_s"]) == {"kv build", "kv N=40 B=2 warm-up", "kv N=40 B=2 timed",
+                                       "kv N=40 B=2 memory"}
+    rows = rows[:len(CACHES)]
     for r in rows:
         assert r["seq"] == 40 and r["prompt"] == 36
         assert r["measured_ms_per_token"] > 0 and r["predicted_ms_per_token"] > 0
@@ -72,7 +102,8 @@ def test_quick_validate_reports_four_caches_per_case():
                                       "bmc_never_slower_in_any_repetition", "bmc_peak_below_dynamic", "per_case"]
     assert result["checks"]["bmc_2x_over_dynamic_at_kv_4096"] is None  # no kv case at N=4096
     assert result["checks"]["bmc_peak_below_dynamic"] is None  # no memory probes
-    assert hf_table(res).row_count == len(rows)
+    assert hf_table(res).row_count == len(result["rows"])
+    assert hf_summary(res).row_count >= 3  # errors, regret, the case
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -82,6 +113,8 @@ def test_quick_validate_reports_four_caches_per_case():
     (dict(memory_reps=0), "memory_reps"),
     (dict(prefill="maybe"), "prefill"),
     (dict(policy="bmc:x"), "unknown policy"),
+    (dict(grid=["fixed:0:exact"]), "r must be"),
+    (dict(workloads=["kv"], contexts=[20000], new_tokens=4), "max_position_embeddings 16384"),
 ])
 def test_bad_input_is_a_bmc_error(kwargs, match):
     with pytest.raises(BMCError, match=match):
@@ -145,13 +178,13 @@ def test_memory_probes_put_the_measured_decode_peak_beside_the_prediction(monkey
         return {"decode_peak_increase": peaks[req["kind"]], "peak_increase": 2 * peaks[req["kind"]]}
 
     monkeypatch.setattr(hg, "run_probe", fake)
-    res = validate_hf(workloads=["kv"], contexts=[40], batches=[1], new_tokens=4, reps=1, policy="bmc:8",
-                      memory=True, quick=True)
-    assert [k for k, _ in asked] == list(CACHES)  # one probe per cache, its policy only for bmc
+    res = validate_hf(**TINY_RUN, batches=[1], memory=True)
+    assert [k for k, _ in asked] == list(CACHES)  # one probe per cache, its policy only for bmc; none for the grid
     assert [p is None for _, p in asked] == [True, True, False, True]
     d = res.to_dict()
     errs = []
-    for r in d["rows"]:
+    assert all(r["memory"] is None for r in d["rows"][len(CACHES):])
+    for r in d["rows"][:len(CACHES)]:
         meas = peaks[r["cache"]]
         assert r["measured_peak_resident_bytes"] == meas
         assert r["resident_error_pct"] == pytest.approx(100 * (r["predicted_peak_resident_bytes"] / meas - 1))
@@ -181,3 +214,151 @@ def test_cli_hf_passes_no_memory(monkeypatch, tmp_path):
         res = CliRunner().invoke(app, ["validate", "--hf", "--profile", prof, *args])
         assert res.exit_code == 2 and "stop here" in res.stderr
     assert seen == [True, False]
+
+
+@dataclass
+class Row:
+    """What hf_grid.summarize reads of a row."""
+
+    cache: str
+    measured_ms_per_token: float | None
+    error_pct: float | None = None
+    policy: str = ""
+    workload: str = "kv"
+    seq: int = 2048
+    batch: int = 1
+
+
+def test_regret_is_the_tuned_bmccache_over_the_best_bmccache_of_its_case():
+    a = [Row("dynamic", 7.0, 10.0, "r=1 exact"), Row("static", 12.0, -20.0, "static padded"),
+         Row("bmc", 10.0, 5.0, "r=32 padded"), Row("reserve", 9.0, None, "reserve"),
+         Row("grid:r=64 padded", 8.0, -2.0, "r=64 padded"), Row("grid:r=256 exact", None, 1.0, "r=256 exact")]
+    b = [replace(r, seq=4096) for r in (Row("bmc", 5.0, 30.0), Row("grid:r=64 padded", 6.0, -40.0),
+                                        Row("static", 4.0, 3.0))]
+    unmeasured = [Row("bmc", None, None, seq=8192), Row("reserve", 3.0, 1.0, seq=8192)]
+    # the tuner picked reserve: the reserve row is the same policy measured again, scatter and not regret
+    same = [Row("bmc", 5.0, 1.0, "reserve", seq=512), Row("reserve", 4.0, 1.0, "reserve", seq=512)]
+    out = summarize(a + b + unmeasured + same)
+    first, second, third = out.per_case
+    assert third.regret_pct == 0.0 and third.candidates == 1
+    # DynamicCache and StaticCache are not BMCCache: faster, they say "slower than", never regret
+    assert first.regret_pct == pytest.approx(25.0) and first.best_cache == "grid:r=64 padded"
+    assert first.best_policy == "r=64 padded" and first.candidates == 3  # the unmeasured grid row left out
+    assert first.case == "kv N=2048 B=1" and first.tuned_policy == "r=32 padded"
+    assert first.tuned_slower_than_dynamic is True and first.tuned_slower_than_static is False
+    assert second.regret_pct == 0.0 and second.best_cache == "bmc"
+    assert second.tuned_slower_than_dynamic is None and second.tuned_slower_than_static is True
+    assert out.regret_pct == pytest.approx(25.0)  # the worst case's; the unmeasured case has none
+    # |error| over every measured row with a prediction: the reserve row of `a` has none, the unmeasured rows
+    errs = [10, 20, 5, 2, 30, 40, 3, 1, 1, 1]
+    assert out.median_abs_error_pct == pytest.approx(statistics.median(errs))
+    assert out.max_abs_error_pct == pytest.approx(40.0)
+    d = out.to_dict()
+    assert list(d) == ["median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_by_case"]
+    assert d["regret_by_case"][0]["regret_pct"] == pytest.approx(25.0)
+    empty = summarize([])
+    assert (empty.median_abs_error_pct, empty.max_abs_error_pct, empty.regret_pct, empty.per_case) == (
+        None, None, None, [])
+
+
+def test_grid_drops_the_tuned_pick_and_the_four_caches_policies():
+    tuned = Policy("fixed", 64, width="padded")
+    got = grid_policies(tuned, (*GRID, NAMED["reserve"], NAMED["static"], NAMED["dynamic"], GRID[1]))
+    assert tuned in GRID and tuned not in got.values()
+    assert list(got.values()) == [p for p in GRID if p != tuned]
+    assert list(got) == ["grid:" + p.label for p in got.values()]
+    assert len(grid_policies(Policy("fixed", 8, width="padded"))) == len(GRID)
+
+
+def test_estimate_adds_every_run_and_each_probe_start():
+    ms = {"dynamic": 60.0, "bmc": 50.0, "grid:r=64 padded": 50.0}
+    # 3 reps x 256 tokens x 160 ms, then 2 probes of 2 caches: their runs and a start-up each
+    assert case_seconds(ms, 256, 3, ("dynamic", "bmc"), 2, probe_start_s=5.0) == pytest.approx(
+        3 * 256 * 0.160 + 2 * (256 * 0.110 + 2 * 5.0))
+    assert case_seconds(ms, 256, 1) == pytest.approx(256 * 0.160)
+    # after a 40 s repetition, 2 to go, then 3 probes of one cache at its measured 80 ms/token
+    assert remaining_seconds(40.0, 2, {"bmc": 80.0}, 256, 3, probe_start_s=5.0) == pytest.approx(
+        80.0 + 3 * (256 * 0.080 + 5.0))
+
+
+def test_refresh_runs_before_each_case_and_its_time_is_reported(monkeypatch):
+    at = "2026-12-02T10:00:00+00:00"
+    calls = []
+
+    def fake_refresh(profile, *, model, seq):
+        calls.append((model.name, seq))
+        out = replace(profile)
+        object.__setattr__(out, "refresh", types.SimpleNamespace(at=at))  # as Profile.refresh exposes it
+        return out
+
+    # bmc_model.calibrate.refresh is imported when validate_hf is asked to refresh: a stand-in module
+    monkeypatch.setitem(sys.modules, "bmc_model.calibrate.refresh",
+                        types.SimpleNamespace(refresh_profile=fake_refresh))
+    res = validate_hf(**{**TINY_RUN, "contexts": [24, 40]}, batches=[1], memory=False, grid=(), refresh=True)
+    assert calls == [("llama2-7b-attn-2L-quick", 24), ("llama2-7b-attn-2L-quick", 40)]
+    d = res.to_dict()
+    assert d["profile_refreshed_at"] == at and d["grid"] == [] and len(d["rows"]) == 2 * len(CACHES)
+    assert set(d["phases_s"]) >= {"kv N=24 refresh", "kv N=40 refresh"}
+    assert refreshed_at(types.SimpleNamespace(refresh={"at": at})) == at
+    assert refreshed_at(types.SimpleNamespace(refresh=None)) is None and refreshed_at(object()) is None
+
+
+def _invoke(args, tmp_path):
+    from typer.testing import CliRunner
+
+    from bmc_model.cli import app
+    from bmc_model.core.profile import embedded_profile, write_profile
+
+    prof = str(write_profile(embedded_profile(), tmp_path / "p.json"))
+    return CliRunner().invoke(app, ["validate", "--profile", prof, *args])
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--hf", "--workload", "qwen"], "--workload with --hf is kv or smollm2, got 'qwen'"),
+    (["--hf", "--workload", "kv", "--seq", "100"], "--seq 100 leaves no prompt for 256 new tokens"),
+    (["--hf", "--quick", "--seq", "17"], "--seq 17 leaves no prompt for 16 new tokens"),
+    (["--hf", "--seq", "64", "--new-tokens", "1"], "--new-tokens must be at least 2"),
+    (["--hf", "--new-tokens", "0"], "--new-tokens must be a positive integer"),
+    (["--new-tokens", "64"], "--new-tokens applies to --hf only"),
+    (["--refresh", "--device", "cuda", "--profile", "x.json"], "--refresh re-times a CPU profile"),
+    (["--hf", "--quick", "--workload", "kv", "--seq", "20000", "--new-tokens", "4", "--no-memory"],
+     "context 20000 exceeds kv's max_position_embeddings 16384"),
+])
+def test_cli_hf_bad_selection_is_one_line_and_exit_2(args, match, tmp_path):
+    res = _invoke(args, tmp_path)
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {match}"), res.stderr
+
+
+def test_cli_hf_refuses_smollm2_past_its_positions_before_loading_it(tmp_path, monkeypatch):
+    import bmc_model.validate.hf_generate as hg
+    from bmc_model.validate import smollm2
+
+    monkeypatch.setattr(smollm2, "available", lambda: True)  # installed or not: the preset knows its positions
+    monkeypatch.setattr(smollm2, "require", lambda what="": None)
+    monkeypatch.setattr(hg, "build", lambda *a, **k: pytest.fail("built the model"))
+    res = _invoke(["--hf", "--workload", "smollm2", "--seq", "9000"], tmp_path)
+    assert res.exit_code == 2 and "context 9000 exceeds smollm2's max_position_embeddings 8192" in res.stderr
+
+
+def test_cli_hf_selects_one_case(monkeypatch, tmp_path):
+    import bmc_model.validate.hf_generate as hg
+    import bmc_model.validate.speculative as sp
+
+    seen = []
+
+    def fake(**kw):
+        seen.append({k: kw.get(k) for k in ("workloads", "contexts", "new_tokens", "refresh")})
+        raise BMCError("stop here")
+
+    monkeypatch.setattr(hg, "validate_hf", fake)
+    monkeypatch.setattr(sp, "measure_sd", lambda workload, **kw: seen.append(workload) or fake(**kw))
+    for args in (["--hf", "--workload", "smollm2", "--seq", "1024", "--new-tokens", "64", "--refresh", "--json"],
+                 ["--hf", "--workload", "kv"], ["--hf"], ["--sd"]):
+        res = _invoke(args, tmp_path)
+        assert res.exit_code == 2 and "stop here" in res.stderr
+    assert seen[:3] == [{"workloads": ["smollm2"], "contexts": [1024], "new_tokens": 64, "refresh": True},
+                        {"workloads": ["kv"], "contexts": None, "new_tokens": None, "refresh": False},
+                        {"workloads": None, "contexts": None, "new_tokens": None, "refresh": False}]
+    assert seen[3] == "synthetic"  # --sd's workload default is unchanged

@@ -128,7 +128,9 @@ def test_hf_runtime_swaps_only_the_overhead_scalars(tmp_path):
     base["scalars"].pop("hf_step_s", None)
     base["scalars"].pop("hf_layer_s", None)
     plain = Profile.from_dict(json.loads(json.dumps(base)), "no-hf")
-    assert not plain.has_runtime("hf") and plain.for_runtime("hf") is plain  # absent: step_s / layer_s stand
+    hf = plain.for_runtime("hf")  # absent: step_s / layer_s stand, and transformers' masking rule applies
+    assert not plain.has_runtime("hf") and hf.scalars is plain.scalars and hf.terms is plain.terms
+    assert hf.runtime == "hf" and plain.runtime == "bmc"
     base["scalars"].update(hf_step_s=plain.step_s + 2e-3, hf_layer_s=plain.layer_s + 5e-4)
     path = write_profile(Profile.from_dict(base, "x"), tmp_path / "hf.json")
     prof = read_profile(path)

@@ -31,7 +31,7 @@ KEYS = ["workload", "workload_note", "model", "layers", "prompt", "seq", "new_to
         "speedup_sd_cat_vs_plain_cat", "predicted_speedup_sd_bmc_vs_sd_cat", "predicted_speedup_sd_bmc_vs_plain_cat",
         "prediction_errors_pct", "max_abs_error_pct_sd", "max_abs_error_pct", "prediction_errors_pct_probed",
         "max_abs_error_pct_sd_probed", "verify_matmuls", "sd_pays_measured", "tuner", "verdict", "recommended",
-        "tokens_match_reference", "host", "profile", "geometry_rho_bytes"]
+        "tokens_match_reference", "host", "profile", "geometry_rho_bytes", "refresh"]
 PLAIN_ROW = ["name", "policy", "growth", "r", "width", "gamma", "measured_ms", "measured_runs_ms", "predicted_ms",
              "error_pct", "growth_events_measured", "growth_events_predicted", "predicted_breakdown_ms",
              "first_token_mismatch", "predicted_ms_probed", "error_pct_probed"]

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from bmc_model.calibrate.probe import MatmulProbe, probed_profile, weights_drift, with_row_ratios
 from bmc_model.core.breakdown import attention_s
 from bmc_model.core.curves import term_at, weights_row_factor
 from bmc_model.core.errors import BMCError
@@ -12,7 +13,6 @@ from bmc_model.core.specs import get_spec
 from bmc_model.core.workload import Geometry
 from bmc_model.runtime.decoder import Decoder
 from bmc_model.validate.interleave import run_interleaved
-from bmc_model.validate.probe import MatmulProbe, probed_profile, weights_drift, with_row_ratios
 
 TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, heads=4, kv_heads=2, head_dim=16,
                            ffn=96, vocab=128, layers=2)

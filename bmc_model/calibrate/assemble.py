@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bmc_model.calibrate.fit import PiecewiseFit, fit_affine, fit_piecewise, fit_plane, fit_ratio_slope
+from bmc_model.calibrate.hf_layers import fit_hf_layers
 from bmc_model.calibrate.layers import fit_layers
 from bmc_model.calibrate.overhead import fit_overhead
 from bmc_model.calibrate.plan import Plan
@@ -51,6 +52,8 @@ class Measurements:
     hf_overhead: list[tuple[int, float]] = field(default_factory=list)  # the same, transformers generate()
     layers: list = field(default_factory=list)  # bench_layers.LayerPoint: non-matmul work per forward in place
     layers_prompt: int = 64
+    hf_layers: list = field(default_factory=list)  # bench_hf_layers.HFLayerPoint: transformers' decoder in place
+    attn_gqa: list[Point] = field(default_factory=list)  # keys (model, width): enable_gqa, GQA geometries only
     head_rows: list[Point] = field(default_factory=list)  # keys (model, m rows): each geometry's LM head
     lazy_backing: float | None = None  # bench_lazy.py; None: not measured, the profile reads 0
     lazy_raw: dict = field(default_factory=dict)
@@ -154,6 +157,8 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
     for name, pts in (("write", m.write), ("attn_exact", m.attn_exact), ("attn_masked", m.attn_masked),
                       ("weights", m.weights)):
         fits[name], raw[name] = _fit(name, pts)
+    if len(m.attn_gqa) >= 3:  # transformers' exact-width GQA path
+        fits["hf_attn_gqa"], raw["hf_attn_gqa"] = _fit("hf_attn_gqa", m.attn_gqa)
     if len(m.cat) >= 3:  # exact-width growth: a fresh buffer first touched by the copy itself
         cat_fit, _ = _fit("cat", m.cat, first_touch=True)
         if cat_fit.term().r2 is not None and cat_fit.term().r2 >= CAT_MIN_R2:
@@ -210,6 +215,13 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
         terms["layer_fixed"], terms["layer_row"], raw["layers"] = fit_layers(
             m.layers, so_far, by_name.__getitem__, m.layers_prompt, plan.dtype)
 
+    # transformers' decoder layers in place, beyond what the terms and hf_step_s charge (hf_layers.py)
+    if m.hf_layers and "hf_step_s" in scalars:
+        by_name = {s.name: s for s in plan.specs}
+        so_far = Profile(terms=terms, scalars=scalars, curves=curves, source="calibration (hf layer charge)")
+        (terms["hf_layer_fixed"], terms["hf_layer_row"], terms["hf_matmul_ratio"],
+         raw["hf_layers"]) = fit_hf_layers(m.hf_layers, so_far, by_name.__getitem__, plan.dtype)
+
     # cross-check: torch.cat of n rows + 1 against the model's alloc(n + 1 rows) + copy(n rows)
     p = plan.primary
     row = p.kv_heads * p.head_dim * plan.elem
@@ -220,7 +232,8 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
                   "median_abs_rel_residual": float(np.median(np.abs(resid))) if resid else None}
 
     spread = [q.mad / q.median for pts in (m.alloc, m.copy, m.cat, m.write, m.attn_exact, m.attn_masked, m.attn_q,
-                                           m.weights, m.weights_rows, m.head_rows) for q in pts if q.kept > 1]
+                                           m.weights, m.weights_rows, m.head_rows, m.attn_gqa) for q in pts
+              if q.kept > 1]
     noisy = float(np.mean(np.asarray(spread) > NOISY_SPREAD)) if spread else 0.0
     if noisy > NOISY_FRACTION:
         notes.append(f"timings were noisy: {noisy:.0%} of the sizes varied by more than {NOISY_SPREAD:.0%} "

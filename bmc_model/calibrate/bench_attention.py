@@ -9,6 +9,9 @@ repeated g times for folded rows; None for an exact-width single-row step.
 exact   K, V = views k[:, :, :W], v[:, :, :W] of a larger buffer, no mask, one query row
 masked  the whole buffer of W rows with an additive mask hiding the padded eighth
 q       q_rows = 1, 2, 4, 8 new rows with a causal mask over W rows (speculative verification)
+gqa     GQA geometries only: transformers' exact-width path. With no mask it hands SDPA the unfolded query
+        [batch, heads, 1, head_dim] and grouped K/V with enable_gqa, which runs slower on the CPU than the fold
+        (docs/results.md#transformers-attention-paths); the hf_attn_gqa term
 x is the K + V bytes read: 2 * batch * kv_heads * W * head_dim * elem. K and V are views into a
 Pool, cold as in decoding (pool.py): a timed call attends over enough copies to leave the caches.
 """
@@ -48,7 +51,7 @@ def kv_bytes(spec: ModelSpec, width: int, elem: int) -> float:
 
 
 def attn_case(pool: Pool, key: object, spec: ModelSpec, width: int, q_rows: int, masked: bool,
-          stream_bytes: int) -> Case:
+          stream_bytes: int, grouped: bool = False) -> Case:
     cap = width if masked else width + VIEW_SLACK
     shape = (1, spec.kv_heads, cap, spec.head_dim)  # [batch, kv_heads, capacity, head_dim]
     copies = pool.copies(2 * spec.kv_heads * cap * spec.head_dim, stream_bytes)
@@ -58,7 +61,13 @@ def attn_case(pool: Pool, key: object, spec: ModelSpec, width: int, q_rows: int,
     def make() -> Iterator[Op]:
         q = _query(spec, q_rows, pool.dtype, pool.device)
         kvs = [(k[:, :, :width], v[:, :, :width]) for k, v in pool.views([shape, shape], copies)]
-        if masked:
+        if grouped:
+            q = q.reshape(1, spec.heads, q_rows, spec.head_dim)  # [batch, heads, q_rows, head_dim]: unfolded
+
+            def op() -> None:
+                for k, v in kvs:
+                    F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        elif masked:
             n = max(0, width - q_rows - width // 8)  # valid rows before the new ones; the rest is padding
             mask = causal_mask(n, q_rows, width, g, pool.dtype, pool.device)
 
@@ -78,7 +87,11 @@ def attn_case(pool: Pool, key: object, spec: ModelSpec, width: int, q_rows: int,
 
 def attn_cases(pool: Pool, specs: tuple[ModelSpec, ...], widths: tuple[int, ...], kind: str,
                stream_bytes: int) -> list[Case]:
-    """kind "exact": one row over views, no mask; "masked": the padded buffer, an eighth masked."""
+    """kind "exact": one row over views, no mask; "masked": the padded buffer, an eighth masked; "gqa": exact views
+    through enable_gqa, for the GQA geometries only."""
+    if kind == "gqa":
+        return [attn_case(pool, (s.name, w), s, w, 1, False, stream_bytes, grouped=True)
+                for s in specs if s.heads > s.kv_heads for w in widths]
     return [attn_case(pool, (s.name, w), s, w, 1, kind == "masked", stream_bytes) for s in specs for w in widths]
 
 

@@ -58,14 +58,15 @@ def _timed_decoder_class():
     return MatmulTimed
 
 
-def layers_for(spec: ModelSpec, elem: int, llc_bytes: int) -> int:
-    """Layers whose weights stream at least twice the last-level cache (a real decode's cold start)."""
-    return max(1, math.ceil(2 * llc_bytes / max(1, spec.layer_params() * elem)))
+def layers_for(spec: ModelSpec, elem: int, stream_bytes: int) -> int:
+    """Layers whose weights stream at least stream_bytes (plan.stream_bytes: past the last-level cache, a real
+    decode's cold start)."""
+    return max(1, math.ceil(stream_bytes / max(1, spec.layer_params() * elem)))
 
 
-def layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtype, elem: int, llc_bytes: int,
-                 max_bytes: int, rng: np.random.Generator, step: Callable[[], None] = lambda: None
-                 ) -> list[LayerPoint]:
+def layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtype, elem: int, stream_bytes: int,
+                 max_bytes: int, rng: np.random.Generator, step: Callable[[], None] = lambda: None,
+                 q_rows: tuple[int, ...] = Q_ROWS, steps: int = STEPS) -> list[LayerPoint]:
     """Median non-matmul seconds per forward for every geometry and q in Q_ROWS (CPU only: timing each
     matmul on a GPU would need a synchronize around it). Geometries whose layers exceed max_bytes are left
     out. Rounds visit the (geometry, q) pairs in a new random order each."""
@@ -74,18 +75,18 @@ def layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtype, 
     timed = _timed_decoder_class()
     decs = []
     for s in specs:
-        n = layers_for(s, elem, llc_bytes)
+        n = layers_for(s, elem, stream_bytes)
         if n * s.layer_params() * elem > max_bytes:
             continue
         small = dataclasses.replace(s, vocab=VOCAB, layers=n)
         decs.append(timed(small, random_weights(small, dtype=dtype), dtype=dtype))
-    cases = [(d, q) for d in decs for q in Q_ROWS]
+    cases = [(d, q) for d in decs for q in q_rows]
     samples: dict[tuple[str, int], list[float]] = {(d.spec.name, q): [] for d, q in cases}
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         caches = {}
         for d in decs:
-            cache = d.new_cache(NAMED["reserve"], batch=1, max_len=PROMPT + max(Q_ROWS))
+            cache = d.new_cache(NAMED["reserve"], batch=1, max_len=PROMPT + max(q_rows))
             d.prefill(torch.randint(0, VOCAB, (1, PROMPT), generator=gen), cache, last_only=True)
             caches[d.spec.name] = cache
         for _ in range(rounds):
@@ -93,7 +94,7 @@ def layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtype, 
                 d, q = cases[int(i)]
                 cache = caches[d.spec.name]
                 rest = []
-                for k in range(STEPS + 1):  # the first forward of a visit warms its shapes: dropped
+                for k in range(steps + 1):  # the first forward of a visit warms its shapes: dropped
                     tok = torch.randint(0, VOCAB, (1, q), generator=gen)
                     d.mm_s = 0.0
                     t0 = time.perf_counter()

@@ -20,12 +20,19 @@ QUICK_MODELS = ("llama-7b", "qwen2.5-coder-1.5b")
 MiB = 2**20
 MIN_FREE_RAM = 256 * MiB
 
-# Seconds of timed samples per benchmark in a --quick run; a full run gets FULL_SCALE times more. cat's
-# profile term is a mean over calls whose page faults are now and then slow: it needs a dozen calls a size.
-QUICK_BUDGET = {"sd_iter": 0.3, "copy": 2.2, "cat": 2.4, "alloc": 2.6, "write": 0.6, "attn_exact": 2.2,
-                "attn_masked": 2.2, "attn_q": 1.5, "weights": 2.6, "weights_rows": 2.0, "head_rows": 1.0,
-                "overhead": 1.5}
-FULL_SCALE = 5.0
+# Seconds of timed samples per benchmark in a full run. cat's profile term is a mean over calls whose page faults
+# are now and then slow: it needs a dozen calls a size.
+FULL_BUDGET = {"sd_iter": 1.5, "copy": 11.0, "cat": 12.0, "alloc": 13.0, "write": 3.0, "attn_exact": 11.0,
+               "attn_masked": 11.0, "attn_gqa": 6.0, "attn_q": 7.5, "weights": 13.0, "weights_rows": 10.0,
+               "head_rows": 5.0, "overhead": 7.5}
+# --quick: coarser size grids (below) at about the full run's seconds per size, over a fifth of its samples
+QUICK_BUDGET = {"sd_iter": 0.3, "copy": 1.4, "cat": 1.8, "alloc": 1.5, "write": 0.5, "attn_exact": 1.2,
+                "attn_masked": 1.2, "attn_gqa": 0.6, "attn_q": 1.0, "weights": 1.6, "weights_rows": 1.4,
+                "head_rows": 0.8, "overhead": 1.2}
+
+
+def budgets(quick: bool) -> dict[str, float]:
+    return dict(QUICK_BUDGET if quick else FULL_BUDGET)
 # m token rows for the weights_rows / head_rows curves: every verify pass of gamma 0..16 (q = gamma + 1),
 # since the m-row cost is not smooth in m (BLAS picks its kernel by shape: docs/results.md#one-pass), then 32
 # for batches. --quick keeps the powers of two.
@@ -54,6 +61,9 @@ class Plan:
     row_counts: tuple[int, ...]  # m rows for weights_row_slope
     overhead_layers: tuple[int, ...]
     overhead_tokens: int
+    layer_q_rows: tuple[int, ...] = (1, 4, 8, 16)  # q of the in-place layer forwards (bench_layers.py)
+    layer_steps: int = 5  # forwards per (geometry, q) and round
+    layer_rounds: int = 4
     sd_gamma: int = 4
     notes: tuple[str, ...] = field(default=())
 
@@ -84,14 +94,14 @@ def check_options(device: str, threads: int | None, dtype: str, model: str | Non
     return [get_spec(model)] if model else []
 
 
-def log_grid(lo: float, hi: float, per_octave: int) -> list[float]:
+def log_grid(lo: float, hi: float, per_octave: float) -> list[float]:
     if hi <= lo:
         return [lo]
     n = max(2, int(round(math.log2(hi / lo) * per_octave)) + 1)
     return [float(v) for v in np.geomspace(lo, hi, n)]
 
 
-def _int_grid(lo: float, hi: float, per_octave: int, multiple: int = 1) -> tuple[int, ...]:
+def _int_grid(lo: float, hi: float, per_octave: float, multiple: int = 1) -> tuple[int, ...]:
     vals = sorted({max(multiple, int(round(v / multiple)) * multiple) for v in log_grid(lo, hi, per_octave)})
     return tuple(vals)
 
@@ -104,9 +114,15 @@ def _cap(name: str, want: int, limit: int, notes: list[str], avail: int) -> int:
     return limit
 
 
+STREAM_MIN, STREAM_MAX = 64 * MiB, 256 * MiB
+
+
 def stream_bytes(llc_bytes: int) -> int:
-    """Bytes a cold benchmark cycles through: twice the last-level cache, at least 64 MiB."""
-    return max(2 * llc_bytes, 64 * MiB)
+    """Bytes a cold benchmark cycles through: twice the last-level cache, within 64..256 MiB. The upper bound
+    because a VM's reported LLC may be a whole socket's, shared with other tenants: on a host reporting 300 MiB
+    copies ran as slowly streaming 128 MiB as 600 (docs/results.md#cold-as-in-decoding), and 600 MiB a call
+    doubled calibration's time."""
+    return min(max(2 * llc_bytes, STREAM_MIN), STREAM_MAX)
 
 
 def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list[ModelSpec],
@@ -128,21 +144,23 @@ def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list
         wmax = min(wmax, 256 * MiB)  # CPUs without native half-precision GEMV run it ~8x slower
     p = specs[0]
     row = p.kv_heads * p.head_dim * e  # one K row of the primary geometry, batch 1
-    copy_rows = _int_grid(1, max(2, copy_max // row), 2 if quick else 3)
+    copy_rows = _int_grid(1, max(2, copy_max // row), 1 if quick else 3)
     attn_max = 4096 if quick else 8192
     attn_bytes = max(2 * s.kv_heads * s.head_dim * e * attn_max for s in specs)
     if attn_bytes > available_ram // 8:
         attn_max = max(256, attn_max * (available_ram // 8) // attn_bytes)
         notes.append(f"attention widths capped at {attn_max} rows by free RAM")
-    widths = _int_grid(16, attn_max, 1 if quick else 3)
+    # --quick: a point every other octave (attention and weight streaming are near-lines in bytes)
+    widths = _int_grid(16, attn_max, 0.5 if quick else 3)
     # from a small model's layer (the intercept: four calls' overhead) to past 1 GB
-    weight_sizes = _int_grid(256 * 1024, wmax, 1 if quick else 2, multiple=4096)
-    stream = stream_bytes(llc_bytes)
-    budgets = {k: v * (1.0 if quick else FULL_SCALE) for k, v in QUICK_BUDGET.items()}
+    weight_sizes = _int_grid(256 * 1024, wmax, 0.5 if quick else 2, multiple=4096)
+    # --quick: half the upper bound (copies streaming 128 MiB ran within 7% of 600 MiB's rate on a host reporting
+    # 300 MiB), which halves the small sizes' calls
+    stream = min(stream_bytes(llc_bytes), STREAM_MAX // 2) if quick else stream_bytes(llc_bytes)
     cat_top = min(copy_rows[-1], 8192 if quick else 16384)  # past glibc's 32 MiB mmap ceiling
     return Plan(
         quick=quick, device=device, dtype=dtype, threads=threads, specs=tuple(specs), rounds=3 if quick else 4,
-        budgets=budgets,
+        budgets=budgets(quick),
         alloc_sizes=_int_grid(4096, alloc_max, 2 if quick else 3, multiple=e),
         copy_rows=copy_rows,
         cat_rows=_int_grid(16, cat_top, 1),  # enough points to place the page-fault knee
@@ -156,5 +174,8 @@ def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list
         row_counts=(1, 2, 4, 8, 16) if quick else ROW_COUNTS,
         overhead_layers=(1, 2, 4) if quick else (1, 2, 4, 6, 8),
         overhead_tokens=16 if quick else 32,
+        layer_q_rows=(1, 4, 16) if quick else (1, 4, 8, 16),
+        layer_steps=3 if quick else 5,
+        layer_rounds=1 if quick else 4,
         notes=tuple(notes),
     )

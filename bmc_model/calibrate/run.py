@@ -138,13 +138,40 @@ def _layers_in_place(plan: Plan, rng: np.random.Generator, rep: Reporter, bench_
         notes.append("in-place layer cost not measured on CUDA (each matmul would need a synchronize): "
                      "predictions use the tiny decoder's layer_s")
         return []
-    rounds = plan.rounds
-    rep.begin("layers", rounds * len(plan.specs) * len(bl.Q_ROWS))
+    rounds = plan.layer_rounds
+    rep.begin("layers", rounds * len(plan.specs) * len(plan.layer_q_rows))
     t0 = time.perf_counter()
-    pts = bl.layer_points(plan.specs, rounds, TORCH_DTYPES[plan.dtype], plan.elem, llc_bytes(plan.device),
-                          available_ram_bytes() // 4, rng, step=lambda: rep.step("layers"))
+    pts = bl.layer_points(plan.specs, rounds, TORCH_DTYPES[plan.dtype], plan.elem, plan.stream_bytes,
+                          available_ram_bytes() // 4, rng, step=lambda: rep.step("layers"),
+                          q_rows=plan.layer_q_rows, steps=plan.layer_steps)
     bench_s["layers"] = time.perf_counter() - t0
     rep.end("layers")
+    return pts
+
+
+def _has_hf(plan: Plan) -> bool:
+    """transformers' terms are measured on the CPU in fp32, with the hf extra installed."""
+    if plan.device != "cpu" or plan.dtype != "float32":
+        return False
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _hf_layers_in_place(plan: Plan, rng: np.random.Generator, rep: Reporter, bench_s: dict[str, float]) -> list:
+    """transformers' decoder layers in place at the calibration geometries (bench_hf_layers.py)."""
+    from bmc_model.calibrate import bench_hf_layers as bh
+
+    rounds = plan.layer_rounds
+    rep.begin("hf_layers", bh.point_count(plan.specs, rounds))
+    t0 = time.perf_counter()
+    pts = bh.hf_layer_points(plan.specs, rounds, TORCH_DTYPES[plan.dtype], plan.elem, plan.stream_bytes,
+                             available_ram_bytes() // 4, rng, step=lambda: rep.step("hf_layers"),
+                             steps=plan.layer_steps)
+    bench_s["hf_layers"] = time.perf_counter() - t0
+    rep.end("hf_layers")
     return pts
 
 
@@ -195,6 +222,8 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         write = run("write", bm.write_cases(pool, p, plan.write_shapes))
         exact = run("attn_exact", ba.attn_cases(pool, plan.specs, plan.attn_widths, "exact", stream))
         masked = run("attn_masked", ba.attn_cases(pool, plan.specs, plan.attn_widths, "masked", stream))
+        gqa_cases = ba.attn_cases(pool, plan.specs, plan.attn_widths, "gqa", stream) if _has_hf(plan) else []
+        gqa = run("attn_gqa", gqa_cases) if gqa_cases else []
         attn_q = run("attn_q", ba.attn_q_cases(pool, p, plan.q_widths, plan.q_rows, stream))
         weights = run("weights", bw.size_cases(pool, plan.specs, plan.weight_sizes, stream))
         wrows = run("weights_rows", bw.row_cases(pool, plan.specs, plan.row_counts, stream))
@@ -213,11 +242,13 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
     rep.end("overhead")
     hf_over = _hf_overhead(plan, reps, rng, rep, bench_s, notes)
     layer_pts = _layers_in_place(plan, rng, rep, bench_s, notes)
+    hf_layer_pts = _hf_layers_in_place(plan, rng, rep, bench_s) if hf_over else []
     m = Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,
                      attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, head_rows=hrows, sd_iter=sd,
                      overhead=over,
                      overhead_loop=how, overhead_prompt=bo.TINY_PROMPT + bo.WARMUP_STEPS,
                      overhead_tokens=plan.overhead_tokens, hf_overhead=hf_over, layers=layer_pts,
+                     hf_layers=hf_layer_pts, attn_gqa=gqa,
                      layers_prompt=bl.PROMPT, lazy_backing=lazy.value, lazy_raw=lazy.raw, bench_s=bench_s, notes=notes,
                      others_cpu=load.others_share(cpu0, load.snapshot()))
     host = fingerprint(plan.threads, plan.device, plan.dtype)

@@ -1,8 +1,10 @@
-"""`bmc-tune calibrate`: measure this host's cost terms and write the profile atomically."""
+"""`bmc-tune calibrate`: measure this host's cost terms and write the profile atomically; `--refresh`:
+re-time the terms that drift in seconds and store their scale factors on an existing profile."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import typer
@@ -13,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bmc_model.cli import app, guarded
 from bmc_model.cli.options import to_json
 from bmc_model.core.errors import BMCError
-from bmc_model.core.profile import default_profile_path, write_profile
+from bmc_model.core.profile import Profile, default_profile_path, embedded_profile, read_profile, write_profile
 from bmc_model.core.profile_check import first_problem
 
 
@@ -60,17 +62,37 @@ def check_destination(path: Path) -> None:
 @guarded
 def calibrate_cmd(
     quick: bool = typer.Option(False, "--quick", help="Fewer sizes and repeats (about 15-30 s instead of 2-3 min)."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default cpu)."),
     threads: int | None = typer.Option(None, help="torch threads (default: the cores this process may use)."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    dtype: str | None = typer.Option(None, help="float32, bfloat16 or float16 (default float32)."),
     model: str | None = typer.Option(None, help="Calibrate attention and weights at this preset's geometry "
-                                                "(default: a few common geometries)."),
-    out: Path | None = typer.Option(None, help="Where to write the profile (default: the user cache dir)."),
+                                                "(default: a few common geometries); with --refresh, the model "
+                                                "whose sizes are re-timed (default llama-7b)."),
+    out: Path | None = typer.Option(None, help="Where to write the profile (default: the user cache dir; with "
+                                               "--refresh, the profile refreshed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    refresh: bool = typer.Option(False, "--refresh", help="Re-time the terms that drift (weights, cat, alloc, "
+                                                          "attention; about 10 s) and store how far each moved "
+                                                          "on the profile, its calibrated terms kept."),
+    profile: Path | None = typer.Option(None, help="With --refresh: the profile to refresh (default: the cached "
+                                                   "one; without one, the embedded default, written there)."),
+    seq: int | None = typer.Option(None, help="With --refresh: the decode length whose sizes are re-timed "
+                                              "(default 2048)."),
 ) -> None:
     """Measure allocation, copy, write, attention, weight streaming and framework overhead; fit them."""
-    from bmc_model.calibrate.plan import FULL_SCALE, QUICK_BUDGET, check_options
+    from bmc_model.calibrate.plan import budgets, check_options
 
+    if refresh:
+        given = [flag for flag, v in (("--quick", quick), ("--device", device), ("--dtype", dtype)) if v]
+        if given:
+            raise BMCError(f"--refresh re-times a profile as it was calibrated: {', '.join(given)} does not go "
+                           "with it")
+        check_options("cpu", threads, "float32", None)
+        return refresh_cmd(profile, model, seq, threads, out, as_json)
+    given = [flag for flag, v in (("--profile", profile), ("--seq", seq)) if v is not None]
+    if given:
+        raise BMCError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --refresh")
+    device, dtype = device or "cpu", dtype or "float32"
     check_options(device, threads, dtype, model)  # one-line errors before torch is imported
     from bmc_model.calibrate.run import calibrate, resolve_device
 
@@ -78,12 +100,11 @@ def calibrate_cmd(
     path = out or default_profile_path()
     check_destination(path)
     err = Console(stderr=True)
-    budgets = {k: v * (1.0 if quick else FULL_SCALE) for k, v in QUICK_BUDGET.items()}
     columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=as_json) as progress:
         result = calibrate(quick=quick, device=device, threads=threads, dtype=dtype, model=model,
-                           reporter=RichReporter(progress, budgets))
+                           reporter=RichReporter(progress, budgets(quick)))
     problem = first_problem(result.profile)
     if problem:  # the fits are bounded so that this does not happen; if it does, keep the old profile
         raise BMCError(f"calibration produced an unphysical profile ({problem}); {path} left as it was: "
@@ -102,3 +123,55 @@ def calibrate_cmd(
     render(result.profile, con, with_charts=False)
     con.print(f"[bold green]profile written to {escape(str(path))}[/] ({result.elapsed_s:.1f} s; "
               f"`bmc-tune profile show {escape(str(path))}` draws the fits)")
+
+
+def refresh_cmd(profile: Path | None, model: str | None, seq: int | None, threads: int | None, out: Path | None,
+                as_json: bool) -> None:
+    """`calibrate --refresh`: checks first (one line each), then about DEFAULT_BUDGET_S s of measuring."""
+    t0 = time.perf_counter()
+    from bmc_model.calibrate.refresh import DEFAULT_BUDGET_S, plan_refresh
+    from bmc_model.core.request import DEFAULT_MODEL, DEFAULT_SEQ
+
+    src = profile or default_profile_path()
+    note = None
+    if profile is None and not _exists(src):
+        prof: Profile = embedded_profile()
+        note = f"no profile at {src}: refreshing the embedded default and writing it there"
+    else:
+        prof = read_profile(src)
+    dest = out or src
+    check_destination(dest)
+    model, seq = model or DEFAULT_MODEL, DEFAULT_SEQ if seq is None else seq
+    plan = plan_refresh(prof.calibrated, model, seq, DEFAULT_BUDGET_S)  # before torch is imported
+    err = Console(stderr=True)
+    if note and not as_json:
+        err.print(note, markup=False, highlight=False)
+    if not as_json:
+        err.print(f"refreshing {src} at {plan.spec.name}'s sizes, seq {seq} (about {DEFAULT_BUDGET_S:.0f} s)",
+                  markup=False, highlight=False)
+    from bmc_model.calibrate.refresh import refresh_profile
+
+    new = refresh_profile(prof, model=plan.spec, seq=seq, threads=threads)
+    try:
+        write_profile(new, dest)
+    except OSError as e:
+        raise BMCError(f"cannot write the profile to {dest}: {e.strerror or e}") from None
+    wall = time.perf_counter() - t0
+    assert new.refresh is not None
+    if as_json:
+        typer.echo(to_json({"path": str(dest), "note": note, "elapsed_s": wall, "refresh": new.refresh.to_dict()}))
+        return
+    from bmc_model.cli.layout import print_table
+    from bmc_model.cli.profile_view import refresh_table
+
+    con = Console()
+    print_table(con, refresh_table(new))
+    con.print(f"[bold green]refreshed profile written to {escape(str(dest))}[/] ({new.refresh.seconds:.1f} s "
+              f"measuring, {wall:.1f} s in all)")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a cache folder we may not enter: read_profile says so, naming the fix
+        return True

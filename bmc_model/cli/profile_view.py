@@ -1,5 +1,6 @@
-"""A profile as text: its terms with fit quality, scalars, calibration notes, host and charts of the fits
-against the raw medians (`profile show`, and `calibrate` after a run).
+"""A profile as text: its terms with fit quality, scalars, calibration notes, its refresh (how far each term has
+moved since), host and charts of the fits against the raw medians (`profile show`, and `calibrate` after a run).
+A refreshed profile shows its terms as calibrated, and the factors that scale them beside.
 
 The profile's numbers are checked when it loads (core/profile_check.py); its "raw" block is free-form
 diagnostics, so what is read from it here is taken only where it has the expected shape."""
@@ -23,6 +24,7 @@ TERM_HELP = {
     "attn_exact": "SDPA, 1 query row, exact K/V views",
     "attn_masked": "SDPA over a padded buffer, additive mask",
     "weights": "one layer's matmuls (or the LM head)",
+    "cat": "torch.cat with one row (exact-width growth)",
 }
 SCALAR_HELP = {  # at most 30 characters: the table fits 80 columns
     "attn_q_slope": "extra attention cost per q row",
@@ -77,8 +79,9 @@ def _scalar(name: str, v: float) -> str:
     return f"{v * 1e6:.3g} us" if name.endswith("_s") else f"{v:.4g}"
 
 
-def terms_table(prof: Profile) -> Table:
-    t = Table(title="Terms: t(x) = c0 + slope * x per segment (x: bytes per call)")
+def terms_table(prof: Profile, scaled: bool = False) -> Table:
+    note = " (as calibrated: the refresh scales them)" if scaled else ""
+    t = Table(title=f"Terms: t(x) = c0 + slope * x per segment (x: bytes per call){note}")
     for col, j in (("term", "left"), ("x range", "left"), ("c0 us", "right"), ("slope us/MiB [ci95]", "right"),
                    ("GB/s", "right"), ("R^2", "right"), ("n", "right")):
         t.add_column(col, justify=j)  # type: ignore[arg-type]
@@ -117,6 +120,25 @@ def _unmeasured(prof: Profile, name: str) -> str:
     return " (default)" if name == "lazy_backing" and name not in raw_block(prof, name) else ""
 
 
+def refresh_table(prof: Profile) -> Table:
+    """The refresh's factors: how far each term moved since calibration (measured now over the calibrated
+    charge at the model's sizes), and any row ratios it measured."""
+    r = prof.refresh
+    assert r is not None
+    t = Table(title=f"Refresh: {escape(r.at)}, {escape(r.model)} at seq {r.seq}, {r.seconds:.1f} s "
+                    "(factor: measured now / calibrated)")
+    for col, j in (("term", "left"), ("factor", "right"), ("moved", "right"), ("what it scales", "left")):
+        t.add_column(col, justify=j)  # type: ignore[arg-type]
+    for name, f in r.factors.items():
+        what = TERM_HELP.get(name, "") + ("; gemv_row_s" if name == "weights" else "")
+        t.add_row(escape(name), f"x{f:.2f}", f"{100 * (f - 1):+.0f}%", what)
+    if r.row_ratios:
+        parts = "; ".join(f"{p}: " + ", ".join(f"m={m} x{v:.2f}" for m, v in sorted(by.items()) if m != 1)
+                          for p, by in r.row_ratios.items())
+        t.caption = f"m-row ratios measured ({parts}) replace the weights_rows@ and head_rows@ curves"
+    return t
+
+
 def host_table(prof: Profile) -> Table:
     t = Table(title=f"Host ({prof.source}, {prof.date or 'undated'})")
     t.add_column("key")
@@ -152,9 +174,12 @@ def calibration_notes(prof: Profile) -> list[str]:
     return lines
 
 
-def render(prof: Profile, con: Console, with_charts: bool = True) -> None:
-    print_table(con, terms_table(prof))
+def render(shown: Profile, con: Console, with_charts: bool = True) -> None:
+    prof = shown.calibrated  # the calibrated fits, as the charts draw them against calibration's medians
+    print_table(con, terms_table(prof, scaled=shown.refresh is not None))
     print_table(con, scalars_table(prof))
+    if shown.refresh is not None:
+        print_table(con, refresh_table(shown))
     for line in calibration_notes(prof):
         con.print(line, style="yellow" if line.startswith("note:") else None, markup=False, highlight=False)
     print_table(con, host_table(prof))

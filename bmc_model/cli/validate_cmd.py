@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -43,12 +44,38 @@ def _profile(path: Path | None, quick: bool, threads: int | None, con: Console) 
     return get_profile(out)
 
 
+def _hf_workloads(workload: str | None, seq: int | None, new_tokens: int | None, quick: bool) -> list[str] | None:
+    """--hf's --workload as validate_hf takes it, after the checks that need no model: a known workload and a
+    --seq that leaves a prompt (positions beyond the model's are validate_hf's to refuse)."""
+    from bmc_model.validate.hf_generate import NEW_TOKENS, QUICK_NEW_TOKENS
+    from bmc_model.validate.workloads import WORKLOADS
+
+    if workload is not None and workload not in WORKLOADS:
+        raise BMCError(f"--workload with --hf is {' or '.join(WORKLOADS)}, got {workload!r}")
+    new = new_tokens if new_tokens is not None else (QUICK_NEW_TOKENS if quick else NEW_TOKENS)
+    if new < 2:
+        raise BMCError(f"--new-tokens must be at least 2, got {new}")
+    if seq is not None and seq < new + 2:
+        raise BMCError(f"--seq {seq} leaves no prompt for {new} new tokens: give --seq >= {new + 2} "
+                       "or fewer --new-tokens")
+    return [workload] if workload is not None else None
+
+
+def _progress(con: Console, status: Any, message: str) -> None:
+    # the time estimates ("about 9.1 min (predicted)", "about 6.0 min left (measured)") stay on screen; the
+    # per-cache lines only update the status
+    if " about " in message:
+        con.print(message, style="dim", markup=False, highlight=False)
+    status.update(message)
+
+
 @app.command("validate")
 @guarded
 def validate_cmd(
     model: str = typer.Option("llama-7b", help="Preset name or HF id; random weights at its geometry."),
     layers: int | None = typer.Option(2, help="Truncate the model to this many layers."),
-    seq: int = typer.Option(2048, help="Context length at the end of the measured decode."),
+    seq: int | None = typer.Option(None, help="Context length at the end of the measured decode (default 2048; "
+                                              "with --hf: one context instead of each workload's defaults)."),
     prompt: int | None = typer.Option(None, help="Rows already cached (synthesized) when decoding starts; "
                                                  "default seq - 128 (seq - 64 with --quick)."),
     batch: int = typer.Option(1, help="Sequences decoded together."),
@@ -65,8 +92,15 @@ def validate_cmd(
     sd: bool = typer.Option(False, "--sd", help="Speculative decoding: plain vs SD, cat vs BMC."),
     hf: bool = typer.Option(False, "--hf", help="HF generate(): DynamicCache, StaticCache and BMCCache."),
     acceptance_out: Path | None = typer.Option(None, help="With --sd: write the measured acceptance here."),
-    workload: str = typer.Option("synthetic", help="With --sd: synthetic (oracle drafter at --alpha on the "
-                                                   "--model geometry), smollm2 (prompt lookup, real text) or qwen."),
+    workload: str | None = typer.Option(None, help="With --sd: synthetic (default; oracle drafter at --alpha on "
+                                                   "the --model geometry), smollm2 (prompt lookup, real text) or "
+                                                   "qwen. With --hf: smollm2 or kv (default both)."),
+    new_tokens: int | None = typer.Option(None, "--new-tokens", help="With --hf: tokens decoded per run, the "
+                                                                     "prompt being seq - this (default 256, 16 "
+                                                                     "with --quick)."),
+    refresh: bool = typer.Option(False, "--refresh", help="First refresh the profile (calibrate --refresh, in "
+                                                          "memory) at the run's model and seq; with --hf, for "
+                                                          "each case."),
     gamma: str = typer.Option("auto", help="With --sd: draft tokens per iteration, or auto."),
     alpha: float = typer.Option(0.8, help="With --sd and the synthetic workload: the oracle's acceptance."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -76,9 +110,16 @@ def validate_cmd(
     con = Console(stderr=as_json)
     if threads is not None and threads < 1:
         raise BMCError(f"--threads must be a positive integer, got {threads}")
-    for name, v in (("seq", seq), ("batch", batch)):
-        if v < 1:
+    for name, v in (("seq", seq), ("batch", batch), ("new-tokens", new_tokens)):
+        if v is not None and v < 1:
             raise BMCError(f"--{name} must be a positive integer, got {v}")
+    if not hf and new_tokens is not None:
+        raise BMCError("--new-tokens applies to --hf only")
+    if refresh and device != "cpu":
+        raise BMCError("--refresh re-times a CPU profile; --device cuda predicts from the profile as calibrated")
+    hf_workloads = _hf_workloads(workload, seq, new_tokens, quick) if hf else None
+    workload = workload or "synthetic"
+    seq_given, seq = seq, seq if seq is not None else 2048  # --hf uses seq only where it was given
     spec = resolve_spec(model, None, layers).full_attention()  # the runtime has no sliding layers
     names = [p.strip().lower() for p in policies.split(",")] if policies else (QUICK_NAMES if quick else DEFAULT_NAMES)
     for n in names:
@@ -107,17 +148,20 @@ def validate_cmd(
         with con.status("measuring speculative decoding") as status:
             result = measure_sd(workload, new_tokens=seq - prompt, gamma=gamma, repeats=reps, profile=prof,
                                 threads=threads, acceptance_out=acceptance_out, model=model, layers=layers,
-                                prompt=prompt, alpha=alpha, progress=lambda m: status.update(m))
+                                prompt=prompt, alpha=alpha, refresh=refresh, progress=lambda m: status.update(m))
     elif hf:
         from bmc_model.validate.hf_generate import validate_hf
 
-        result = validate_hf(quick=quick, profile=prof, threads=threads, memory=memory)
+        with con.status("measuring HF generate()") as status:
+            result = validate_hf(workloads=hf_workloads, contexts=[seq_given] if seq_given else None,
+                                 new_tokens=new_tokens, quick=quick, profile=prof, threads=threads, memory=memory,
+                                 refresh=refresh, progress=lambda m: _progress(con, status, m))
     else:
         from bmc_model.validate.plain import run_validate
 
         with con.status("measuring") as status:
             result = run_validate(spec, seq=seq, prompt=prompt, batch=batch, profile=prof, names=names, r_grid=grid,
-                                  repeats=reps, threads=threads, device=device, memory=memory,
+                                  repeats=reps, threads=threads, device=device, memory=memory, refresh=refresh,
                                   progress=lambda m: status.update(m))
     from bmc_model.validate.report import show
 

@@ -8,13 +8,36 @@ from bmc_model.core.num import Num, vmax
 from bmc_model.core.policy import Policy
 from bmc_model.core.profile import Profile
 from bmc_model.core.sliding import sliding_count, sliding_width_sum
+from bmc_model.core.term import Term
 from bmc_model.core.workload import Geometry, Workload
+
+
+def attention_term(prof: Profile, masked: bool, group: int = 1) -> Term:
+    """The attention kernel a pass runs: masked, or exact; exact with grouped K/V where the runtime hands them to
+    SDPA unfolded (transformers, no mask: attn_exact_grouped, only in the hf view of a profile that measured it)."""
+    if masked:
+        return prof.attn_masked
+    grouped = prof.terms.get("attn_exact_grouped") if group > 1 else None
+    return grouped if grouped is not None else prof.attn_exact
 
 
 def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool, group: int = 1) -> float:
     """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row)."""
-    attn_c0, attn_slope = (prof.attn_masked if masked else prof.attn_exact).segment(2 * rho * width)
+    attn_c0, attn_slope = attention_term(prof, masked, group).segment(2 * rho * width)
     return attn_c0 + attn_slope * 2 * rho * attn_rows_factor(prof, q, group) * width
+
+
+def masked_pass(policy: Policy, prof: Profile, q: int) -> bool:
+    """Whether a pass's attention gets a mask: padded rows or a causal block need one, and under transformers
+    so does a preallocated cache (Policy.hf_masked)."""
+    return (policy.hf_masked if prof.runtime == "hf" else policy.width != "exact") or q > 1
+
+
+def matmul_ratio(prof: Profile, geo: Geometry) -> float:
+    """The runtime's per-layer matmuls over the fused four the weights term times: 1 for bmc-tune's decoder,
+    transformers' seven measured in place in the hf view (matmul_ratio, over the layer's weight bytes)."""
+    ratio = prof.terms.get("matmul_ratio")
+    return 1.0 if ratio is None else float(term_at(ratio, geo.layer_weight_bytes))
 
 
 def write_s(prof: Profile, rho: float, q: int) -> float:
@@ -46,11 +69,11 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     rows = w.batch * q  # token rows each matmul processes
     gemv_row_s = prof.gemv_row_s
     head = term_at(prof.weights, geo.head_weight_bytes) + gemv_row_s * geo.head_out_rows
-    layer = term_at(prof.weights, geo.layer_weight_bytes) + gemv_row_s * geo.layer_out_rows
+    layer = matmul_ratio(prof, geo) * (term_at(prof.weights, geo.layer_weight_bytes) + gemv_row_s * geo.layer_out_rows)
     weights = iters * (weights_row_factor(prof, rows, geo.head_weight_bytes, "head_rows") * head
                        + L * weights_row_factor(prof, rows, geo.layer_weight_bytes) * layer)
-    masked = policy.width != "exact" or q > 1  # padded rows or a causal block need a mask
-    att = prof.attn_masked if masked else prof.attn_exact
+    masked = masked_pass(policy, prof, q)
+    att = attention_term(prof, masked, geo.group)
     fq = attn_rows_factor(prof, q, geo.group)
     attn_c0, attn_slope = att.segment(2 * rho * (w.prompt + w.seq) / 2)
     exact_rows = exact_width_sum(w)

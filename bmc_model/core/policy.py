@@ -66,6 +66,13 @@ class Policy:
         return self.growth in ("static", "reserve")
 
     @property
+    def hf_masked(self) -> bool:
+        """Under transformers (BMCCache), the decode step gets a mask: widths past n + q need one, and a
+        preallocated cache takes one, since with no mask transformers hands grouped K/V to SDPA's slower
+        enable_gqa path on the CPU (docs/results.md#transformers-attention-paths). hf/layer.py obeys this."""
+        return self.width != "exact" or self.preallocated
+
+    @property
     def zero_filled(self) -> bool:
         """Attention reads rows past the valid ones (padded, pad-P), so every buffer is zero-filled at
         allocation: resident from the start, whatever the allocator backs lazily."""

@@ -23,6 +23,12 @@ Optional terms:
   layer_fixed  one decoder layer's cost beyond its matmuls, attention and writes, measured in place
                (after its weights stream: cold caches), x = the layer's weight bytes; replaces layer_s
   layer_row    the same per extra token row (verification passes, batches), x = the layer's weight bytes
+  hf_attn_gqa  SDPA with enable_gqa over grouped K/V views of x bytes, one query row, no mask: the path
+               transformers takes at an exact width for a GQA model (runtime "hf", group > 1)
+  hf_layer_fixed, hf_layer_row  layer_fixed and layer_row of transformers' decoder layer, measured in place
+               in generate() (calibrate/bench_hf_layers.py); runtime "hf" reads them in place of hf_layer_s
+  hf_matmul_ratio  a ratio, not seconds: transformers' seven per-layer nn.Linear calls, timed in place at one
+               token row, over what weights and gemv_row_s charge for the layer; x = the layer's weight bytes
 Optional curves ({"x": [...], "ratio": [...]}, cost relative to x = 1, linear in between):
   weights_rows  matmul time with x token rows over one row (one row is a GEMV, more a GEMM)
   weights_rows@B  the same measured on a whole layer of B bytes (several geometries: the ratio
@@ -45,6 +51,9 @@ Optional scalars:
                    allocator). Measured by calibrate/bench_lazy.py; absent: 0 (all allocated bytes resident)
 Host facts besides the fingerprint (optional): overcommit_mode (vm.overcommit_memory: 0, 1 or 2) and
 reserve_limit_bytes (the largest single allocation the OS grants; absent: no limit, or unknown).
+Optional section "refresh" (core/refresh.py): scale factors measured since calibration. The terms above stay
+as calibrated in the file; a profile read with the section is used with them scaled (Profile.calibrated: as
+calibrated), and writes back the calibrated terms plus the section.
 """
 
 from __future__ import annotations
@@ -54,17 +63,27 @@ import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar, overload
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.paths import atomic_write, cache_dir
 from bmc_model.core.term import Term, as_number, as_numbers
 
+if TYPE_CHECKING:
+    from bmc_model.core.refresh import Refresh
+
 SCHEMA_VERSION = 1
 TERM_NAMES = ("alloc", "copy", "write", "attn_exact", "attn_masked", "weights")
 SCALAR_NAMES = ("attn_q_slope", "weights_row_slope", "step_s", "layer_s", "sd_iter_s")
-IN_PLACE_TERMS = ("layer_fixed", "layer_row")  # measured in bmc-tune's own decoder (calibrate/bench_layers.py)
-OPTIONAL_TERMS = ("cat", *IN_PLACE_TERMS)
+BMC_IN_PLACE_TERMS = ("layer_fixed", "layer_row")  # measured in bmc-tune's own decoder (calibrate/bench_layers.py)
+# measured in transformers' decoder (calibrate/bench_hf_layers.py), over the layer's weight bytes
+HF_IN_PLACE_TERMS = ("hf_layer_fixed", "hf_layer_row", "hf_matmul_ratio")
+IN_PLACE_TERMS = (*BMC_IN_PLACE_TERMS, *HF_IN_PLACE_TERMS)
+OPTIONAL_TERMS = ("cat", "hf_attn_gqa", *IN_PLACE_TERMS)
+# What runtime "hf" reads in place of the runtime's own: for_runtime("hf") maps file names to the names the cost
+# model reads (matmul_ratio and attn_exact_grouped exist only in that view).
+HF_VIEW = {"hf_layer_fixed": "layer_fixed", "hf_layer_row": "layer_row", "hf_matmul_ratio": "matmul_ratio",
+           "hf_attn_gqa": "attn_exact_grouped"}
 # gemv_row_s: cost per output row of a GEMV (short rows stream slower); lazy_backing: absent, count every
 # allocated byte as resident (the conservative reading)
 OPTIONAL_SCALARS = {"gemv_row_s": 0.0, "lazy_backing": 0.0}
@@ -114,6 +133,9 @@ class Profile:
     source: str = ""
     raw: dict = field(default_factory=dict)
     curves: dict[str, Curve] = field(default_factory=dict)
+    refresh: Refresh | None = None  # the factors the terms above are scaled by (core/refresh.py)
+    calibrated_base: Profile | None = field(default=None, repr=False, compare=False)  # set with refresh
+    runtime: str = "bmc"  # the code whose costs this view prices (for_runtime); not in the file
 
     # the names of TERM_NAMES, OPTIONAL_TERMS, SCALAR_NAMES, OPTIONAL_SCALARS and RUNTIMES["hf"], typed
     alloc = _Entry[Term]("terms")
@@ -125,6 +147,10 @@ class Profile:
     cat = _Entry[Term | None]("terms", None)
     layer_fixed = _Entry[Term | None]("terms", None)
     layer_row = _Entry[Term | None]("terms", None)
+    hf_attn_gqa = _Entry[Term | None]("terms", None)
+    hf_layer_fixed = _Entry[Term | None]("terms", None)
+    hf_layer_row = _Entry[Term | None]("terms", None)
+    hf_matmul_ratio = _Entry[Term | None]("terms", None)
     attn_q_slope = _Entry[float]("scalars")
     weights_row_slope = _Entry[float]("scalars")
     step_s = _Entry[float]("scalars")
@@ -137,18 +163,23 @@ class Profile:
 
     def for_runtime(self, runtime: str) -> Profile:
         """This profile with step_s / layer_s of `runtime` ("bmc": ours, "hf": transformers generate());
-        unchanged where the profile lacks that runtime's scalars (see has_runtime)."""
+        overheads unchanged where the profile lacks that runtime's scalars (see has_runtime)."""
         if runtime not in RUNTIMES:
             raise BMCError(f"unknown runtime {runtime!r} (use {' or '.join(RUNTIMES)})")
-        if runtime == "bmc" or not self.has_runtime(runtime):
+        if runtime == "bmc" or self.runtime == runtime:
             return self
         cache = self.__dict__.setdefault("_by_runtime", {})  # predict() is called per request: build once
+        if runtime not in cache and not self.has_runtime(runtime):  # its kernels' rules, our overheads
+            cache[runtime] = replace(self, runtime=runtime)
         if runtime not in cache:
             step, layer = RUNTIMES[runtime]
             sc = {**self.scalars, "step_s": self.scalars[step], "layer_s": self.scalars[layer]}
-            # the in-place layer terms describe bmc-tune's own decoder: another runtime keeps its layer_s
-            terms = {name: t for name, t in self.terms.items() if name not in IN_PLACE_TERMS}
-            cache[runtime] = replace(self, terms=terms, scalars=sc, source=f"{self.source} [{runtime} overhead]")
+            # bmc-tune's in-place layer terms describe its own decoder: transformers' are its own, where measured
+            # (else it keeps hf_layer_s), as are its matmul ratio and its exact-width GQA attention
+            terms = {name: t for name, t in self.terms.items() if name not in (*BMC_IN_PLACE_TERMS, *HF_VIEW)}
+            terms.update({HF_VIEW[name]: t for name, t in self.terms.items() if name in HF_VIEW})
+            cache[runtime] = replace(self, terms=terms, scalars=sc, source=f"{self.source} [{runtime} overhead]",
+                                     runtime=runtime)
         return cache[runtime]
 
     def sized_curves(self, family: str = "weights_rows") -> list[tuple[float, Curve]]:
@@ -160,6 +191,11 @@ class Profile:
             cache[family] = got
         return got
 
+    @property
+    def calibrated(self) -> Profile:
+        """This profile as calibrated: its terms before any refresh scaled them (itself when not refreshed)."""
+        return self if self.calibrated_base is None else self.calibrated_base
+
     def has_runtime(self, runtime: str) -> bool:
         return all(name in self.scalars for name in RUNTIMES.get(runtime, ("?",)))
 
@@ -170,14 +206,19 @@ class Profile:
 
     def describe(self) -> str:
         host = self.host
+        fresh = f", refreshed {self.refresh.at[:16]}" if self.refresh is not None else ""
         return (f"{self.source} ({host.get('cpu', '?')}, {host.get('threads', '?')} threads, "
-                f"{host.get('device', '?')}, {host.get('dtype', '?')}, {self.date[:10] or 'undated'})")
+                f"{host.get('device', '?')}, {host.get('dtype', '?')}, {self.date[:10] or 'undated'}{fresh})")
 
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA_VERSION, "source": self.source, "date": self.date, "host": self.host,
-                "terms": {name: t.to_dict() for name, t in self.terms.items()}, "scalars": dict(self.scalars),
-                "curves": {name: {"x": list(x), "ratio": list(y)} for name, (x, y) in self.curves.items()},
-                "raw": self.raw}
+        cal = self.calibrated  # refreshed: the calibrated terms and the factors, never scaled terms (no compounding)
+        d = {"schema": SCHEMA_VERSION, "source": self.source, "date": self.date, "host": self.host,
+             "terms": {name: t.to_dict() for name, t in cal.terms.items()}, "scalars": dict(cal.scalars),
+             "curves": {name: {"x": list(x), "ratio": list(y)} for name, (x, y) in cal.curves.items()},
+             "raw": self.raw}
+        if self.refresh is not None:
+            d["refresh"] = self.refresh.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: object, source: str) -> Profile:
@@ -205,7 +246,24 @@ class Profile:
         prof = cls(terms=terms, scalars=scalars, host=tables["host"], date=str(d.get("date", "")), source=source,
                    raw=tables["raw"], curves=curves)
         check_profile(prof)
-        return prof
+        return prof if d.get("refresh") is None else _refreshed(prof, d["refresh"])
+
+
+def _refreshed(prof: Profile, section: object) -> Profile:
+    """prof (as calibrated, checked) under its refresh section, both checked."""
+    from bmc_model.core.profile_check import check_profile, refresh_problem
+    from bmc_model.core.refresh import Refresh, refreshed
+
+    try:
+        refresh = Refresh.from_dict(section)
+    except BMCError as err:
+        raise BMCError(f"profile {prof.source}: {err}") from None
+    problem = refresh_problem(refresh, prof)
+    if problem:
+        raise BMCError(f"profile {prof.source}: {problem}")
+    out = refreshed(prof, refresh)
+    check_profile(out)  # scaled terms within the bounds too
+    return out
 
 
 def _table(d: dict, key: str, required: bool) -> dict:

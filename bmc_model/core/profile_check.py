@@ -6,9 +6,9 @@ The rules, each no stricter than what calibration produces (calibrate/assemble.p
       fits are bounded so), and t(x) > 0 over each segment, checked at its ends, the first from x = 1 byte;
       with slope >= 0 its start is its minimum. A later segment's c0 may be negative: the embedded alloc's
       is -1.87e4 us past its knee, where the line is steep and x large (fit_piecewise keeps t > 0 there).
-  in-place terms (layer_fixed, layer_row; x the layer's weight bytes): lines through per-geometry values
-      floored at 0 (layers.through), which may fall between geometries: t(x) >= 0 at every segment's ends
-      from x = 0, and no fall past the last knot.
+  in-place terms (layer_fixed, layer_row and their hf_ twins, hf_matmul_ratio; x the layer's weight bytes): lines
+      through per-geometry values floored at 0 (layers.through), which may fall between geometries: t(x) >= 0 at
+      every segment's ends from x = 0, and no fall past the last knot; hf_matmul_ratio > 0 at every geometry.
   knots finite and > 0; r2 finite; ci95 one [lo, hi] per segment (shown only: a singular fit's is infinite).
   scalars finite and >= 0 (fit_overhead floors the overheads at 0, the row slopes are clamped at 0); a fraction
       (lazy_backing) within [0, 1] (bench_lazy clips it so).
@@ -16,22 +16,31 @@ The rules, each no stricter than what calibration produces (calibrate/assemble.p
   host: a dtype this bmc-tune knows; threads and cores positive integers; overcommit_mode 0, 1 or 2;
       reserve_limit_bytes a finite number >= 0 (the memory model may compare bytes against it).
   and no time, slope or ratio absurdly large (MAX_SECONDS, MAX_SLOPE, MAX_RATIO): predictions stay finite.
+  refresh (core/refresh.py): factors name terms the profile has, each finite and within 1/MAX_FACTOR ..
+      MAX_FACTOR (past that the host is another one: calibrate again); an ISO-8601 time, seq >= 2; row ratios
+      both parts or neither, rows ascending from 1 with at least 2 points.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.profile import FRACTION_SCALARS, IN_PLACE_TERMS, Curve, Profile
 from bmc_model.core.specs import DTYPE_BYTES
 from bmc_model.core.term import Term
 
+if TYPE_CHECKING:
+    from bmc_model.core.refresh import Refresh
+
 # Bounds far past anything measured that keep every prediction finite (a cost of 1e300 s overflows in the sums
 # over a decode): no call takes more than a million seconds, or a second a byte; no ratio exceeds a million.
 MAX_SECONDS = 1e6
 MAX_SLOPE = 1.0
 MAX_RATIO = 1e6
+MAX_FACTOR = 100.0  # a term that moved a hundredfold since calibration is another host, not drift
 
 
 def check_profile(prof: Profile) -> None:
@@ -44,6 +53,9 @@ def check_profile(prof: Profile) -> None:
 def first_problem(prof: Profile) -> str | None:
     for name, term in prof.terms.items():
         problem = term_problem(term, in_place=name in IN_PLACE_TERMS)
+        if problem is None and name == "hf_matmul_ratio" and min(
+                [term.c0[0], *(c0 + slope * x for c0, slope, x in zip(term.c0[1:], term.slope[1:], term.knots))]) <= 0:
+            problem = "a ratio of matmul times must be > 0 at every geometry"
         if problem:
             return f"term {name!r}: {problem}"
     for name, value in prof.scalars.items():
@@ -136,4 +148,34 @@ def host_problem(host: dict) -> str | None:
     device = host.get("device")
     if device is not None and not isinstance(device, str):
         return f"host device must be a string, got {device!r}"
+    return None
+
+
+def refresh_problem(refresh: Refresh, prof: Profile) -> str | None:
+    """What is wrong with a refresh section for prof (as calibrated), or None."""
+    try:
+        datetime.fromisoformat(refresh.at.replace("Z", "+00:00"))
+    except ValueError:
+        return f"refresh 'at' is {refresh.at!r:.40}: it must be an ISO-8601 time"
+    if refresh.seq < 2:
+        return f"refresh 'seq' is {refresh.seq}: it must be at least 2"
+    if not (math.isfinite(refresh.seconds) and 0 <= refresh.seconds <= MAX_SECONDS):
+        return f"refresh 'seconds' is {refresh.seconds:g}: it must be finite and >= 0"
+    for name, f in refresh.factors.items():
+        if name not in prof.terms:
+            return f"refresh factor {name!r}: this profile has no such term"
+        if not (math.isfinite(f) and 1 / MAX_FACTOR <= f <= MAX_FACTOR):
+            return (f"refresh factor {name!r} is {f:g}: it must be finite and within [{1 / MAX_FACTOR:g}, "
+                    f"{MAX_FACTOR:g}] (further off, calibrate again)")
+    ratios = refresh.row_ratios
+    if ratios and set(ratios) != {"layers", "head"}:
+        return f"refresh row_ratios has parts {sorted(ratios)}: it needs 'layers' and 'head'"
+    for part, by_rows in ratios.items():
+        rows = sorted(by_rows)
+        if len(rows) < 2 or rows[0] != 1:
+            return f"refresh row_ratios {part!r} has rows {rows[:6]}: it needs 1 and at least one more"
+        bad = next((m for m in rows if not (math.isfinite(by_rows[m]) and 0 < by_rows[m] <= MAX_RATIO)), None)
+        if bad is not None:
+            return (f"refresh row_ratios {part!r}[{bad}] is {by_rows[bad]}: ratios must be finite, > 0 and at "
+                    f"most {MAX_RATIO:g}")
     return None

@@ -21,6 +21,8 @@ from bmc_model.core.configs import LAYER_TYPES
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import release_heap
 from bmc_model.core.policy import Policy, parse_policy
+from bmc_model.core.refresh import Refresher, registered_refresher
+from bmc_model.core.request import get_profile
 from bmc_model.hf.layer import BMCLayer, check_cap, masked
 from bmc_model.hf.sliding import BMCSlidingLayer
 from bmc_model.runtime.arena import Arena
@@ -153,17 +155,27 @@ class BMCCache(Cache):
 
     @classmethod
     def tuned(cls, model: Any, seq: int, prompt: int | None = None, profile: Any = None, batch: int = 1,
-              max_cache_len: int | None = None, **recommend_kwargs: Any) -> BMCCache:
+              max_cache_len: int | None = None, refresh: bool | Refresher = False,
+              **recommend_kwargs: Any) -> BMCCache:
         """A cache configured by bmc_model.recommend() for `model` decoding to `seq` tokens from `prompt`
         (default seq // 2) with `batch` sequences, on the host described by `profile` (default: calibrated
         profile, else the embedded one). Extra keywords (gamma, alpha, draft_cost, max_mem, widths, ...) go to
-        recommend(). The Recommendation is kept on `cache.recommendation`."""
-        from bmc_model.hf.tune import tuned_policy
+        recommend(). The Recommendation is kept on `cache.recommendation`.
+        refresh: first re-time the profile's drifting terms for this model at seq (about 8 s, in process; no file
+        is written): True uses calibrate's refresher (found through the bmc_model.refreshers entry point: this layer
+        may not import calibrate), or pass a refresher (profile, spec, seq) -> Profile."""
+        from bmc_model.hf.tune import spec_for_model, tuned_policy
 
         config = getattr(model, "config", None)
         if config is None:
             raise BMCError("BMCCache.tuned needs a transformers model (with .config)")
         layer_windows(config)  # refuses what it cannot hold before recommend() runs
+        if refresh:
+            fn = registered_refresher() if refresh is True else refresh
+            if not callable(fn):
+                raise BMCError(f"refresh must be True, False or a refresher (profile, spec, seq) -> Profile, "
+                               f"got {refresh!r:.40}")
+            profile = fn(get_profile(profile), spec_for_model(model), seq)
         pol, rec, cap = tuned_policy(model, seq=seq, prompt=prompt, profile=profile, batch=batch,
                                      max_cache_len=max_cache_len, **recommend_kwargs)
         cache = cls(policy=pol, max_cache_len=cap, config=config)

@@ -32,9 +32,8 @@ def check_cap(policy: Policy, max_cache_len: int | None) -> None:
 
 
 def masked(policy: Policy) -> bool:
-    """transformers builds a decode-step mask for this cache: widths past n + q need one; reserve takes one
-    because with no mask transformers hands grouped K/V to SDPA's slower enable_gqa path on the CPU."""
-    return policy.width != "exact" or policy.preallocated
+    """transformers builds a decode-step mask for this cache (Policy.hf_masked: the rule the cost model prices)."""
+    return policy.hf_masked
 
 
 class BMCLayer(CacheLayerMixin):

@@ -50,3 +50,19 @@ def asdict_where_set(obj: Any, optional: Iterable[str]) -> dict[str, Any]:
         if d[k] is None:
             del d[k]
     return d
+
+
+def refresh_report(profile: Any, measured: dict[str, tuple[float, dict[str, Any]]]) -> dict[str, Any] | None:
+    """With a refreshed profile (calibrate --refresh, validate --refresh): when it was refreshed, its factors, and
+    every configuration's error had the profile not been refreshed (its calibrated terms), so the refresh's effect
+    sits beside the errors it gave. measured: name -> (measured ms/token, predict() keywords but the profile).
+    None for a profile never refreshed."""
+    from bmc_model.core.predict import predict
+
+    refresh = getattr(profile, "refresh", None)
+    if refresh is None:
+        return None
+    errs = {name: error_pct(predict(**kw, profile=profile.calibrated).ms_per_token, ms)
+            for name, (ms, kw) in measured.items()}
+    return {"at": refresh.at, "model": refresh.model, "seq": refresh.seq, "factors": dict(refresh.factors),
+            "errors_pct_unrefreshed": errs, "max_abs_error_pct_unrefreshed": max(map(abs, errs.values()), default=None)}

@@ -1,17 +1,19 @@
 """`bmc-tune validate --hf`: HF generate() with DynamicCache, StaticCache, BMCCache and BMCCache with policy
-reserve, measured and predicted.
+reserve, beside a grid of other BMCCache configurations (hf_grid.py), measured and predicted.
 
-For every (workload, context N, batch B): the prompt is P = N - new_tokens, the four caches (CACHES) run
-interleaved in this one process, fp32, `threads` threads, greedy with EOS suppressed so all of them decode
-the same number of steps. Each repetition runs the generate() calls side by side, one decode step
+For every (workload, context N, batch B): the prompt is P = N - new_tokens, the four caches (CACHES) and the
+grid run interleaved in this one process, fp32, `threads` threads, greedy with EOS suppressed so all of them
+decode the same number of steps. Each repetition runs the generate() calls side by side, one decode step
 at a time (lockstep.py; turn order rotated each repetition), or, when their caches would not fit in RAM
 together, as whole runs in turn. Decode ms/token comes from the streamer's per-step times (prefill
-excluded); the median over repetitions is reported. Peak memory comes from a fresh
-subprocess per (case, cache) (bmc_model.validate.memprobe): resident high-water mark minus the resident size
-just before the run, so no allocator state left by another cache's run skews it; the decode peak (the
-prefill's freed activations handed back first) sits beside predict()'s peak_resident_bytes for the cache's
-policy (DynamicCache: NAMED["dynamic"], StaticCache: NAMED["static"], reserve: NAMED["reserve"]). The cost
-model's predict() figures for the same (P, N, B, policy) sit beside the measured ones.
+excluded); the median over repetitions is reported. Regret (hf_grid.summarize) is the tuned BMCCache's
+median over the best BMCCache's (tuned, reserve or grid) in the same case. Peak memory comes from a fresh
+subprocess per (case, cache) for the four caches (bmc_model.validate.memprobe; not for the grid, whose
+probes would double the run): resident high-water mark minus the resident size just before the run, so no
+allocator state left by another cache's run skews it; the decode peak (the prefill's freed activations
+handed back first) sits beside predict()'s peak_resident_bytes for the cache's policy (DynamicCache:
+NAMED["dynamic"], StaticCache: NAMED["static"], reserve: NAMED["reserve"]). The cost model's predict()
+figures for the same (P, N, B, policy) sit beside the measured ones.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import functools
 import gc
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -33,6 +36,8 @@ from bmc_model.hf.cache import make_policy
 from bmc_model.hf.tune import tuned_policy
 from bmc_model.validate import smollm2
 from bmc_model.validate.compare import error_pct
+from bmc_model.validate.hf_budget import case_seconds, minutes, remaining_seconds
+from bmc_model.validate.hf_grid import GRID, grid_policies, is_bmccache
 from bmc_model.validate.hf_measure import run_generate
 from bmc_model.validate.hf_result import HFRowResult, HFValidateResult
 from bmc_model.validate.lockstep import run_lockstep
@@ -46,8 +51,24 @@ QUICK_CONTEXTS = {"kv": (192,), "smollm2": (192,)}
 QUICK_BATCHES = {"kv": (1, 2), "smollm2": (1,)}
 NEW_TOKENS, QUICK_NEW_TOKENS = 256, 16
 REPS, QUICK_REPS = 3, 1
-MEM_REPS, QUICK_MEM_REPS = 3, 1  # fresh-process memory probes per cache: RSS at small caches moves by MBs
-BMC_KINDS = ("bmc", "reserve")  # the caches that are BMCCache (their rows report grow_events)
+MEM_REPS, QUICK_MEM_REPS = 2, 1  # fresh-process memory probes per cache: RSS at small caches moves by MBs
+PRESETS = {"smollm2": "smollm2-135m"}  # a workload's preset: its max positions, known before the model loads
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every case of one validate_hf call shares."""
+
+    new_tokens: int
+    reps: int
+    threads: int
+    memory: bool
+    mem_reps: int
+    prefill: str
+    quick: bool
+    seed: int
+    trim: bool
+    kv_ffn: int | None
 
 
 def _check(name: str, v: Any, low: int) -> int:
@@ -76,28 +97,68 @@ def _resolve_workloads(workloads: Sequence[str] | None) -> tuple[list[str], list
     return names, []
 
 
+def _check_positions(name: str, contexts: Sequence[int], limit: int | None) -> None:
+    for seq in contexts:
+        if limit is not None and seq > limit:
+            raise BMCError(f"context {seq} exceeds {name}'s max_position_embeddings {limit}")
+
+
+def _preset_limit(name: str) -> int | None:
+    """The workload's max positions from its preset (no torch, no weights); None where there is none."""
+    if name not in PRESETS:
+        return None
+    from bmc_model.core.specs import resolve_spec
+
+    return resolve_spec(PRESETS[name]).max_context
+
+
+def _grid(grid: Sequence[Policy | str] | None) -> tuple[Policy, ...]:
+    return GRID if grid is None else tuple(make_policy(None, None, g) for g in grid)
+
+
+def refreshed_at(prof: Any) -> str | None:
+    """The profile's refresh timestamp (Profile.refresh["at"], from calibrate/refresh.py); None without one."""
+    section = getattr(prof, "refresh", None)
+    at = section.get("at") if isinstance(section, dict) else getattr(section, "at", None)
+    return None if at is None else str(at)
+
+
+def _refresh(prof: Any, spec: Any, seq: int) -> Any:
+    # imported here: calibrate/refresh.py runs microbenchmarks, and only --refresh needs it
+    try:
+        from bmc_model.calibrate.refresh import refresh_profile
+    except ImportError as e:
+        raise BMCError(f"--refresh needs bmc_model.calibrate.refresh.refresh_profile ({e})") from None
+    return refresh_profile(prof, model=spec, seq=seq)
+
+
 def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] | None = None,
                 batches: Sequence[int] | None = None, new_tokens: int | None = None, reps: int | None = None,
                 threads: int | None = 2, profile: Any = None, policy: Policy | str | None = None, memory: bool = True,
                 prefill: str = "synthetic", quick: bool = False, seed: int = 0, trim: bool = False,
                 kv_ffn: int | None = None, memory_reps: int | None = None,
+                grid: Sequence[Policy | str] | None = None, refresh: bool = False,
                 progress: Callable[[str], None] | None = None) -> HFValidateResult:
-    """Measure HF generate() with the caches (CACHES) and put the cost model's predictions beside them.
+    """Measure HF generate() with the caches (CACHES) and the BMCCache grid, and put the cost model's
+    predictions and the tuned pick's regret beside them.
 
     workloads: "kv" (random weights, Llama-2-7b attention geometry, 2 layers) and/or "smollm2" (real
     SmolLM2-135M); default both (smollm2 only when installed). contexts: final lengths N (default kv 2048,
     4096; smollm2 1024, 4096, 8192); batches: default kv 1, 4; smollm2 1. new_tokens: tokens decoded per
     run (P = N - new_tokens). policy: BMCCache policy (Policy, or text such as "bmc:64" or
-    "fixed:128:exact"); default: recommend()'s for each case with `profile`. memory: also run the
-    per-(case, cache) peak-RSS subprocesses, memory_reps of each (default 3, quick 1; the caches take
-    turns, and each figure is the median over the probes); a row's measured_peak_resident_bytes is the
-    decode peak's median, beside predict()'s peak_resident_bytes. threads: torch threads (None: 2). prefill: "synthetic"
-    (random K/V rows written through cache.update: fast) or "model" (a real prefill forward).
-    quick: tiny sizes for a smoke run. trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width
-    (default 4096; 11008 is Llama-2-7b's whole layer).
+    "fixed:128:exact"); default: recommend()'s for each case with `profile`. grid: the other BMCCache
+    policies measured for regret (default hf_grid.GRID; () for none); the tuned pick and the four caches'
+    policies are dropped from it. memory: also run the per-(case, cache) peak-RSS subprocesses for the four
+    caches, memory_reps of each (default 3, quick 1; the caches take turns, and each figure is the median over
+    the probes); a row's measured_peak_resident_bytes is the decode peak's median, beside predict()'s
+    peak_resident_bytes. threads: torch threads (None: 2). prefill: "synthetic" (random K/V rows written
+    through cache.update: fast) or "model" (a real prefill forward). quick: tiny sizes for a smoke run.
+    trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width (default 4096; 11008 is Llama-2-7b's whole
+    layer). refresh: before each case, calibrate.refresh.refresh_profile(profile, model=spec, seq=N).
     Returns an HFValidateResult (to_dict(): the JSON validate --hf prints).
     """
     say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
     new_tokens = _check("new_tokens", new_tokens if new_tokens is not None else
                         (QUICK_NEW_TOKENS if quick else NEW_TOKENS), 2)
     reps = _check("reps", reps if reps is not None else (QUICK_REPS if quick else REPS), 1)
@@ -107,33 +168,46 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     if prefill not in ("synthetic", "model"):
         raise BMCError(f"prefill must be 'synthetic' or 'model', got {prefill!r}")
     fixed_policy = make_policy(None, None, policy) if policy is not None else None
+    grid_pols = _grid(grid)
     names, notes = _resolve_workloads(workloads)
     for n in contexts or ():
         _check("context", n, new_tokens + 2)
     for b in batches or ():
         _check("batch", b, 1)
+    for name in names:  # before anything is measured: a bad context fails in a second, not after a workload
+        _check_positions(name, contexts or (), _preset_limit(name))
 
     from bmc_model.core.host import fingerprint
     from bmc_model.core.predict import get_profile, predict
 
     prof = get_profile(profile)
     torch.set_num_threads(threads)
+    s = _Settings(new_tokens, reps, threads, memory, mem_reps, prefill, quick, seed, trim, kv_ffn)
     rows: list[HFRowResult] = []
     workload_notes: dict[str, str] = {}
+    estimated = 0.0
+    phases: dict[str, float] = {}  # wall seconds of each phase, beside estimated_s
     for name in names:
         say(f"building workload {name}")
+        t1 = time.perf_counter()
         loaded = build(name, quick=quick, seed=seed, kv_ffn=kv_ffn if name == "kv" else None)
+        phases[f"{name} build"] = time.perf_counter() - t1
         workload_notes[name] = loaded.note
         ctxs = tuple(contexts) if contexts else (QUICK_CONTEXTS if quick else CONTEXTS)[name]
         bats = tuple(batches) if batches else (QUICK_BATCHES if quick else BATCHES)[name]
-        limit = getattr(loaded.model.config, "max_position_embeddings", None)
+        _check_positions(name, ctxs, getattr(loaded.model.config, "max_position_embeddings", None))
         for seq in ctxs:
-            if limit is not None and seq > limit:
-                raise BMCError(f"context {seq} exceeds {name}'s max_position_embeddings {limit}")
             prompt = seq - new_tokens
+            if refresh:
+                say(f"{name} N={seq}: refreshing the profile")
+                t1 = time.perf_counter()
+                prof = _refresh(prof, loaded.spec, seq)
+                phases[f"{name} N={seq} refresh"] = time.perf_counter() - t1
             for batch in bats:
-                rows += _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy,
-                                  memory, prefill, quick, seed, say, predict, trim, kv_ffn, mem_reps)
+                got, est = _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid_pols, s, say, predict,
+                                     phases)
+                rows += got
+                estimated += est
         del loaded
         gc.collect()
 
@@ -144,91 +218,130 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
         transformers=transformers.__version__, torch=torch.__version__, threads=threads, dtype="float32",
         new_tokens=new_tokens, reps=reps, memory_reps=mem_reps if memory else 0, prefill=prefill, quick=quick,
         bmc_trim=trim, profile=prof.describe(), hf_overhead_calibrated=prof.has_runtime("hf"),
-        workloads=workload_notes, notes=notes, rows=rows)
+        workloads=workload_notes, notes=notes, rows=rows, grid=[p.label for p in grid_pols],
+        profile_refreshed_at=refreshed_at(prof), estimated_s=estimated, wall_s=time.perf_counter() - t0,
+        phases_s=phases)
 
 
-def _run_case(loaded, seq, prompt, batch, new_tokens, reps, threads, prof, fixed_policy, memory, prefill, quick,
-              seed, say, predict, trim=False, kv_ffn=None, mem_reps=1) -> list[HFRowResult]:
+def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings, say, predict,
+              phases: dict[str, float]) -> tuple[list[HFRowResult], float]:
+    """The rows of one (workload, N, B) and the wall seconds the cost model expected it to take; each phase's
+    wall seconds go into `phases`."""
     model, spec = loaded.model, loaded.spec
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
     else:
         pol, rec, _ = tuned_policy(model, seq=seq, prompt=prompt, profile=prof, batch=batch)
         rec_note = f"recommend(): r* closed form {rec.r_closed_form:.1f}"
-    policies = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "bmc": pol, "reserve": NAMED["reserve"]}
+    policies = {"dynamic": NAMED["dynamic"], "static": NAMED["static"], "bmc": pol, "reserve": NAMED["reserve"],
+                **grid_policies(pol, grid)}
+    # the make_cache kind each cache name runs as: the grid entries are BMCCache with their own policy
+    kinds = {name: name if name in CACHES else "bmc" for name in policies}
+    names = list(policies)
     preds = {k: predict(model=spec, seq=seq, prompt=prompt, policy=p, batch=batch, dtype="float32", profile=prof,
                         runtime="hf") for k, p in policies.items()}
     case = f"{loaded.name} N={seq} B={batch}"
-    say(f"{case}: warm-up ({pol.label})")
+    probed = CACHES if s.memory else ()
+    est = case_seconds({k: p.ms_per_token for k, p in preds.items()}, s.new_tokens, s.reps, probed, s.mem_reps)
+    reps_said = f"{s.reps} rep" + ("s" if s.reps != 1 else "")
+    say(f"{case}: {len(names)} caches x {reps_said} side by side, {len(probed) * s.mem_reps} memory probes: "
+        f"about {minutes(est)} (predicted); tuned {pol.label}")
+    clock_phase = _PhaseClock(phases, case)
     warm = min(64, prompt)
-    for kind in CACHES:
-        run_generate(model, kind, pol, warm + 4, warm, batch, 4, prefill, seed, trim=trim)
-    samples: dict[str, list[float]] = {k: [] for k in CACHES}
+    for k in names:
+        run_generate(model, kinds[k], policies[k], warm + 4, warm, batch, 4, s.prefill, s.seed, trim=s.trim)
+    clock_phase("warm-up")
+    samples: dict[str, list[float]] = {k: [] for k in names}
     kv_bytes_final: dict[str, int] = {}
-    grow_events: dict[str, int] = {}  # BMCCache kinds only
+    grow_events: dict[str, int] = {}  # BMCCache caches only
     outs: dict[str, torch.Tensor] = {}
     # step by step (lockstep.py) when the caches fit in RAM at once, else whole runs in turn
     # (weights already loaded; 25% allocator slack on the KV peaks, 1 GiB for activations and logits)
     together = sum(p.reserved_bytes for p in preds.values())
     step_wise = fits(MemoryEstimate(0, int(1.25 * together), 2**30), headroom=1.0)
 
-    def record(rep: int, kind: str, clock: Any, cache: Any, out: torch.Tensor) -> None:
-        samples[kind].append(clock.decode_ms_per_token())
-        kv_bytes_final[kind] = kv_bytes(cache)
-        if kind in BMC_KINDS:
-            grow_events[kind] = cache.stats()["grow_events"]
-        outs[kind] = out
-        say(f"{case}: rep {rep + 1}/{reps} {kind}: {samples[kind][-1]:.2f} ms/token")
+    def record(rep: int, name: str, clock: Any, cache: Any, out: torch.Tensor) -> None:
+        samples[name].append(clock.decode_ms_per_token())
+        kv_bytes_final[name] = kv_bytes(cache)
+        if is_bmccache(name):
+            grow_events[name] = cache.stats()["grow_events"]
+        outs[name] = out
+        say(f"{case}: rep {rep + 1}/{s.reps} {name}: {samples[name][-1]:.2f} ms/token")
 
-    for rep in range(reps):
-        order = CACHES[rep % len(CACHES):] + CACHES[:rep % len(CACHES)]
+    for rep in range(s.reps):
+        t_rep = time.perf_counter()
+        order = names[rep % len(names):] + names[:rep % len(names)]
         gc.collect()
         if step_wise:
-            jobs = [functools.partial(_job, model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim)
-                    for kind in order]
-            for kind, (clock, (_, cache, out)) in zip(order, run_lockstep(jobs)):
-                record(rep, kind, clock, cache, out)
-            continue
-        for kind in order:
-            gc.collect()
-            clock, cache, out = run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim=trim)
-            record(rep, kind, clock, cache, out)
-            del cache, clock
-    mem: dict[str, dict] = {}
-    if memory:
-        probes: dict[str, list[dict]] = {k: [] for k in CACHES}
-        for i in range(mem_reps):
-            for kind in CACHES:
-                say(f"{case}: memory probe {i + 1}/{mem_reps} {kind}")
-                probes[kind].append(run_probe({
-                    "workload": loaded.name, "quick": quick, "seed": seed, "threads": threads, "kind": kind,
-                    "policy": asdict(pol) if kind == "bmc" else None, "seq": seq, "prompt": prompt, "batch": batch,
-                    "new_tokens": new_tokens, "prefill": prefill, "trim": trim,
-                    "kv_ffn": kv_ffn if loaded.name == "kv" else None}))
-        mem = {kind: median_probe(ps) for kind, ps in probes.items()}
+            jobs = [functools.partial(_job, model, kinds[k], policies[k], seq, prompt, batch, s) for k in order]
+            for name, (clock, (_, cache, out)) in zip(order, run_lockstep(jobs)):
+                record(rep, name, clock, cache, out)
+        else:
+            for name in order:
+                gc.collect()
+                clock, cache, out = run_generate(model, kinds[name], policies[name], seq, prompt, batch,
+                                                 s.new_tokens, s.prefill, s.seed, trim=s.trim)
+                record(rep, name, clock, cache, out)
+                del cache, clock
+        # the prediction may be far off (an old profile): what is left, from this repetition's own times
+        left = remaining_seconds(time.perf_counter() - t_rep, s.reps - rep - 1,
+                                 {k: samples[k][-1] for k in probed}, s.new_tokens, s.mem_reps)
+        say(f"{case}: rep {rep + 1}/{s.reps} done, about {minutes(left)} left (measured)")
+    clock_phase("timed")
+    mem = _memory(loaded.name, case, pol, seq, prompt, batch, s, say) if s.memory else {}
+    clock_phase("memory")
     med = {k: statistics.median(v) for k, v in samples.items()}
     rows = []
-    for kind in CACHES:
-        p = preds[kind]
-        m = med[kind]
-        measured_peak = _num((mem.get(kind) or {}).get("decode_peak_increase"))
+    for name in names:
+        p = preds[name]
+        m = med[name]
+        measured_peak = _num((mem.get(name) or {}).get("decode_peak_increase"))
         rows.append(HFRowResult(
-            workload=loaded.name, model=spec.name, seq=seq, prompt=prompt, batch=batch, cache=kind,
-            policy=policies[kind].label, policy_source=rec_note if kind == "bmc" else "",
-            measured_ms_per_token=_num(m), samples_ms_per_token=[_num(s) for s in samples[kind]],
+            workload=loaded.name, model=spec.name, seq=seq, prompt=prompt, batch=batch, cache=name,
+            policy=policies[name].label,
+            policy_source=rec_note if name == "bmc" else ("grid" if name not in CACHES else ""),
+            measured_ms_per_token=_num(m), samples_ms_per_token=[_num(x) for x in samples[name]],
             predicted_ms_per_token=p.ms_per_token,
             error_pct=_num(100.0 * (p.ms_per_token - m) / m) if m and not math.isnan(m) else None,
             speedup_vs_dynamic=_num(med["dynamic"] / m),
             predicted_speedup_vs_dynamic=preds["dynamic"].ms_per_token / p.ms_per_token,
             predicted_breakdown_ms=p.breakdown, predicted_peak_kv_bytes=p.reserved_bytes,
             predicted_kv_bytes=p.memory_bytes, predicted_peak_resident_bytes=p.peak_resident_bytes,
-            tokens_match_dynamic=bool(torch.equal(outs[kind], outs["dynamic"])),
-            kv_bytes_final=kv_bytes_final[kind], grow_events=grow_events.get(kind), memory=mem.get(kind),
+            tokens_match_dynamic=bool(torch.equal(outs[name], outs["dynamic"])),
+            kv_bytes_final=kv_bytes_final[name], grow_events=grow_events.get(name), memory=mem.get(name),
             measured_peak_resident_bytes=measured_peak,
             resident_error_pct=error_pct(p.peak_resident_bytes, measured_peak) if measured_peak else None,
             interleave="step" if step_wise else "run"))
-    return rows
+    return rows, est
 
 
-def _job(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim, clock):
-    return run_generate(model, kind, pol, seq, prompt, batch, new_tokens, prefill, seed, trim=trim, streamer=clock)
+class _PhaseClock:
+    """Calling it with a phase's name records the seconds since the previous call (or since it was made)."""
+
+    def __init__(self, phases: dict[str, float], case: str) -> None:
+        self.phases, self.case, self.t = phases, case, time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[f"{self.case} {phase}"] = now - self.t
+        self.t = now
+
+
+def _memory(workload: str, case: str, pol: Policy, seq: int, prompt: int, batch: int, s: _Settings,
+            say: Callable[[str], None]) -> dict[str, dict]:
+    """The four caches' fresh-process memory probes (memprobe.py), median per cache; the grid gets none."""
+    probes: dict[str, list[dict]] = {k: [] for k in CACHES}
+    for i in range(s.mem_reps):
+        for kind in CACHES:
+            say(f"{case}: memory probe {i + 1}/{s.mem_reps} {kind}")
+            probes[kind].append(run_probe({
+                "workload": workload, "quick": s.quick, "seed": s.seed, "threads": s.threads, "kind": kind,
+                "policy": asdict(pol) if kind == "bmc" else None, "seq": seq, "prompt": prompt, "batch": batch,
+                "new_tokens": s.new_tokens, "prefill": s.prefill, "trim": s.trim,
+                "kv_ffn": s.kv_ffn if workload == "kv" else None}))
+    return {kind: median_probe(ps) for kind, ps in probes.items()}
+
+
+def _job(model, kind, pol, seq, prompt, batch, s: _Settings, clock):
+    return run_generate(model, kind, pol, seq, prompt, batch, s.new_tokens, s.prefill, s.seed, trim=s.trim,
+                        streamer=clock)

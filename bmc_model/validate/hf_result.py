@@ -1,5 +1,6 @@
-"""What `bmc-tune validate --hf` found: HF generate() with each cache, measured beside predict(), and the
-comparisons between the caches evaluated on the measured numbers (reported, never asserted).
+"""What `bmc-tune validate --hf` found: HF generate() with each cache, measured beside predict(), the
+comparisons between the caches evaluated on the measured numbers (reported, never asserted), and the
+prediction error and the tuned BMCCache's regret over the grid (hf_grid.summarize).
 
 to_dict() is the JSON `validate --hf --json` prints and benchmarks/hf_generate.py writes: fields in that order.
 """
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bmc_model.validate.compare import asdict_where_set
+from bmc_model.validate.hf_grid import RegretSummary, summarize
 
 
 @dataclass
@@ -22,9 +24,9 @@ class HFRowResult:
     seq: int
     prompt: int
     batch: int
-    cache: str  # "dynamic", "static", "bmc" or "reserve" (workloads.CACHES)
+    cache: str  # "dynamic", "static", "bmc" or "reserve" (workloads.CACHES), or "grid:" + policy (hf_grid.py)
     policy: str
-    policy_source: str  # bmc only: where its policy came from
+    policy_source: str  # bmc: where its policy came from; "grid" for the grid; "" for the others
     measured_ms_per_token: float | None
     samples_ms_per_token: list[float | None]
     predicted_ms_per_token: float
@@ -37,8 +39,8 @@ class HFRowResult:
     predicted_peak_resident_bytes: float  # predict(..., runtime="hf").peak_resident_bytes of the cache's policy
     tokens_match_dynamic: bool
     kv_bytes_final: int
-    grow_events: int | None  # BMCCache kinds (bmc, reserve) only
-    memory: dict[str, Any] | None  # the fresh-process memory probes' median (memprobe.py); None without
+    grow_events: int | None  # BMCCache kinds (bmc, reserve, the grid) only
+    memory: dict[str, Any] | None  # the fresh-process memory probes' median (memprobe.py); None without (and grid)
     measured_peak_resident_bytes: float | None  # memory's decode_peak_increase; None without probes
     resident_error_pct: float | None  # predicted over measured peak resident, signed as error_pct
     interleave: str  # "step": side by side, step by step; "run": whole runs in turn
@@ -132,10 +134,19 @@ class HFValidateResult:
     workloads: dict[str, str]  # name -> what it is
     notes: list[str]
     rows: list[HFRowResult]
+    grid: list[str] = field(default_factory=list)  # the grid's policy labels (hf_grid.GRID unless given)
+    profile_refreshed_at: str | None = None  # the profile's refresh["at"] (calibrate/refresh.py); None: never
+    estimated_s: float | None = None  # the wall time the cost model expected (hf_budget.py)
+    wall_s: float | None = None
+    phases_s: dict[str, float] = field(default_factory=dict)  # "<case> timed", "<workload> build", ...: seconds
 
     @property
     def checks(self) -> Checks:
         return check(self.rows)
+
+    @property
+    def regret(self) -> RegretSummary:
+        return summarize(self.rows)
 
     @property
     def abs_resident_errors(self) -> list[float]:
@@ -152,9 +163,11 @@ class HFValidateResult:
     def to_dict(self) -> dict[str, Any]:
         head = {k: getattr(self, k) for k in ("date", "host", "transformers", "torch", "threads", "dtype",
                                              "new_tokens", "reps", "memory_reps", "prefill", "quick", "bmc_trim",
-                                             "profile", "hf_overhead_calibrated", "workloads", "notes")}
+                                             "grid", "profile", "profile_refreshed_at", "hf_overhead_calibrated",
+                                             "workloads", "notes", "estimated_s", "wall_s", "phases_s")}
         errs = self.abs_resident_errors
         return {"schema": 1, "kind": "hf-generate", **head, "rows": [r.to_dict() for r in self.rows],
+                **self.regret.to_dict(),
                 "median_abs_resident_error_pct": statistics.median(errs) if errs else None,
                 "max_abs_resident_error_pct": max(errs, default=None),
                 "abs_resident_error_pct_by_cache": self.resident_errors_by_cache(),

@@ -100,7 +100,7 @@ def check_fits(est: MemoryEstimate, *, available: int | None = None, headroom: f
 
 
 def probe_bytes(spec: ModelSpec, *, cat_rows: int, attn_width: int, stream_bytes: int, elem: int = 4) -> int:
-    """What a MatmulProbe (validate/probe.py) holds beside the runs, roughly: torch.cat's sources (at least
+    """What a MatmulProbe (calibrate/probe.py) holds beside the runs, roughly: torch.cat's sources (at least
     stream_bytes) plus a tensor being replaced and its successor, and attention's K/V pool (at least
     stream_bytes). Float32 unless elem says otherwise. 16 and 64 are bench_memory.CAT_SPAN and
     bench_attention.VIEW_SLACK, written out to keep this module free of torch (a test ties them)."""

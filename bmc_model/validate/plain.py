@@ -8,7 +8,7 @@ which ("interleave": "step" or "run"). Each measurement is the mean ms per decod
 the table reports the median over repeats. The prediction for a row is predict() with the same
 profile, geometry, policy, P, N and batch.
 
-On the CPU, after each repeat's runs, validate/probe.py times the decoder's own matmuls (one row,
+On the CPU, after each repeat's runs, calibrate/probe.py times the decoder's own matmuls (one row,
 and batch rows), torch.cat and one layer's attention at the run's middle length (about two seconds), and
 every row is predicted a second time with the profile's weights, cat and attention terms rescaled to what
 it measured in that minute ("probed"). It runs beside the configurations, not among them: validate's
@@ -38,7 +38,7 @@ from bmc_model.core.profile import Profile
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.workload import Geometry
 from bmc_model.runtime.device import cuda_free_bytes
-from bmc_model.validate.compare import Chosen, Config
+from bmc_model.validate.compare import Chosen, Config, refresh_report
 from bmc_model.validate.decode_memprobe import request as probe_request
 from bmc_model.validate.decode_memprobe import run_decode_probe
 from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
@@ -62,8 +62,12 @@ def plan_configs(rec_policy: Policy, names: list[str], r_grid: list[int], widths
 def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile: Profile,
                  names: list[str], r_grid: list[int], widths: tuple[str, ...] = ("padded", "exact"),
                  repeats: int = 3, threads: int | None = None, seed: int = 0, device: str = "cpu",
-                 memory: bool = True, progress: Callable[[str], None] | None = None) -> ValidateResult:
+                 memory: bool = True, refresh: bool = False,
+                 progress: Callable[[str], None] | None = None) -> ValidateResult:
     """Measure each configuration `repeats` times, interleaved; compare with predictions.
+
+    refresh: first refresh the profile at this model and seq (calibrate/refresh.py; CPU): rows are predicted
+    with it, and the result's "refresh" says what the errors would have been without it.
 
     memory: after the timed repeats, measure each configuration's peak resident KV once, in a fresh
     process (CPU only: the probe reads the process's resident pages, not the GPU's memory).
@@ -74,6 +78,12 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     if device not in DEVICES:
         raise BMCError(f"device must be cpu or cuda, got {device!r}")
     dtype = "float32"
+    if refresh:
+        from bmc_model.calibrate.refresh import refresh_profile
+
+        if progress:
+            progress(f"refreshing the profile at {spec.name}, seq {seq}")
+        profile = refresh_profile(profile, model=spec, seq=seq, threads=threads)
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
     configs = plan_configs(rec.policy, names, r_grid, widths)
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
@@ -91,10 +101,10 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
     import torch
 
+    from bmc_model.calibrate.probe import MatmulProbe, probed_profile
     from bmc_model.runtime.decoder import Decoder
     from bmc_model.runtime.generate import DecodeResult, DecodeRun, decode_run, set_threads
     from bmc_model.validate.interleave import run_interleaved
-    from bmc_model.validate.probe import MatmulProbe, probed_profile
 
     n_threads = set_threads(threads)
     decoder = Decoder.random(spec, seed=seed)
@@ -152,12 +162,13 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         resident, how = memory_probes(spec, configs, prompt=prompt, seq=seq, batch=batch, seed=seed,
                                       threads=n_threads, progress=progress)
 
-    rows = []
+    rows, kws = [], {}
     for c in configs:
         pk = {"model": spec, "seq": seq, "prompt": prompt, "policy": c.policy, "batch": batch, "dtype": dtype}
         rows.append(RowResult.of(c, times[c.name], events[c.name], predict(**pk, profile=profile),
                                  predict(**pk, profile=probed) if probed is not None else None,
                                  resident.get(c.name)))
+        kws[c.name] = (rows[-1].measured_ms, pk)
     return ValidateResult(
         model=spec.name, layers=spec.layers, seq=seq, prompt=prompt, batch=batch, dtype=dtype,
         device=device_name,
@@ -165,7 +176,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         recommended=Chosen.of(rec), token_mismatch=mismatched, host=fingerprint(threads=n_threads, dtype=dtype),
         profile={"source": profile.source, "host": profile.host, "date": profile.date},
         geometry_rho_bytes=Geometry.of(spec, batch, dtype).rho,
-        probe_factors=factors if probed is not None else None, probe_width=mid, memory_probe=how)
+        probe_factors=factors if probed is not None else None, probe_width=mid, memory_probe=how,
+        refresh=refresh_report(profile, kws))
 
 
 def memory_probes(spec: ModelSpec, configs: list[Config], *, prompt: int, seq: int, batch: int, seed: int,

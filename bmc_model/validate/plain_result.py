@@ -88,6 +88,7 @@ class ValidateResult:
     probe_width: int = 0  # the length the probe timed cat and attention at
     synthetic_prompt: bool = True
     memory_probe: dict[str, Any] | None = None  # how the peak resident KV was measured (None: not measured)
+    refresh: dict[str, Any] | None = None  # compare.refresh_report: a refreshed profile's errors without it
 
     def row(self, name: str) -> RowResult | None:
         return next((r for r in self.rows if r.name == name), None)
@@ -165,6 +166,7 @@ class ValidateResult:
             "median_abs_resident_error_pct": self.median_abs_resident_error_pct,
             "max_abs_resident_error_pct": self.max_abs_resident_error_pct,
             "memory_probe": self.memory_probe,
+            "refresh": self.refresh,
             "recommended": asdict(self.recommended),
             "recommended_r": self.recommended.r, "recommended_width": self.recommended.width,
             "best_measured": {"name": best.name, "policy": best.policy},

@@ -8,6 +8,7 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
+from bmc_model.validate.hf_grid import CaseRegret, is_grid
 from bmc_model.validate.hf_result import HFValidateResult
 from bmc_model.validate.plain_result import ValidateResult
 from bmc_model.validate.sd_result import SDValidateResult
@@ -31,6 +32,7 @@ def show(result: ValidateResult | SDValidateResult | HFValidateResult, con: Cons
         con.print(sd_text(result), highlight=False, markup=False)
     else:
         con.print(hf_table(result))
+        con.print(hf_summary(result))
 
 
 def _mib(x: float | None) -> str:
@@ -64,6 +66,9 @@ def plain_summary(res: ValidateResult) -> Table:
         said = ", ".join(f"{k} x{v:.2f}" for k, v in res.probe_factors.items())
         s.add_row("probed: median / max |error|", f"{res.median_abs_error_pct_probed:.1f}% / "
                   f"{max(probed):.1f}% (host now vs profile: {said})")
+    if res.refresh is not None:
+        s.add_row("without the refresh: max |error|", f"{res.refresh['max_abs_error_pct_unrefreshed']:.1f}% "
+                  f"(refreshed {res.refresh['at'][:16]} at {res.refresh['model']}, seq {res.refresh['seq']})")
     if res.abs_resident_errors:
         s.add_row("peak resident KV: median / max |error|", f"{res.median_abs_resident_error_pct:.1f}% / "
                   f"{res.max_abs_resident_error_pct:.1f}% (fresh process per configuration)")
@@ -128,6 +133,9 @@ def sd_text(out: SDValidateResult) -> str:
               f"tuner: best gamma {out.tuner.best_gamma} -> {out.tuner.verdict}; measured: SD "
               f"{'pays' if out.sd_pays_measured else 'does not pay'} over plain BMC",
               f"tokens identical to the plain cat reference: {out.tokens_match_reference}"]
+    if out.refresh is not None:
+        lines.append(f"without the refresh ({out.refresh['at'][:16]}): max |error| all rows "
+                     f"{out.refresh['max_abs_error_pct_unrefreshed']:.1f}%")
     return "\n".join(lines)
 
 
@@ -141,9 +149,34 @@ def hf_table(result: HFValidateResult) -> Table:
         t.add_column(col, justify="left" if col in ("workload", "cache", "policy") else "right")
     for r in result.rows:
         mem = r.memory or {}
-        t.add_row(r.workload, str(r.seq), str(r.batch), r.cache, r.policy, _fmt(r.measured_ms_per_token),
+        cache = "grid" if is_grid(r.cache) else r.cache  # the policy column names which
+        t.add_row(r.workload, str(r.seq), str(r.batch), cache, r.policy, _fmt(r.measured_ms_per_token),
                   f"{r.predicted_ms_per_token:.2f}", _fmt(r.error_pct, "+.0f"), _fmt(r.speedup_vs_dynamic),
                   f"{r.predicted_speedup_vs_dynamic:.2f}", _mb(mem.get("peak_increase")),
                   _mb(mem.get("decode_peak_increase")), _mb(r.predicted_peak_kv_bytes),
                   _mb(r.predicted_peak_resident_bytes), _fmt(r.resident_error_pct, "+.0f"))
     return t
+
+
+def _slower(c: CaseRegret) -> str:
+    said = [k for k, v in (("DynamicCache", c.tuned_slower_than_dynamic), ("StaticCache", c.tuned_slower_than_static))
+            if v]
+    return f"; [yellow]slower than {' and '.join(said)}[/]" if said else ""
+
+
+def hf_summary(result: HFValidateResult) -> Table:
+    """Prediction error over every row, and the tuned BMCCache's regret case by case."""
+    reg = result.regret
+    s = Table(title="Summary", show_header=False)
+    s.add_row("median / max |error|", f"{_fmt(reg.median_abs_error_pct, '.1f', '%')} / "
+              f"{_fmt(reg.max_abs_error_pct, '.1f', '%')}")
+    s.add_row("regret (worst case)", _fmt(reg.regret_pct, ".1f", "%"))
+    for c in reg.per_case:
+        best = "tuned" if c.best_cache == "bmc" else c.best_policy
+        s.add_row(f"  {c.case}", f"{c.regret_pct:.1f}%: tuned {c.tuned_policy} {c.tuned_ms_per_token:.2f} ms, "
+                  f"best {best} {c.best_ms_per_token:.2f} ms of {c.candidates}{_slower(c)}")
+    if result.profile_refreshed_at:
+        s.add_row("profile refreshed", result.profile_refreshed_at)
+    if result.wall_s is not None and result.estimated_s is not None:
+        s.add_row("wall time", f"{result.wall_s:.0f} s (the measuring predicted at {result.estimated_s:.0f} s)")
+    return s

@@ -18,8 +18,8 @@ from bmc_model.core.workload import Geometry
 from bmc_model.validate.compare import Chosen, Config, asdict_where_set, error_pct, policy_fields
 
 if TYPE_CHECKING:  # runtime types, named only: this module stays free of torch
+    from bmc_model.calibrate.probe import MatmulProbe
     from bmc_model.runtime.speculative import SDResult, SDStats
-    from bmc_model.validate.probe import MatmulProbe
 
 SD_ONLY = ("iterations", "iteration_ms_median", "advance_measured", "advance_predicted", "acceptance")
 
@@ -192,6 +192,7 @@ class SDValidateResult:
     host: dict[str, Any]
     profile: dict[str, Any]
     geometry_rho_bytes: float
+    refresh: dict[str, Any] | None = None  # compare.refresh_report: a refreshed profile's errors without it
 
     def row(self, name: str) -> SDRowResult:
         return next(r for r in self.rows if r.name == name)
@@ -248,4 +249,5 @@ class SDValidateResult:
             "host": self.host,
             "profile": self.profile,
             "geometry_rho_bytes": self.geometry_rho_bytes,
+            "refresh": self.refresh,
         }

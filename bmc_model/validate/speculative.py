@@ -33,6 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bmc_model.calibrate.plan import stream_bytes
+from bmc_model.calibrate.probe import MatmulProbe, probed_profile
 from bmc_model.core.decide import recommend
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import fingerprint
@@ -44,10 +45,9 @@ from bmc_model.core.workload import Geometry
 from bmc_model.runtime.generate import DecodeResult, DecodeRun, set_threads
 from bmc_model.runtime.speculative import SDResult, SDRun
 from bmc_model.validate.acceptance import check_writable, write_acceptance
-from bmc_model.validate.compare import Chosen, Config
+from bmc_model.validate.compare import Chosen, Config, refresh_report
 from bmc_model.validate.interleave import run_interleaved
 from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
-from bmc_model.validate.probe import MatmulProbe, probed_profile
 from bmc_model.validate.sd_result import (
     Acceptance,
     AcceptanceProbe,
@@ -66,7 +66,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
                probe_gamma: int = 8, repeats: int = 3, profile: Profile | str | Path | None = None,
                threads: int | None = None, seed: int = 0, acceptance_out: str | Path | None = None,
                model: str | ModelSpec = "llama-7b", layers: int | None = 2, prompt: int = 2048,
-               alpha: float | Sequence[float] = 0.8, warmup: int = 2,
+               alpha: float | Sequence[float] = 0.8, warmup: int = 2, refresh: bool = False,
                progress: Callable[[str], None] | None = None) -> SDValidateResult:
     """Measure plain and speculative decoding on cat and on the recommended BMC configuration.
 
@@ -100,6 +100,10 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     dec, spec = wl.decoder, wl.decoder.spec
     P = wl.prompt_len
     N = P + new_tokens
+    if refresh:  # at the workload's own model and length (as plain validate's --refresh)
+        from bmc_model.calibrate.refresh import refresh_profile
+
+        prof = refresh_profile(prof, model=spec, seq=N, threads=threads)
     g_max = max(probe_gamma, gamma if isinstance(gamma, int) else 16)
     one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
                           synth_prompt=wl.synth_prompt)
@@ -180,7 +184,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     prof_probed, drift = probed_profile(prof, mprobe, geo)
     cat_ms, attn_ms = mprobe.cat_ms(), mprobe.attn_ms()
     mprobe.close()
-    rows = []
+    rows, kws = [], {}
     for c in configs:
         res = last[c.name]
         sd = res if isinstance(res, SDResult) else None
@@ -188,6 +192,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         kw = {**common, "policy": c.policy, "gamma": c.gamma, "alpha": acc, **(draft_kw if c.gamma else {})}
         rows.append(SDRowResult.of(c, times[c.name], res.cache_stats.growth_events, mismatch[c.name], predict(**kw),
                                    predict(**{**kw, "profile": prof_probed}), sd))
+        kws[c.name] = (rows[-1].measured_ms, {k: v for k, v in kw.items() if k != "profile"})
 
     bmc_sd: SDResult = last["sd-bmc"]  # type: ignore[assignment]
     acceptance = Acceptance.of(bmc_sd.stats, gamma=g_run, synthetic=wl.synthetic_acceptance, drafter=bmc_sd.drafter,
@@ -203,4 +208,5 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         verify_matmuls=VerifyMatmuls.of(mprobe, drift, prof, geo, g_run + 1, ratios, cat_ms, attn_ms),
         tuner=Tuner.of(rec_auto), recommended_plain=Chosen.of(rec_plain), recommended_sd=Chosen.of(rec_sd),
         host=fingerprint(threads=n_threads, dtype=DTYPE),
-        profile={"source": prof.source, "host": prof.host, "date": prof.date}, geometry_rho_bytes=geo.rho)
+        profile={"source": prof.source, "host": prof.host, "date": prof.date}, geometry_rho_bytes=geo.rho,
+        refresh=refresh_report(prof, kws))

@@ -1,0 +1,146 @@
+"""Refresh a profile: re-time the terms that drift (probe.py) at one model's sizes in a few seconds, and return
+the profile with a new refresh section (core/refresh.py): the calibrated terms as they were, new factors
+measured against them (never against an earlier refresh: no compounding). Nothing is written here.
+
+What is timed, for `model` decoding to `seq` from seq // 2 (predict()'s default prompt): one layer's matrices
+and the LM head at the model's shapes, one token row (and `rows`, for row ratios); torch.cat and one layer's
+attention (exact and padded, one row) at the decode's middle width; first touch of one K tensor at the
+growth sizes the decode passes (prompt, middle, seq rows). Everything cold (stream_bytes, as calibration).
+
+Torch is imported only to measure; importing this module registers refresh_for as the refresher that layers
+below calibrate reach through core/refresh.py (BMCCache.tuned(refresh=True)).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bmc_model.calibrate.plan import stream_bytes
+from bmc_model.core.errors import BMCError
+from bmc_model.core.host import available_ram_bytes
+from bmc_model.core.profile import Profile, load_profile
+from bmc_model.core.profile_check import check_profile, refresh_problem
+from bmc_model.core.refresh import Ratios, Refresh, refreshed, register_refresher
+from bmc_model.core.request import DEFAULT_MODEL, DEFAULT_SEQ, model_spec
+from bmc_model.core.specs import DTYPE_BYTES, ModelSpec
+from bmc_model.core.workload import Geometry
+
+DEFAULT_BUDGET_S = 8.0  # of measuring, buffers included: `calibrate --refresh` stays within ~15 s with imports
+MIN_STEPS = 3  # a median needs a few samples, whatever the budget
+MAX_STEPS = 400
+CAT_SPAN = 16  # bench_memory.CAT_SPAN (kept torch-free here; only the memory estimate reads it)
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    spec: ModelSpec
+    seq: int
+    dtype: str  # the profile's: its terms were calibrated in it
+    rows: tuple[int, ...]  # token rows per matmul, 1 first; more than one: row ratios too
+    width: int  # torch.cat and attention rows: the decode's middle
+    alloc_sizes: tuple[int, ...]  # bytes of one K tensor at the growth sizes
+    stream_bytes: int
+    budget_s: float
+
+    def nbytes(self) -> int:
+        """What the probe holds, roughly: the weight copies, cat's sources and successors, attention's pool."""
+        e = DTYPE_BYTES[self.dtype]
+        weights = sum(max(1, -(-self.stream_bytes // (n * e))) * n * e
+                      for n in (self.spec.layer_params(), self.spec.head_params()))
+        row = self.spec.kv_heads * self.spec.head_dim * e
+        cat = max(self.stream_bytes, self.width * row) + 2 * (self.width + CAT_SPAN) * row
+        attn = max(self.stream_bytes, 2 * (self.width + 64) * row)
+        return int(weights + cat + attn + max(self.alloc_sizes))
+
+
+def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: float,
+                 rows: tuple[int, ...] = (1,)) -> RefreshPlan:
+    """Check what needs no torch (one-line BMCError each) and size the measurement."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 2:
+        raise BMCError(f"seq must be an integer of at least 2, got {seq!r}")
+    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 < budget_s <= 600:
+        raise BMCError(f"budget_s must be a number of seconds in (0, 600], got {budget_s!r}")
+    if not rows or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in rows) or 1 not in rows:
+        raise BMCError(f"rows must be positive integers including 1, got {rows!r}")
+    device = profile.host.get("device", "cpu")
+    if device != "cpu":
+        raise BMCError(f"refresh re-times on the CPU; profile {profile.source} is for {device}: calibrate it again")
+    spec = model_spec(model)
+    prompt = seq // 2
+    width = (prompt + seq) // 2
+    row = spec.kv_heads * spec.head_dim * DTYPE_BYTES[profile.dtype]
+    plan = RefreshPlan(spec=spec, seq=seq, dtype=profile.dtype, rows=tuple(sorted(set(rows))), width=width,
+                       alloc_sizes=tuple(sorted({n * row for n in (prompt, width, seq)})),
+                       stream_bytes=stream_bytes(int(profile.host.get("llc_bytes", 0) or 0)), budget_s=float(budget_s))
+    avail = available_ram_bytes()
+    if avail and plan.nbytes() > avail // 2:
+        gib = 2**30
+        raise BMCError(f"refreshing at {spec.name}'s sizes (seq {seq}) needs about {plan.nbytes() / gib:.1f} GiB, "
+                       f"more than half the {avail / gib:.1f} GiB available: use a shorter seq or a smaller model")
+    return plan
+
+
+def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) -> tuple[dict[str, float], Ratios]:
+    """Run the probe within the plan's budget; the factors against `calibrated`, and row ratios (rows > 1)."""
+    import torch
+
+    from bmc_model.calibrate.probe import CAT_CALLS, MatmulProbe, probe_factors
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise BMCError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    probe = MatmulProbe(plan.spec, plan.rows, steps=MAX_STEPS, cat_rows=plan.width, stream_bytes=plan.stream_bytes,
+                        cat_calls=min(2 * plan.spec.layers, CAT_CALLS), attn_width=plan.width,
+                        attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype)
+    try:
+        probe.step()  # warm-up: first calls, thread pool, page tables
+        probe.discard()
+        n, step_s = 0, 0.0  # the longest step so far: a busy host's steps vary, and the budget is a ceiling
+        while n < MIN_STEPS or (n < MAX_STEPS and time.perf_counter() - t0 + step_s <= plan.budget_s):
+            s0 = time.perf_counter()
+            probe.step()
+            step_s = max(step_s, time.perf_counter() - s0)
+            n += 1
+        factors = probe_factors(calibrated, probe, Geometry.of(plan.spec, 1, plan.dtype))
+        ratios = probe.ratios() if len(plan.rows) > 1 else {}
+    finally:
+        probe.close()
+        torch.set_num_threads(before)
+    return factors, ratios
+
+
+def refresh_profile(profile: Profile | str | Path | None = None, *, model: ModelSpec | str = DEFAULT_MODEL,
+                    seq: int = DEFAULT_SEQ, budget_s: float = DEFAULT_BUDGET_S, rows: tuple[int, ...] = (1,),
+                    threads: int | None = None) -> Profile:
+    """`profile` (a Profile, a file, or None: the default one) refreshed for `model` decoding to `seq`: its
+    calibrated terms with new factors, measured within about budget_s seconds. rows: token rows to time the
+    matmuls at, 1 among them; more than one also stores row ratios (SD verification, batches). threads: torch
+    threads while measuring (None: as set). Does not write: core.profile.write_profile does."""
+    prof = load_profile(profile)
+    base = prof.calibrated
+    plan = plan_refresh(base, model, seq, budget_s, rows)
+    t0 = time.perf_counter()
+    factors, ratios = measure(plan, base, threads)
+    refresh = Refresh(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=plan.spec.name, seq=seq,
+                      seconds=round(time.perf_counter() - t0, 3), factors=factors, row_ratios=ratios)
+    problem = refresh_problem(refresh, base)
+    if problem:
+        raise BMCError(f"refreshing {base.source}: measured {problem}; the host is far from its calibration: "
+                       "run `bmc-tune calibrate`")
+    out = refreshed(base, refresh)
+    check_profile(out)
+    return out
+
+
+def refresh_for(profile: Profile, spec: ModelSpec, seq: int) -> Profile:
+    """The refresher core/refresh.py hands to layers below calibrate (BMCCache.tuned(refresh=True))."""
+    return refresh_profile(profile, model=spec, seq=seq)
+
+
+register_refresher(refresh_for)
