@@ -98,6 +98,7 @@ def test_a_matmul_ratio_that_is_not_positive_is_refused():
     _with_hf(hf_matmul_ratio=through([1e7, 1e8], [1.2, 0.9]))  # positive: fine
 
 
+@pytest.mark.heavy  # the miniature calibration (test_calibrate_run.py) runs this bench in the default suite
 def test_transformers_decoder_timed_in_place_on_a_tiny_geometry():
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")

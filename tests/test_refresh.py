@@ -321,3 +321,14 @@ def test_the_gqa_attention_of_transformers_moves_with_attn_exact():
     base = Profile.from_dict(d, source="t")
     prof = refreshed(base, section())
     assert prof.hf_attn_gqa.slope[-1] == pytest.approx(FACTORS["attn_exact"] * base.hf_attn_gqa.slope[-1])
+
+
+def test_a_first_touch_mean_drops_one_burst_but_keeps_the_usual_slow_share():
+    pytest.importorskip("torch")
+    from bmc_model.calibrate.probe import WINDOWS, burst_robust_mean
+
+    usual = [1.0, 1.0, 1.0, 3.0] * (2 * WINDOWS)  # a slow touch in four, every window alike
+    assert burst_robust_mean(usual) == pytest.approx(1.5)
+    burst = usual[:4 * WINDOWS] + [20.0] * 8 + usual[4 * WINDOWS + 8:]  # one window's worth of slow faults
+    assert burst_robust_mean(burst) == pytest.approx(1.5) and sum(burst) / len(burst) > 3
+    assert burst_robust_mean([1.0, 5.0]) == 3.0  # too few for windows: the plain mean

@@ -79,6 +79,20 @@ def spec_weights(stack: ExitStack, spec: ModelSpec, dtype: torch.dtype, stream_b
     return out
 
 
+WINDOWS = 5  # a first-touch mean is the median of this many consecutive windows' means
+
+
+def burst_robust_mean(samples: list[float]) -> float:
+    """The median of the means of WINDOWS consecutive windows (the plain mean with fewer samples). Slow first
+    touches come in bursts (docs/results.md#slow-first-touches): a refresh of a few seconds that catches one
+    put torch.cat at 1.6x its cost in the runs that followed; a window mean keeps the usual share of slow
+    touches, the median drops the window a burst fell in."""
+    if len(samples) < 2 * WINDOWS:
+        return statistics.fmean(samples)
+    k = len(samples) / WINDOWS
+    return statistics.median(statistics.fmean(samples[round(i * k):round((i + 1) * k)]) for i in range(WINDOWS))
+
+
 @dataclass
 class MatmulProbe:
     model: Decoder | ModelSpec  # a decoder: its own weights; a spec: one layer and the head at its shapes
@@ -206,13 +220,13 @@ class MatmulProbe:
 
     def cat_ms(self) -> float | None:
         """Mean ms of one torch.cat at cat_rows (None without cat_rows or samples): a mean, as calibration's
-        cat term is (its slow first touches are part of what every decode step pays)."""
+        cat term is (its slow first touches are part of what every decode step pays), robust to one burst."""
         got = self.samples.get(("cat", self.cat_rows))
-        return 1e3 * statistics.fmean(got) if got else None
+        return 1e3 * burst_robust_mean(got) if got else None
 
     def alloc_ms(self) -> dict[int, float]:
         """Mean ms of one first touch at each size timed: {bytes: ms} (a mean, as calibration's alloc term)."""
-        return {x: 1e3 * statistics.fmean(v) for (p, x), v in self.samples.items() if p == "alloc" and v}
+        return {x: 1e3 * burst_robust_mean(v) for (p, x), v in self.samples.items() if p == "alloc" and v}
 
     def attn_ms(self) -> dict[str, dict[int, float]]:
         """Median ms of one layer's attention over attn_width rows: {"attn_exact" | "attn_masked": {rows: ms}}."""

@@ -57,8 +57,9 @@ class RefreshPlan:
 
 
 def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: float,
-                 rows: tuple[int, ...] = (1,)) -> RefreshPlan:
-    """Check what needs no torch (one-line BMCError each) and size the measurement."""
+                 rows: tuple[int, ...] = (1,), prompt: int | None = None) -> RefreshPlan:
+    """Check what needs no torch (one-line BMCError each) and size the measurement. prompt: rows cached when
+    decoding starts (default seq // 2): torch.cat and attention are timed at the decode's middle width."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 2:
         raise BMCError(f"seq must be an integer of at least 2, got {seq!r}")
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 < budget_s <= 600:
@@ -69,7 +70,9 @@ def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: f
     if device != "cpu":
         raise BMCError(f"refresh re-times on the CPU; profile {profile.source} is for {device}: calibrate it again")
     spec = model_spec(model)
-    prompt = seq // 2
+    prompt = seq // 2 if prompt is None else prompt
+    if isinstance(prompt, bool) or not isinstance(prompt, int) or not 1 <= prompt < seq:
+        raise BMCError(f"prompt must be an integer in [1, seq), got {prompt!r} with seq {seq}")
     width = (prompt + seq) // 2
     row = spec.kv_heads * spec.head_dim * DTYPE_BYTES[profile.dtype]
     plan = RefreshPlan(spec=spec, seq=seq, dtype=profile.dtype, rows=tuple(sorted(set(rows))), width=width,
@@ -117,14 +120,16 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
 
 def refresh_profile(profile: Profile | str | Path | None = None, *, model: ModelSpec | str = DEFAULT_MODEL,
                     seq: int = DEFAULT_SEQ, budget_s: float = DEFAULT_BUDGET_S, rows: tuple[int, ...] = (1,),
-                    threads: int | None = None) -> Profile:
+                    threads: int | None = None, prompt: int | None = None) -> Profile:
     """`profile` (a Profile, a file, or None: the default one) refreshed for `model` decoding to `seq`: its
     calibrated terms with new factors, measured within about budget_s seconds. rows: token rows to time the
     matmuls at, 1 among them; more than one also stores row ratios (SD verification, batches). threads: torch
-    threads while measuring (None: as set). Does not write: core.profile.write_profile does."""
+    threads while measuring (None: as set). prompt: where the decode starts (default seq // 2): a run that knows
+    its own should say, since torch.cat's cost per byte is not one line across glibc's mmap ceiling. Does not
+    write: core.profile.write_profile does."""
     prof = load_profile(profile)
     base = prof.calibrated
-    plan = plan_refresh(base, model, seq, budget_s, rows)
+    plan = plan_refresh(base, model, seq, budget_s, rows, prompt)
     t0 = time.perf_counter()
     factors, ratios = measure(plan, base, threads)
     refresh = Refresh(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=plan.spec.name, seq=seq,

@@ -49,9 +49,10 @@ def tuned_policy(model: Any, seq: int, prompt: int | None = None, profile: Any =
     recommend_kwargs.setdefault("runtime", "hf")  # generate()'s own overhead, where the profile measured it
     if spec.kv_heads < spec.heads and recommend_kwargs["runtime"] == "hf":
         # An exact width gives transformers no mask, and with no mask it hands grouped K/V to SDPA with
-        # enable_gqa, a slower path on the CPU than its masked one, with a higher resident peak, which the
-        # model does not price (docs/results.md#transformers-attention-paths). Masked widths only, then, and
-        # reserve, which BMCCache gives a mask (hf/layer.masked).
+        # enable_gqa, a slower path on the CPU than its masked one: a profile with hf_attn_gqa prices its time,
+        # none prices its higher resident peak, and the embedded profile prices neither
+        # (docs/results.md#transformers-attention-paths). Masked widths only, then, and reserve, which BMCCache
+        # gives a mask (Policy.hf_masked).
         recommend_kwargs.setdefault("widths", ("padded", "pad"))
         recommend_kwargs.setdefault("named", ("static", "llamacpp", "reserve"))
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, profile=profile, **recommend_kwargs)

@@ -83,7 +83,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
         if progress:
             progress(f"refreshing the profile at {spec.name}, seq {seq}")
-        profile = refresh_profile(profile, model=spec, seq=seq, threads=threads)
+        profile = refresh_profile(profile, model=spec, seq=seq, threads=threads, prompt=prompt)
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
     configs = plan_configs(rec.policy, names, r_grid, widths)
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)

@@ -103,7 +103,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     if refresh:  # at the workload's own model and length (as plain validate's --refresh)
         from bmc_model.calibrate.refresh import refresh_profile
 
-        prof = refresh_profile(prof, model=spec, seq=N, threads=threads)
+        prof = refresh_profile(prof, model=spec, seq=N, threads=threads, prompt=P)
     g_max = max(probe_gamma, gamma if isinstance(gamma, int) else 16)
     one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
                           synth_prompt=wl.synth_prompt)
