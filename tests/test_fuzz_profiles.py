@@ -321,7 +321,7 @@ def run_profile_case(case: ProfileCase, show_args: list[str], test: str = TEST) 
         f"[inconsistent] {case}: recommend uses a profile that profile show refuses: {accepted}"
 
 
-SETTINGS = settings(deadline=None, max_examples=150, print_blob=True,
+SETTINGS = settings(deadline=None, max_examples=100, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

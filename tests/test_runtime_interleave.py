@@ -4,7 +4,7 @@ ties, and decoding that gives the same tokens whether a run goes alone or betwee
 import pytest
 import torch
 from conftest import tiny_spec
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmc_model.core.policy import NAMED, Policy
@@ -34,6 +34,7 @@ class Fake:
         return self.done < self.tokens
 
 
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 30), st.integers(1, 5)), min_size=1, max_size=6))
 def test_every_run_finishes_and_the_furthest_behind_goes_next(shapes):
     log: list = []

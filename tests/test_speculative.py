@@ -38,7 +38,7 @@ def make_drafter(kind: str, dec: Decoder, base, prompt: int, alpha: float, seed:
     return OracleDrafter(base.all_tokens[0].tolist(), prompt, alpha, dec.spec.vocab, seed=seed)
 
 
-@settings(max_examples=18, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(spec=SPECS, policy=POLICIES, kind=DRAFTERS, gamma=st.integers(1, 6), prompt=st.integers(1, 30),
        new=st.integers(1, 24), alpha=st.sampled_from([0.0, 0.5, 0.9, 1.0]), seed=st.integers(0, 2**16))
 def test_sd_tokens_identical_to_plain_cat(spec, policy, kind, gamma, prompt, new, alpha, seed):

