@@ -26,8 +26,8 @@ from bmc_model.core.specs import ModelSpec
 def fit_hf_layers(points: list, prof: Profile, spec_of: Callable[[str], ModelSpec], dtype: str
                   ) -> tuple[Term, Term, Term, dict]:
     """points: bench_hf_layers.HFLayerPoint; prof: the profile fitted so far (terms, curves, hf_step_s)."""
-    from bmc_model.core.breakdown import attention_s, write_s
-    from bmc_model.core.curves import term_at, weights_row_factor
+    from bmc_model.core.breakdown import attention_s, matmul_s, write_s
+    from bmc_model.core.curves import weights_row_factor
     from bmc_model.core.workload import Geometry
 
     if prof.hf_step_s is None:
@@ -38,7 +38,7 @@ def fit_hf_layers(points: list, prof: Profile, spec_of: Callable[[str], ModelSpe
     xs, fixed, row, ratio, raw = [], [], [], [], {}
     for name, pts in by.items():
         geo = Geometry.of(spec_of(name), 1, dtype)
-        fused = term_at(prof.weights, geo.layer_weight_bytes) + prof.gemv_row_s * geo.layer_out_rows
+        fused = matmul_s(prof, geo.layer_weight_bytes, geo.layer_out_rows)
         batches = sorted({p.batch for p in pts})
         if batches[0] != 1 or len(batches) < 2:
             raise BMCError(f"calibration: the transformers layer points of {name} need batch 1 and a larger one")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from bmc_model.calibrate.bench_attention import VIEW_SLACK, attn_case, kv_bytes
 from bmc_model.calibrate.bench_memory import alloc_cases, cat_cases
 from bmc_model.calibrate.pool import Pool
-from bmc_model.core.breakdown import attention_s
+from bmc_model.core.breakdown import attention_s, matmul_s
 from bmc_model.core.curves import term_at
 from bmc_model.core.errors import BMCError
 from bmc_model.core.profile import Profile
@@ -252,10 +252,8 @@ def with_row_ratios(prof: Profile, ratios: Ratios) -> Profile:
 def weights_drift(prof: Profile, geo: Geometry, one_row_ms: dict[str, float]) -> float:
     """The probe's one-row time of all layers and the head over what the profile charges for them:
     how much faster (< 1) or slower (> 1) the host streams weights now than at calibration."""
-    g_row = prof.scalars.get("gemv_row_s", 0.0)
-    layer = term_at(prof.weights, geo.layer_weight_bytes) + g_row * geo.layer_out_rows
-    head = term_at(prof.weights, geo.head_weight_bytes) + g_row * geo.head_out_rows
-    charged_ms = 1e3 * (geo.layers * layer + head)
+    layer = matmul_s(prof, geo.layer_weight_bytes, geo.layer_out_rows)
+    charged_ms = 1e3 * (geo.layers * layer + matmul_s(prof, geo.head_weight_bytes, geo.head_out_rows))
     if charged_ms <= 0:
         raise BMCError("the profile charges nothing for this model's weights: cannot scale it")
     return (one_row_ms["layers"] + one_row_ms["head"]) / charged_ms

@@ -112,16 +112,11 @@ def calibrate(quick: bool = False, device: str = "cpu", threads: int | None = No
     return CalibrationResult(profile=prof, plan=plan, notes=list(prof.raw["meta"]["notes"]), elapsed_s=elapsed)
 
 
-def _hf_overhead(plan: Plan, reps: int, rng: np.random.Generator, rep: Reporter, bench_s: dict[str, float],
-                 notes: list[str]) -> list[tuple[int, float]]:
-    """transformers generate()'s own step and layer overhead (hf_overhead.py), with the hf extra installed."""
-    if plan.device != "cpu" or plan.dtype != "float32":
-        return []
-    try:
-        from bmc_model.calibrate.hf_overhead import step_times
-    except ImportError:
-        notes.append("transformers not installed: no hf_step_s / hf_layer_s (HF predictions use step_s / layer_s)")
-        return []
+def _hf_overhead(plan: Plan, reps: int, rng: np.random.Generator, rep: Reporter, bench_s: dict[str, float]
+                 ) -> list[tuple[int, float]]:
+    """transformers generate()'s own step and layer overhead (hf_overhead.py); measure only where _has_hf."""
+    from bmc_model.calibrate.hf_overhead import step_times
+
     rep.begin("hf_overhead", reps * len(plan.overhead_layers))
     t0 = time.perf_counter()
     pts = bo.interleaved_medians(plan.overhead_layers, reps, plan.overhead_tokens, step_times, rng,
@@ -149,13 +144,15 @@ def _layers_in_place(plan: Plan, rng: np.random.Generator, rep: Reporter, bench_
     return pts
 
 
-def _has_hf(plan: Plan) -> bool:
-    """transformers' terms are measured on the CPU in fp32, with the hf extra installed."""
+def _has_hf(plan: Plan, notes: list[str]) -> bool:
+    """Whether transformers' terms are measured: on the CPU in fp32, with the hf extra installed (else said)."""
     if plan.device != "cpu" or plan.dtype != "float32":
         return False
     try:
         import transformers  # noqa: F401
     except ImportError:
+        notes.append("transformers not installed: no hf_* terms (HF predictions use step_s / layer_s and the "
+                     "runtime's own layer terms)")
         return False
     return True
 
@@ -203,6 +200,7 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         bench_s[name] = time.perf_counter() - t0
         return pts
 
+    hf = _has_hf(plan, notes)
     sd = run("sd_iter", [bo.sd_iter_case(p.vocab, plan.sd_gamma, dev)])[0]
     lazy = _lazy_backing(plan, rep, bench_s, notes)  # before the benchmarks that leave buffers cached
     # Allocation costs depend on what the heap holds: each benchmark starts from a trimmed heap, as a
@@ -222,7 +220,7 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         write = run("write", bm.write_cases(pool, p, plan.write_shapes))
         exact = run("attn_exact", ba.attn_cases(pool, plan.specs, plan.attn_widths, "exact", stream))
         masked = run("attn_masked", ba.attn_cases(pool, plan.specs, plan.attn_widths, "masked", stream))
-        gqa_cases = ba.attn_cases(pool, plan.specs, plan.attn_widths, "gqa", stream) if _has_hf(plan) else []
+        gqa_cases = ba.attn_cases(pool, plan.specs, plan.attn_widths, "gqa", stream) if hf else []
         gqa = run("attn_gqa", gqa_cases) if gqa_cases else []
         attn_q = run("attn_q", ba.attn_q_cases(pool, p, plan.q_widths, plan.q_rows, stream))
         weights = run("weights", bw.size_cases(pool, plan.specs, plan.weight_sizes, stream))
@@ -240,9 +238,9 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
         raise BMCError(f"calibration: the runtime decoder is unavailable ({ex})") from None
     bench_s["overhead"] = time.perf_counter() - t0
     rep.end("overhead")
-    hf_over = _hf_overhead(plan, reps, rng, rep, bench_s, notes)
+    hf_over = _hf_overhead(plan, reps, rng, rep, bench_s) if hf else []
     layer_pts = _layers_in_place(plan, rng, rep, bench_s, notes)
-    hf_layer_pts = _hf_layers_in_place(plan, rng, rep, bench_s) if hf_over else []
+    hf_layer_pts = _hf_layers_in_place(plan, rng, rep, bench_s) if hf else []
     m = Measurements(alloc=alloc, copy=copy, cat=cat, write=write, attn_exact=exact, attn_masked=masked,
                      attn_q=attn_q, weights=weights, weights_rows=wrows, rows_x=rows_x, head_rows=hrows, sd_iter=sd,
                      overhead=over,

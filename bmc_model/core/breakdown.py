@@ -33,6 +33,12 @@ def masked_pass(policy: Policy, prof: Profile, q: int) -> bool:
     return (policy.hf_masked if prof.runtime == "hf" else policy.width != "exact") or q > 1
 
 
+def matmul_s(prof: Profile, nbytes: float, out_rows: float) -> float:
+    """One token row through fused matrices of nbytes with out_rows output rows: the weights term plus
+    gemv_row_s a row (a layer's four matmuls, or the LM head)."""
+    return term_at(prof.weights, nbytes) + prof.gemv_row_s * out_rows
+
+
 def matmul_ratio(prof: Profile, geo: Geometry) -> float:
     """The runtime's per-layer matmuls over the fused four the weights term times: 1 for bmc-tune's decoder,
     transformers' seven measured in place in the hf view (matmul_ratio, over the layer's weight bytes)."""
@@ -67,9 +73,8 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     L_f = L - L_s
     iters = w.tokens / w.advance
     rows = w.batch * q  # token rows each matmul processes
-    gemv_row_s = prof.gemv_row_s
-    head = term_at(prof.weights, geo.head_weight_bytes) + gemv_row_s * geo.head_out_rows
-    layer = matmul_ratio(prof, geo) * (term_at(prof.weights, geo.layer_weight_bytes) + gemv_row_s * geo.layer_out_rows)
+    head = matmul_s(prof, geo.head_weight_bytes, geo.head_out_rows)
+    layer = matmul_ratio(prof, geo) * matmul_s(prof, geo.layer_weight_bytes, geo.layer_out_rows)
     weights = iters * (weights_row_factor(prof, rows, geo.head_weight_bytes, "head_rows") * head
                        + L * weights_row_factor(prof, rows, geo.layer_weight_bytes) * layer)
     masked = masked_pass(policy, prof, q)

@@ -117,18 +117,15 @@ def _grid(grid: Sequence[Policy | str] | None) -> tuple[Policy, ...]:
 
 
 def refreshed_at(prof: Any) -> str | None:
-    """The profile's refresh timestamp (Profile.refresh["at"], from calibrate/refresh.py); None without one."""
+    """The profile's refresh timestamp (Profile.refresh.at, or a JSON section's "at"); None without one."""
     section = getattr(prof, "refresh", None)
     at = section.get("at") if isinstance(section, dict) else getattr(section, "at", None)
     return None if at is None else str(at)
 
 
 def _refresh(prof: Any, spec: Any, seq: int) -> Any:
-    # imported here: calibrate/refresh.py runs microbenchmarks, and only --refresh needs it
-    try:
-        from bmc_model.calibrate.refresh import refresh_profile
-    except ImportError as e:
-        raise BMCError(f"--refresh needs bmc_model.calibrate.refresh.refresh_profile ({e})") from None
+    from bmc_model.calibrate.refresh import refresh_profile  # here: only --refresh measures
+
     return refresh_profile(prof, model=spec, seq=seq)
 
 
