@@ -56,6 +56,25 @@ def test_matmul_ratio_scales_the_layers_weights_and_grouped_attention_only_exact
         assert masked[0] == masked[1]  # a mask: transformers packs GQA as the runtime folds it
 
 
+@pytest.mark.parametrize("spec", [SMOL, get_spec("llama-7b")])
+def test_predict_under_transformers_prices_a_gqa_model_s_exact_width_with_its_grouped_attention(spec):
+    """Through predict(runtime="hf"), whose geometry is unfolded (group 1): the grouped term is the model's, not
+    the fold's (it once read geo.group and was never used)."""
+    slow = Term(c0=(1e-5,), slope=(3 * embedded_profile().attn_exact.slope[-1],))
+    with_gqa = _with_hf(hf_attn_gqa=slow)
+    args = dict(model=spec, seq=4096, prompt=3840, dtype="float32", runtime="hf")
+    gqa = spec.heads > spec.kv_heads
+    for policy, exact in (("fixed:256:exact", True), ("static", False)):
+        a, b = (predict(**args, policy=policy, profile=p) for p in (with_gqa, embedded_profile()))
+        slower = a.breakdown["attention_useful"] > 2 * b.breakdown["attention_useful"]
+        assert slower == (gqa and exact), policy
+        assert a.breakdown["weights"] == pytest.approx(b.breakdown["weights"])
+    # bmc-tune's own decoder folds the group into query rows: never the grouped term
+    bmc = {k: v for k, v in args.items() if k != "runtime"}
+    assert predict(**bmc, policy="fixed:256:exact", profile=with_gqa).ms_per_token == pytest.approx(
+        predict(**bmc, policy="fixed:256:exact", profile=embedded_profile()).ms_per_token)
+
+
 def test_the_fit_recovers_known_per_layer_costs():
     from bmc_model.calibrate.bench_hf_layers import HFLayerPoint
 

@@ -25,7 +25,7 @@ from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
 
 # the JSON validate --hf prints and benchmarks/hf_generate.py writes, key for key and in order
 KEYS = ["schema", "kind", "date", "host", "transformers", "torch", "threads", "dtype", "new_tokens", "reps",
-        "memory_reps", "prefill", "quick", "bmc_trim", "grid", "profile", "profile_refreshed_at",
+        "memory_reps", "prefill", "quick", "bmc_trim", "grid", "profile", "profile_refreshed_at", "refreshes",
         "hf_overhead_calibrated", "workloads", "notes", "estimated_s", "wall_s", "phases_s", "rows",
         "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_by_case", "median_abs_resident_error_pct",
         "max_abs_resident_error_pct", "abs_resident_error_pct_by_cache", "checks"]
@@ -285,20 +285,26 @@ def test_refresh_runs_before_each_case_and_its_time_is_reported(monkeypatch):
     at = "2026-12-02T10:00:00+00:00"
     calls = []
 
-    def fake_refresh(profile, *, model, seq):
-        calls.append((model.name, seq))
+    def fake_refresh(profile, *, model, seq, prompt, batch):
+        calls.append((model.name, seq, prompt, batch, profile.refresh))
         out = replace(profile)
-        object.__setattr__(out, "refresh", types.SimpleNamespace(at=at))  # as Profile.refresh exposes it
+        section = types.SimpleNamespace(at=at, to_dict=lambda: {"at": at, "seq": seq, "batch": batch})
+        object.__setattr__(out, "refresh", section)  # as Profile.refresh exposes it
         return out
 
     # bmc_model.calibrate.refresh is imported when validate_hf is asked to refresh: a stand-in module
     monkeypatch.setitem(sys.modules, "bmc_model.calibrate.refresh",
                         types.SimpleNamespace(refresh_profile=fake_refresh))
-    res = validate_hf(**{**TINY_RUN, "contexts": [24, 40]}, batches=[1], memory=False, grid=(), refresh=True)
-    assert calls == [("llama2-7b-attn-2L-quick", 24), ("llama2-7b-attn-2L-quick", 40)]
+    res = validate_hf(**{**TINY_RUN, "contexts": [24, 40]}, batches=[1, 2], memory=False, grid=(), refresh=True)
+    new = TINY_RUN["new_tokens"]
+    # every case from the profile as given (no refresh carried over), at the case's own prompt and batch
+    assert [c[:4] for c in calls] == [("llama2-7b-attn-2L-quick", n, n - new, b) for n in (24, 40) for b in (1, 2)]
+    assert all(c[4] is None for c in calls)
     d = res.to_dict()
-    assert d["profile_refreshed_at"] == at and d["grid"] == [] and len(d["rows"]) == 2 * len(CACHES)
-    assert set(d["phases_s"]) >= {"kv N=24 refresh", "kv N=40 refresh"}
+    assert d["profile_refreshed_at"] == at and d["grid"] == [] and len(d["rows"]) == 4 * len(CACHES)
+    assert [r["case"] for r in d["refreshes"]] == [f"kv N={n} B={b}" for n in (24, 40) for b in (1, 2)]
+    assert d["refreshes"][1]["batch"] == 2
+    assert set(d["phases_s"]) >= {f"kv N={n} B={b} refresh" for n in (24, 40) for b in (1, 2)}
     assert refreshed_at(types.SimpleNamespace(refresh={"at": at})) == at
     assert refreshed_at(types.SimpleNamespace(refresh=None)) is None and refreshed_at(object()) is None
 

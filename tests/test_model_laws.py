@@ -250,6 +250,9 @@ def sd_walk(policy: Policy, w: Workload, geo: Geometry, prof: Profile, runs: int
        st.integers(0, 10**6))
 # r = 56: event 2 always leaves the capacity at the cap, so a third cannot happen (the spread once said 11%)
 @example(1, 153, 5, 0.25, 0.3515625, 0)
+# a known miss: 16 tokens in two or three passes of up to 8 rows, where the closed form's normal spread of event
+# positions counts 3.03 events against the walk's 2.79-2.82 (8%); typical lengths are within 2%
+@example(1, 16, 7, 0.9375, 0.0, 0).xfail(reason="closed-form SD events over two or three passes", raises=AssertionError)
 def test_sd_growth_events_match_random_walk(prompt, gen, gamma, alpha, where, seed):
     """SD growth events in expectation, r from torch.cat to past the whole generation: the spacing and
     the events near the end (the knife edge the tuner's r sits on), against the runtime's rules."""

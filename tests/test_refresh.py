@@ -112,7 +112,8 @@ class FakeProbe:
     rows = (1,)
     cat_x, attn_width = 3e5, 1536
 
-    def __init__(self, layers_ms, head_ms, cat_ms, alloc_ms, attn_ms):
+    def __init__(self, layers_ms, head_ms, cat_ms, alloc_ms, attn_ms, rho):
+        self.rho = rho  # K bytes a row of the batch timed
         self._med = {"layers": {1: layers_ms}, "head": {1: head_ms}}
         self._cat, self._alloc, self._attn = cat_ms, alloc_ms, attn_ms
 
@@ -129,7 +130,8 @@ class FakeProbe:
         return self._attn
 
 
-def test_probe_factors_are_measured_over_charged():
+@pytest.mark.parametrize("batch", [1, 4])
+def test_probe_factors_are_measured_over_charged(batch):
     from bmc_model.calibrate.probe import probe_factors, weights_drift
     from bmc_model.core.breakdown import attention_s
     from bmc_model.core.specs import get_spec
@@ -138,9 +140,10 @@ def test_probe_factors_are_measured_over_charged():
     geo = Geometry.of(get_spec("llama-7b"), 1, "float32")
     sizes = (2**20, 2**24)
     charged_alloc = 1e3 * sum(term_at(prof.alloc, x) for x in sizes)
-    exact = 1e3 * attention_s(prof, geo.rho, 1536, 1, False, geo.group)
+    exact = 1e3 * attention_s(prof, batch * geo.rho, 1536, 1, False, geo.group)  # the batch's attention
     alloc_ms = {x: 3e3 * term_at(prof.alloc, x) for x in sizes}
-    probe = FakeProbe(50.0, 20.0, 2e3 * term_at(prof.cat, 3e5), alloc_ms, {"attn_exact": {1: 0.5 * exact}})
+    probe = FakeProbe(50.0, 20.0, 2e3 * term_at(prof.cat, 3e5), alloc_ms, {"attn_exact": {1: 0.5 * exact}},
+                      batch * geo.rho)
     f = probe_factors(prof, probe, geo)
     assert f["weights"] == pytest.approx(weights_drift(prof, geo, {"layers": 50.0, "head": 20.0}))
     assert f["cat"] == pytest.approx(2.0) and f["alloc"] == pytest.approx(sum(alloc_ms.values()) / charged_alloc)
@@ -157,6 +160,8 @@ def test_probe_factors_are_measured_over_charged():
     ({"factors": [1.0]}, "refresh 'factors' must be an object"),
     ({"seq": 1}, "refresh 'seq' is 1"),
     ({"seq": "2048"}, "refresh 'seq' must be an integer"),
+    ({"batch": 0}, "refresh 'batch' is 0"),
+    ({"batch": 4.0}, "refresh 'batch' must be an integer"),
     ({"at": "yesterday"}, "refresh 'at' is 'yesterday'"),
     ({"row_ratios": {"layers": {"1": 1.0, "4": 2.0}}}, "refresh row_ratios has parts ['layers']"),
     ({"row_ratios": {"layers": {"4": 2.0}, "head": {"1": 1.0, "4": 2.0}}}, "refresh row_ratios 'layers' has rows"),
@@ -193,6 +198,8 @@ def one_line_error(res, match):
     (["--refresh", "--threads", "0"], "--threads must be at least 1"),
     (["--refresh", "--profile", "missing.json"], "profile not found"),
     (["--seq", "512"], "--seq goes with --refresh"),
+    (["--batch", "4"], "--batch goes with --refresh"),
+    (["--refresh", "--batch", "0"], "batch must be a positive integer"),
     (["--profile", "p.json", "--quick"], "--profile goes with --refresh"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, match, fake_measure, tmp_path, monkeypatch):
@@ -224,6 +231,12 @@ def test_cli_refreshes_a_file_and_prints_the_factors(fake_measure, tmp_path):
     d = json.loads(res.stdout)
     assert d["path"] == str(tmp_path / "o.json") and d["refresh"]["factors"] == FACTORS
     assert d["refresh"]["model"] == "llama-7b" and d["refresh"]["seq"] == 2048  # the defaults
+    assert d["refresh"]["batch"] == 1
+    res = runner.invoke(app, ["calibrate", "--refresh", "--profile", str(path), "--batch", "4"])
+    assert res.exit_code == 0, res.output
+    assert "batch 4" in res.output and read_profile(path).refresh.batch == 4
+    plan = fake_measure[-1][0]
+    assert plan.batch == 4 and plan.rows == (1, 4)  # a batch of four multiplies four token rows
 
 
 def test_cli_without_a_cached_profile_refreshes_the_embedded_one_there(fake_measure):
@@ -268,13 +281,13 @@ def test_the_hf_refresher_is_registered_and_tuned_uses_it():
     model = transformers.LlamaForCausalLM(cfg).eval()
     seen = []
 
-    def refresher(profile, spec, seq):
-        seen.append((profile, spec, seq))
-        return refreshed(profile.calibrated, section(model=spec.name, seq=seq))
+    def refresher(profile, spec, seq, prompt, batch):
+        seen.append((profile, spec, seq, prompt, batch))
+        return refreshed(profile.calibrated, section(model=spec.name, seq=seq, batch=batch))
 
-    cache = BMCCache.tuned(model, seq=128, profile=embedded_profile(), refresh=refresher)
-    (profile, spec, seq), = seen
-    assert seq == 128 and spec.hidden == 64 and profile.refresh is None
+    cache = BMCCache.tuned(model, seq=128, prompt=100, batch=2, profile=embedded_profile(), refresh=refresher)
+    (profile, spec, seq, prompt, batch), = seen
+    assert (seq, prompt, batch) == (128, 100, 2) and spec.hidden == 64 and profile.refresh is None
     assert "refreshed 2026-01-01" in cache.recommendation.prediction.profile
     with pytest.raises(BMCError, match="refresh must be True, False or a refresher"):
         BMCCache.tuned(model, seq=128, refresh="yes")
@@ -332,3 +345,40 @@ def test_a_first_touch_mean_drops_one_burst_but_keeps_the_usual_slow_share():
     burst = usual[:4 * WINDOWS] + [20.0] * 8 + usual[4 * WINDOWS + 8:]  # one window's worth of slow faults
     assert burst_robust_mean(burst) == pytest.approx(1.5) and sum(burst) / len(burst) > 3
     assert burst_robust_mean([1.0, 5.0]) == 3.0  # too few for windows: the plain mean
+
+
+def test_a_batch_refresh_times_the_batch_s_kv_sizes_and_its_rows():
+    one = refresh_mod.plan_refresh(embedded_profile(), "llama-7b", 2048, 8.0, prompt=1792)
+    four = refresh_mod.plan_refresh(embedded_profile(), "llama-7b", 2048, 8.0, prompt=1792, batch=4)
+    assert one.rows == (1,) and four.rows == (1, 4) and four.width == one.width == 1920
+    assert four.alloc_sizes == tuple(4 * x for x in one.alloc_sizes)  # one K tensor of the batch
+    assert four.nbytes() > one.nbytes()
+    for bad in (0, True, 2.0):
+        with pytest.raises(BMCError, match="batch must be a positive integer"):
+            refresh_mod.plan_refresh(embedded_profile(), "llama-7b", 2048, 8.0, batch=bad)
+
+
+def test_an_older_refresh_section_without_a_batch_reads_as_batch_one():
+    d = section().to_dict()
+    del d["batch"]
+    assert Refresh.from_dict(d).batch == 1 and Refresh.from_dict({**d, "batch": 4}).batch == 4
+
+
+def test_a_batched_probe_times_the_batch_s_kv_as_one_tensor(one_thread):
+    from bmc_model.calibrate.probe import MatmulProbe, batched
+
+    spec = tiny_spec(layers=2)
+    assert batched(spec, 1) is spec
+    b4 = batched(spec, 4)
+    assert b4.kv_heads == 4 * spec.kv_heads and b4.heads // b4.kv_heads == spec.heads // spec.kv_heads
+    probes = {b: MatmulProbe(spec, (1,), steps=1, cat_rows=64, stream_bytes=2**16, attn_width=64, batch=b)
+              for b in (1, 4)}
+    assert probes[4].rho == 4 * probes[1].rho and probes[4].cat_x == pytest.approx(4 * probes[1].cat_x)
+    # the matmuls are the model's own, whatever the batch
+    assert [tuple(w.shape) for w in probes[4]._weights["layers"].groups[0]] == spec.layer_matrices()
+    for p in probes.values():
+        p.step()
+        assert p.cat_ms() > 0 and set(p.attn_ms()) == {"attn_exact", "attn_masked"}
+        p.close()
+    with pytest.raises(BMCError, match="probe batch"):
+        MatmulProbe(spec, (1,), steps=1, batch=0)

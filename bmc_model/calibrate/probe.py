@@ -79,6 +79,16 @@ def spec_weights(stack: ExitStack, spec: ModelSpec, dtype: torch.dtype, stream_b
     return out
 
 
+def batched(spec: ModelSpec, batch: int) -> ModelSpec:
+    """spec with batch sequences' K/V as one: [batch, kv_heads, n, head_dim] timed as [1, batch * kv_heads, n,
+    head_dim], the same bytes in the same order. torch.cat along the rows copies each (sequence, head) block
+    alike, and SDPA runs batch and heads as one loop; the query groups per KV head stay as they are."""
+    if batch == 1:
+        return spec
+    return dataclasses.replace(spec, name=f"{spec.name} x{batch}", heads=spec.heads * batch,
+                               kv_heads=spec.kv_heads * batch)
+
+
 WINDOWS = 5  # a first-touch mean is the median of this many consecutive windows' means
 
 
@@ -106,6 +116,7 @@ class MatmulProbe:
     # the largest row count masked (one row masked when that is 1)
     alloc_sizes: tuple[int, ...] = ()  # also time first touch (torch.empty + a write of every page) of these bytes
     dtype: str = "float32"  # a spec's (a decoder has its own)
+    batch: int = 1  # sequences whose K/V the cat, attention and alloc sizes hold (batched())
     done: int = 0
     samples: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (part, m) -> seconds
 
@@ -123,14 +134,18 @@ class MatmulProbe:
                 raise BMCError(f"probe dtype must be one of {', '.join(TORCH_DTYPES)}, got {self.dtype!r}")
             s, dt, device = self.model, TORCH_DTYPES[self.dtype], "cpu"
             self._weights = spec_weights(self._stack, s, dt, self.stream_bytes)
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise BMCError(f"probe batch must be a positive integer, got {self.batch!r}")
         self.spec = s
+        kv = batched(s, self.batch)
+        self.rho = float(kv.kv_heads * kv.head_dim * torch.empty((), dtype=dt).element_size())  # K bytes a row
         # one activation per inner width: [m, hidden], [m, heads * head_dim], [m, ffn]
         widths = {w.shape[1] for st in self._weights.values() for g in st.groups for w in g}
         self._x = {m: {w: torch.full((m, w), 0.5, dtype=dt, device=device) for w in widths} for m in self.rows}
         self.samples = {(p, m): [] for p in PARTS for m in self.rows}
         self._cat_op = None
         if self.cat_rows:
-            self._cat_case = cat_cases(s, (self.cat_rows,), dt, device, self.stream_bytes)[0]
+            self._cat_case = cat_cases(kv, (self.cat_rows,), dt, device, self.stream_bytes)[0]
             self._cat_op = self._stack.enter_context(self._cat_case.make())
             self.samples[("cat", self.cat_rows)] = []
         # first touch: a case's x is its bytes rounded to whole elements
@@ -142,21 +157,22 @@ class MatmulProbe:
         if self.attn_width:
             self.attn_forms = self.attn_forms or ((1, False), (max(self.rows), True))
             elem = torch.empty((), dtype=dt).element_size()
-            need = max(self.stream_bytes, int(kv_bytes(s, self.attn_width + VIEW_SLACK, elem)))
+            need = max(self.stream_bytes, int(kv_bytes(kv, self.attn_width + VIEW_SLACK, elem)))
             pool = self._stack.enter_context(Pool(need, dt, device))
             for m, masked in self.attn_forms:
                 key = ("attn_masked" if masked else "attn_exact", m)
-                case = attn_case(pool, key, s, self.attn_width, m, masked, self.stream_bytes)
+                case = attn_case(pool, key, kv, self.attn_width, m, masked, self.stream_bytes)
                 self._attn_ops[key] = (self._stack.enter_context(case.make()), case.per_call)
                 self.samples[key] = []
 
     @classmethod
     def beside_runs(cls, dec: Decoder, rows: tuple[int, ...], length: int, stream_bytes: int,
-                    attn_forms: tuple[tuple[int, bool], ...] = ()) -> MatmulProbe:
+                    attn_forms: tuple[tuple[int, bool], ...] = (), batch: int = 1) -> MatmulProbe:
         """The probe validate and validate --sd run beside their decodes: matmuls at `rows`, torch.cat and
-        attention at `length` rows (the runs' middle), STEPS steps a repeat."""
+        attention at `length` rows (the runs' middle) of `batch` sequences, STEPS steps a repeat."""
         return cls(dec, rows, steps=STEPS, cat_rows=length, stream_bytes=stream_bytes,
-                   cat_calls=min(2 * dec.spec.layers, CAT_CALLS), attn_width=length, attn_forms=attn_forms)
+                   cat_calls=min(2 * dec.spec.layers, CAT_CALLS), attn_width=length, attn_forms=attn_forms,
+                   batch=batch)
 
     def close(self) -> None:
         """Free the cat, attention and (a spec's) weight buffers."""
@@ -264,7 +280,8 @@ def probe_factors(prof: Profile, probe: MatmulProbe, geo: Geometry) -> dict[str,
     weights: weights_drift at one row (one factor for every size: a draft model's weights, which the probe does
     not time, move with the host as the target's do). cat (when prof has the term): at cat_x. alloc: the sum of
     the first touches timed over the term's sum at those sizes. attn_exact, attn_masked: at attn_width, at the
-    most rows timed (masked: the verify pass with its folded GQA rows, at a width calibration may not reach)."""
+    most rows timed (masked: the verify pass with its folded GQA rows, at a width calibration may not reach), of
+    the probe's batch. geo: the model's (its weights; its batch does not matter here)."""
     med = probe.medians_ms()
     f = {"weights": weights_drift(prof, geo, {p: med[p][1] for p in PARTS})}
     cat = probe.cat_ms()
@@ -275,7 +292,7 @@ def probe_factors(prof: Profile, probe: MatmulProbe, geo: Geometry) -> dict[str,
         f["alloc"] = sum(alloc.values()) / (1e3 * sum(term_at(prof.alloc, x) for x in alloc))
     for name, by_rows in probe.attn_ms().items():
         m = max(by_rows)
-        charged = attention_s(prof, geo.rho, probe.attn_width, m, name == "attn_masked", geo.group)
+        charged = attention_s(prof, probe.rho, probe.attn_width, m, name == "attn_masked", geo.group)
         f[name] = by_rows[m] / (1e3 * charged)
     return f
 

@@ -2,10 +2,12 @@
 the profile with a new refresh section (core/refresh.py): the calibrated terms as they were, new factors
 measured against them (never against an earlier refresh: no compounding). Nothing is written here.
 
-What is timed, for `model` decoding to `seq` from seq // 2 (predict()'s default prompt): one layer's matrices
-and the LM head at the model's shapes, one token row (and `rows`, for row ratios); torch.cat and one layer's
-attention (exact and padded, one row) at the decode's middle width; first touch of one K tensor at the
-growth sizes the decode passes (prompt, middle, seq rows). Everything cold (stream_bytes, as calibration).
+What is timed, for `model` decoding `batch` sequences to `seq` from seq // 2 (predict()'s default prompt): one
+layer's matrices and the LM head at the model's shapes, one token row (and `rows` and the batch, for row
+ratios); torch.cat and one layer's attention (exact and padded, one row) at the decode's middle width; first
+touch of one K tensor at the growth sizes the decode passes (prompt, middle, seq rows). K/V sizes are the
+batch's: torch.cat's cost per byte is not one line across glibc's mmap ceiling, and a batch of four moves a
+tensor past it. Everything cold (stream_bytes, as calibration).
 
 Torch is imported only to measure; importing this module registers refresh_for as the refresher that layers
 below calibrate reach through core/refresh.py (BMCCache.tuned(refresh=True)).
@@ -38,6 +40,7 @@ CAT_SPAN = 16  # bench_memory.CAT_SPAN (kept torch-free here; only the memory es
 class RefreshPlan:
     spec: ModelSpec
     seq: int
+    batch: int  # sequences decoded together: K/V sizes are the batch's, and the matmuls run at its rows
     dtype: str  # the profile's: its terms were calibrated in it
     rows: tuple[int, ...]  # token rows per matmul, 1 first; more than one: row ratios too
     width: int  # torch.cat and attention rows: the decode's middle
@@ -50,22 +53,25 @@ class RefreshPlan:
         e = DTYPE_BYTES[self.dtype]
         weights = sum(max(1, -(-self.stream_bytes // (n * e))) * n * e
                       for n in (self.spec.layer_params(), self.spec.head_params()))
-        row = self.spec.kv_heads * self.spec.head_dim * e
+        row = self.batch * self.spec.kv_heads * self.spec.head_dim * e
         cat = max(self.stream_bytes, self.width * row) + 2 * (self.width + CAT_SPAN) * row
         attn = max(self.stream_bytes, 2 * (self.width + 64) * row)
         return int(weights + cat + attn + max(self.alloc_sizes))
 
 
 def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: float,
-                 rows: tuple[int, ...] = (1,), prompt: int | None = None) -> RefreshPlan:
+                 rows: tuple[int, ...] = (1,), prompt: int | None = None, batch: int = 1) -> RefreshPlan:
     """Check what needs no torch (one-line BMCError each) and size the measurement. prompt: rows cached when
-    decoding starts (default seq // 2): torch.cat and attention are timed at the decode's middle width."""
+    decoding starts (default seq // 2): torch.cat and attention are timed at the decode's middle width. batch:
+    sequences decoded together (the matmuls are also timed at that many rows)."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 2:
         raise BMCError(f"seq must be an integer of at least 2, got {seq!r}")
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 < budget_s <= 600:
         raise BMCError(f"budget_s must be a number of seconds in (0, 600], got {budget_s!r}")
     if not rows or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in rows) or 1 not in rows:
         raise BMCError(f"rows must be positive integers including 1, got {rows!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise BMCError(f"batch must be a positive integer, got {batch!r}")
     device = profile.host.get("device", "cpu")
     if device != "cpu":
         raise BMCError(f"refresh re-times on the CPU; profile {profile.source} is for {device}: calibrate it again")
@@ -74,15 +80,17 @@ def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: f
     if isinstance(prompt, bool) or not isinstance(prompt, int) or not 1 <= prompt < seq:
         raise BMCError(f"prompt must be an integer in [1, seq), got {prompt!r} with seq {seq}")
     width = (prompt + seq) // 2
-    row = spec.kv_heads * spec.head_dim * DTYPE_BYTES[profile.dtype]
-    plan = RefreshPlan(spec=spec, seq=seq, dtype=profile.dtype, rows=tuple(sorted(set(rows))), width=width,
+    row = batch * spec.kv_heads * spec.head_dim * DTYPE_BYTES[profile.dtype]
+    plan = RefreshPlan(spec=spec, seq=seq, batch=batch, dtype=profile.dtype, rows=tuple(sorted({*rows, batch})),
+                       width=width,
                        alloc_sizes=tuple(sorted({n * row for n in (prompt, width, seq)})),
                        stream_bytes=stream_bytes(int(profile.host.get("llc_bytes", 0) or 0)), budget_s=float(budget_s))
     avail = available_ram_bytes()
     if avail and plan.nbytes() > avail // 2:
         gib = 2**30
-        raise BMCError(f"refreshing at {spec.name}'s sizes (seq {seq}) needs about {plan.nbytes() / gib:.1f} GiB, "
-                       f"more than half the {avail / gib:.1f} GiB available: use a shorter seq or a smaller model")
+        raise BMCError(f"refreshing at {spec.name}'s sizes (seq {seq}, batch {batch}) needs about "
+                       f"{plan.nbytes() / gib:.1f} GiB, more than half the {avail / gib:.1f} GiB available: use a "
+                       "shorter seq, a smaller batch or a smaller model")
     return plan
 
 
@@ -100,7 +108,8 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
     t0 = time.perf_counter()
     probe = MatmulProbe(plan.spec, plan.rows, steps=MAX_STEPS, cat_rows=plan.width, stream_bytes=plan.stream_bytes,
                         cat_calls=min(2 * plan.spec.layers, CAT_CALLS), attn_width=plan.width,
-                        attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype)
+                        attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype,
+                        batch=plan.batch)
     try:
         probe.step()  # warm-up: first calls, thread pool, page tables
         probe.discard()
@@ -110,7 +119,7 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
             probe.step()
             step_s = max(step_s, time.perf_counter() - s0)
             n += 1
-        factors = probe_factors(calibrated, probe, Geometry.of(plan.spec, 1, plan.dtype))
+        factors = probe_factors(calibrated, probe, Geometry.of(plan.spec, plan.batch, plan.dtype))
         ratios = probe.ratios() if len(plan.rows) > 1 else {}
     finally:
         probe.close()
@@ -120,20 +129,20 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
 
 def refresh_profile(profile: Profile | str | Path | None = None, *, model: ModelSpec | str = DEFAULT_MODEL,
                     seq: int = DEFAULT_SEQ, budget_s: float = DEFAULT_BUDGET_S, rows: tuple[int, ...] = (1,),
-                    threads: int | None = None, prompt: int | None = None) -> Profile:
+                    threads: int | None = None, prompt: int | None = None, batch: int = 1) -> Profile:
     """`profile` (a Profile, a file, or None: the default one) refreshed for `model` decoding to `seq`: its
     calibrated terms with new factors, measured within about budget_s seconds. rows: token rows to time the
     matmuls at, 1 among them; more than one also stores row ratios (SD verification, batches). threads: torch
     threads while measuring (None: as set). prompt: where the decode starts (default seq // 2): a run that knows
-    its own should say, since torch.cat's cost per byte is not one line across glibc's mmap ceiling. Does not
-    write: core.profile.write_profile does."""
+    its own should say, since torch.cat's cost per byte is not one line across glibc's mmap ceiling; batch
+    likewise (sequences decoded together). Does not write: core.profile.write_profile does."""
     prof = load_profile(profile)
     base = prof.calibrated
-    plan = plan_refresh(base, model, seq, budget_s, rows, prompt)
+    plan = plan_refresh(base, model, seq, budget_s, rows, prompt, batch)
     t0 = time.perf_counter()
     factors, ratios = measure(plan, base, threads)
     refresh = Refresh(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=plan.spec.name, seq=seq,
-                      seconds=round(time.perf_counter() - t0, 3), factors=factors, row_ratios=ratios)
+                      batch=batch, seconds=round(time.perf_counter() - t0, 3), factors=factors, row_ratios=ratios)
     problem = refresh_problem(refresh, base)
     if problem:
         raise BMCError(f"refreshing {base.source}: measured {problem}; the host is far from its calibration: "
@@ -143,9 +152,9 @@ def refresh_profile(profile: Profile | str | Path | None = None, *, model: Model
     return out
 
 
-def refresh_for(profile: Profile, spec: ModelSpec, seq: int) -> Profile:
+def refresh_for(profile: Profile, spec: ModelSpec, seq: int, prompt: int | None = None, batch: int = 1) -> Profile:
     """The refresher core/refresh.py hands to layers below calibrate (BMCCache.tuned(refresh=True))."""
-    return refresh_profile(profile, model=spec, seq=seq)
+    return refresh_profile(profile, model=spec, seq=seq, prompt=prompt, batch=batch)
 
 
 register_refresher(refresh_for)

@@ -78,6 +78,8 @@ def calibrate_cmd(
                                                    "one; without one, the embedded default, written there)."),
     seq: int | None = typer.Option(None, help="With --refresh: the decode length whose sizes are re-timed "
                                               "(default 2048)."),
+    batch: int | None = typer.Option(None, help="With --refresh: sequences decoded together; K/V sizes are the "
+                                                "batch's and the matmuls are also timed at its rows (default 1)."),
 ) -> None:
     """Measure allocation, copy, write, attention, weight streaming and framework overhead; fit them."""
     from bmc_model.calibrate.plan import budgets, check_options
@@ -88,8 +90,8 @@ def calibrate_cmd(
             raise BMCError(f"--refresh re-times a profile as it was calibrated: {', '.join(given)} does not go "
                            "with it")
         check_options("cpu", threads, "float32", None)
-        return refresh_cmd(profile, model, seq, threads, out, as_json)
-    given = [flag for flag, v in (("--profile", profile), ("--seq", seq)) if v is not None]
+        return refresh_cmd(profile, model, seq, threads, out, as_json, 1 if batch is None else batch)
+    given = [flag for flag, v in (("--profile", profile), ("--seq", seq), ("--batch", batch)) if v is not None]
     if given:
         raise BMCError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --refresh")
     device, dtype = device or "cpu", dtype or "float32"
@@ -126,7 +128,7 @@ def calibrate_cmd(
 
 
 def refresh_cmd(profile: Path | None, model: str | None, seq: int | None, threads: int | None, out: Path | None,
-                as_json: bool) -> None:
+                as_json: bool, batch: int = 1) -> None:
     """`calibrate --refresh`: checks first (one line each), then about DEFAULT_BUDGET_S s of measuring."""
     t0 = time.perf_counter()
     from bmc_model.calibrate.refresh import DEFAULT_BUDGET_S, plan_refresh
@@ -142,16 +144,17 @@ def refresh_cmd(profile: Path | None, model: str | None, seq: int | None, thread
     dest = out or src
     check_destination(dest)
     model, seq = model or DEFAULT_MODEL, DEFAULT_SEQ if seq is None else seq
-    plan = plan_refresh(prof.calibrated, model, seq, DEFAULT_BUDGET_S)  # before torch is imported
+    plan = plan_refresh(prof.calibrated, model, seq, DEFAULT_BUDGET_S, batch=batch)  # before torch is imported
     err = Console(stderr=True)
     if note and not as_json:
         err.print(note, markup=False, highlight=False)
     if not as_json:
-        err.print(f"refreshing {src} at {plan.spec.name}'s sizes, seq {seq} (about {DEFAULT_BUDGET_S:.0f} s)",
+        at = f"seq {seq}" + (f", batch {batch}" if batch != 1 else "")
+        err.print(f"refreshing {src} at {plan.spec.name}'s sizes, {at} (about {DEFAULT_BUDGET_S:.0f} s)",
                   markup=False, highlight=False)
     from bmc_model.calibrate.refresh import refresh_profile
 
-    new = refresh_profile(prof, model=plan.spec, seq=seq, threads=threads)
+    new = refresh_profile(prof, model=plan.spec, seq=seq, threads=threads, batch=batch)
     try:
         write_profile(new, dest)
     except OSError as e:

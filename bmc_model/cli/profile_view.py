@@ -125,7 +125,8 @@ def refresh_table(prof: Profile) -> Table:
     charge at the model's sizes), and any row ratios it measured."""
     r = prof.refresh
     assert r is not None
-    t = Table(title=f"Refresh: {escape(r.at)}, {escape(r.model)} at seq {r.seq}, {r.seconds:.1f} s "
+    t = Table(title=f"Refresh: {escape(r.at)}, {escape(r.model)} at seq {r.seq}"
+                    + (f", batch {r.batch}" if r.batch != 1 else "") + f", {r.seconds:.1f} s "
                     "(factor: measured now / calibrated)")
     for col, j in (("term", "left"), ("factor", "right"), ("moved", "right"), ("what it scales", "left")):
         t.add_column(col, justify=j)  # type: ignore[arg-type]

@@ -12,18 +12,21 @@ from bmc_model.core.term import Term
 from bmc_model.core.workload import Geometry, Workload
 
 
-def attention_term(prof: Profile, masked: bool, group: int = 1) -> Term:
-    """The attention kernel a pass runs: masked, or exact; exact with grouped K/V where the runtime hands them to
-    SDPA unfolded (transformers, no mask: attn_exact_grouped, only in the hf view of a profile that measured it)."""
+def attention_term(prof: Profile, masked: bool, gqa: bool = False) -> Term:
+    """The attention kernel a pass runs: masked, or exact; exact over a GQA model's grouped K/V where the profile
+    has attn_exact_grouped (the hf view of a profile that measured it: transformers hands them to SDPA unfolded,
+    with enable_gqa, where bmc-tune's decoder folds the group into query rows)."""
     if masked:
         return prof.attn_masked
-    grouped = prof.terms.get("attn_exact_grouped") if group > 1 else None
+    grouped = prof.terms.get("attn_exact_grouped") if gqa else None
     return grouped if grouped is not None else prof.attn_exact
 
 
-def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool, group: int = 1) -> float:
-    """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row)."""
-    attn_c0, attn_slope = attention_term(prof, masked, group).segment(2 * rho * width)
+def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool, group: int = 1,
+                gqa: bool = False) -> float:
+    """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row); gqa: the model
+    groups its query heads (Geometry.kv_group > 1)."""
+    attn_c0, attn_slope = attention_term(prof, masked, gqa).segment(2 * rho * width)
     return attn_c0 + attn_slope * 2 * rho * attn_rows_factor(prof, q, group) * width
 
 
@@ -78,7 +81,7 @@ def breakdown(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num 
     weights = iters * (weights_row_factor(prof, rows, geo.head_weight_bytes, "head_rows") * head
                        + L * weights_row_factor(prof, rows, geo.layer_weight_bytes) * layer)
     masked = masked_pass(policy, prof, q)
-    att = attention_term(prof, masked, geo.group)
+    att = attention_term(prof, masked, geo.kv_group > 1)
     fq = attn_rows_factor(prof, q, geo.group)
     attn_c0, attn_slope = att.segment(2 * rho * (w.prompt + w.seq) / 2)
     exact_rows = exact_width_sum(w)

@@ -159,6 +159,8 @@ def refresh_problem(refresh: Refresh, prof: Profile) -> str | None:
         return f"refresh 'at' is {refresh.at!r:.40}: it must be an ISO-8601 time"
     if refresh.seq < 2:
         return f"refresh 'seq' is {refresh.seq}: it must be at least 2"
+    if refresh.batch < 1:
+        return f"refresh 'batch' is {refresh.batch}: it must be at least 1"
     if not (math.isfinite(refresh.seconds) and 0 <= refresh.seconds <= MAX_SECONDS):
         return f"refresh 'seconds' is {refresh.seconds:g}: it must be finite and >= 0"
     for name, f in refresh.factors.items():

@@ -9,7 +9,7 @@ instead of compounding them. Torch-free: every load reads this.
 
 The JSON section (profile.py holds the rest of the schema; profile_check.refresh_problem what is physical):
 
-    "refresh": {"at": ISO-8601 UTC, "model": str, "seq": int >= 2, "seconds": float,
+    "refresh": {"at": ISO-8601 UTC, "model": str, "seq": int >= 2, "batch": int >= 1 (optional, 1), "seconds": float,
                 "factors": {TERM: float, ...}, "row_ratios": {"layers": {"1": 1.0, "M": r}, "head": {...}}}
 
 row_ratios (optional) are m-row matmul time over one row, measured on the model's own shapes; they replace
@@ -39,10 +39,11 @@ class Refresh:
     seconds: float  # wall time of the measurement
     factors: dict[str, float]  # term name -> measured now / calibrated charge
     row_ratios: Ratios = field(default_factory=dict)  # {} or both parts of ROW_PARTS
+    batch: int = 1  # sequences whose K/V sizes were timed
 
     def to_dict(self) -> dict:
-        d: dict = {"at": self.at, "model": self.model, "seq": self.seq, "seconds": self.seconds,
-                   "factors": dict(self.factors)}
+        d: dict = {"at": self.at, "model": self.model, "seq": self.seq, "batch": self.batch,
+                   "seconds": self.seconds, "factors": dict(self.factors)}
         if self.row_ratios:
             d["row_ratios"] = {p: {str(m): r for m, r in sorted(v.items())} for p, v in self.row_ratios.items()}
         return d
@@ -58,13 +59,14 @@ class Refresh:
         for key in ("at", "model"):
             if not isinstance(d[key], str):
                 raise BMCError(f"refresh {key!r} must be a string, got {d[key]!r:.40}")
-        seq = d["seq"]
-        if isinstance(seq, bool) or not isinstance(seq, int):
-            raise BMCError(f"refresh 'seq' must be an integer, got {seq!r:.40}")
+        for key in ("seq", "batch"):
+            v = d.get(key, 1)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise BMCError(f"refresh {key!r} must be an integer, got {v!r:.40}")
         if not isinstance(d["factors"], dict):
             raise BMCError("refresh 'factors' must be an object of term: factor")
         factors = {str(k): as_number(v, f"refresh factor {k!r}") for k, v in d["factors"].items()}
-        return cls(at=d["at"], model=d["model"], seq=seq,
+        return cls(at=d["at"], model=d["model"], seq=d["seq"], batch=d.get("batch", 1),
                    seconds=as_number(d.get("seconds", 0.0), "refresh 'seconds'"), factors=factors,
                    row_ratios=_ratios(d.get("row_ratios", {})))
 
@@ -126,7 +128,8 @@ def refreshed(calibrated: Profile, refresh: Refresh) -> Profile:
 
 # Who measures a refresh: calibrate/refresh.py registers itself on import. Layers below calibrate (hf:
 # BMCCache.tuned(refresh=True)) reach it here, since they may not import calibrate.
-Refresher = Callable[[Profile, ModelSpec, int], Profile]  # (profile, model, seq) -> refreshed profile
+# (profile, model, seq, prompt (None: seq // 2), batch) -> the profile refreshed at that decode's sizes
+Refresher = Callable[[Profile, ModelSpec, int, "int | None", int], Profile]
 _REFRESHERS: list[Refresher] = []
 
 

@@ -111,6 +111,7 @@ class Geometry:
     layer_out_rows: float = 0.0  # output rows of one layer's matmuls (each a dot product)
     head_out_rows: float = 0.0  # the LM head's: vocab
     group: int = 1  # query rows a KV head attends with per token row: heads / kv_heads when folded, else 1
+    kv_group: int = 1  # heads / kv_heads, folded or not: > 1 is a GQA model
     sliding_layers: int = 0  # of the L layers, those attending over a window only (core/sliding.py)
     window: int = 0  # their window S (0: none)
 
@@ -123,5 +124,6 @@ class Geometry:
         return cls(layers=spec.layers, rho=row.astype(np.float64) if type(row) is np.ndarray else float(row),
                    layer_weight_bytes=float(spec.layer_params() * e), head_weight_bytes=float(spec.head_params() * e),
                    layer_out_rows=float(spec.layer_out_rows()), head_out_rows=float(spec.vocab),
-                   group=spec.heads // spec.kv_heads if folded else 1, sliding_layers=spec.sliding_count,
+                   group=spec.heads // spec.kv_heads if folded else 1, kv_group=spec.heads // spec.kv_heads,
+                   sliding_layers=spec.sliding_count,
                    window=spec.sliding_window or 0)

@@ -161,9 +161,10 @@ class BMCCache(Cache):
         (default seq // 2) with `batch` sequences, on the host described by `profile` (default: calibrated
         profile, else the embedded one). Extra keywords (gamma, alpha, draft_cost, max_mem, widths, ...) go to
         recommend(). The Recommendation is kept on `cache.recommendation`.
-        refresh: first re-time the profile's drifting terms for this model at seq (about 8 s, in process; no file
-        is written): True uses calibrate's refresher (found through the bmc_model.refreshers entry point: this layer
-        may not import calibrate), or pass a refresher (profile, spec, seq) -> Profile."""
+        refresh: first re-time the profile's drifting terms for this model at seq, prompt and batch (about 8 s, in
+        process; no file is written): True uses calibrate's refresher (found through the bmc_model.refreshers entry
+        point: this layer may not import calibrate), or pass a refresher (profile, spec, seq, prompt, batch) ->
+        Profile."""
         from bmc_model.hf.tune import spec_for_model, tuned_policy
 
         config = getattr(model, "config", None)
@@ -173,9 +174,9 @@ class BMCCache(Cache):
         if refresh:
             fn = registered_refresher() if refresh is True else refresh
             if not callable(fn):
-                raise BMCError(f"refresh must be True, False or a refresher (profile, spec, seq) -> Profile, "
-                               f"got {refresh!r:.40}")
-            profile = fn(get_profile(profile), spec_for_model(model), seq)
+                raise BMCError("refresh must be True, False or a refresher (profile, spec, seq, prompt, batch) -> "
+                               f"Profile, got {refresh!r:.40}")
+            profile = fn(get_profile(profile), spec_for_model(model), seq, prompt, batch)
         pol, rec, cap = tuned_policy(model, seq=seq, prompt=prompt, profile=profile, batch=batch,
                                      max_cache_len=max_cache_len, **recommend_kwargs)
         cache = cls(policy=pol, max_cache_len=cap, config=config)

@@ -123,10 +123,10 @@ def refreshed_at(prof: Any) -> str | None:
     return None if at is None else str(at)
 
 
-def _refresh(prof: Any, spec: Any, seq: int) -> Any:
+def _refresh(prof: Any, spec: Any, seq: int, prompt: int, batch: int) -> Any:
     from bmc_model.calibrate.refresh import refresh_profile  # here: only --refresh measures
 
-    return refresh_profile(prof, model=spec, seq=seq)
+    return refresh_profile(prof, model=spec, seq=seq, prompt=prompt, batch=batch)
 
 
 def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] | None = None,
@@ -151,7 +151,9 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     peak_resident_bytes. threads: torch threads (None: 2). prefill: "synthetic" (random K/V rows written
     through cache.update: fast) or "model" (a real prefill forward). quick: tiny sizes for a smoke run.
     trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width (default 4096; 11008 is Llama-2-7b's whole
-    layer). refresh: before each case, calibrate.refresh.refresh_profile(profile, model=spec, seq=N).
+    layer). refresh: right before each case's runs, calibrate.refresh.refresh_profile at the case's model, N,
+    prompt and batch (its torch.cat sizes: a batch of four moves a tensor past glibc's mmap ceiling), from the
+    profile as calibrated: no refresh carries over to the next case.
     Returns an HFValidateResult (to_dict(): the JSON validate --hf prints).
     """
     say = progress or (lambda msg: None)
@@ -184,6 +186,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     workload_notes: dict[str, str] = {}
     estimated = 0.0
     phases: dict[str, float] = {}  # wall seconds of each phase, beside estimated_s
+    refreshes: list[dict] = []  # each case's refresh section (refresh=True)
+    shown = prof  # the profile the result names: the last case's, refreshed
     for name in names:
         say(f"building workload {name}")
         t1 = time.perf_counter()
@@ -195,14 +199,17 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
         _check_positions(name, ctxs, getattr(loaded.model.config, "max_position_embeddings", None))
         for seq in ctxs:
             prompt = seq - new_tokens
-            if refresh:
-                say(f"{name} N={seq}: refreshing the profile")
-                t1 = time.perf_counter()
-                prof = _refresh(prof, loaded.spec, seq)
-                phases[f"{name} N={seq} refresh"] = time.perf_counter() - t1
             for batch in bats:
-                got, est = _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid_pols, s, say, predict,
-                                     phases)
+                case_prof = prof
+                if refresh:
+                    say(f"{name} N={seq} B={batch}: refreshing the profile")
+                    t1 = time.perf_counter()
+                    case_prof = _refresh(prof, loaded.spec, seq, prompt, batch)
+                    phases[f"{name} N={seq} B={batch} refresh"] = time.perf_counter() - t1
+                    refreshes.append({"case": f"{name} N={seq} B={batch}", **case_prof.refresh.to_dict()})
+                    shown = case_prof
+                got, est = _run_case(loaded, seq, prompt, batch, case_prof, fixed_policy, grid_pols, s, say,
+                                     predict, phases)
                 rows += got
                 estimated += est
         del loaded
@@ -214,10 +221,10 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(), host=fingerprint(threads=threads),
         transformers=transformers.__version__, torch=torch.__version__, threads=threads, dtype="float32",
         new_tokens=new_tokens, reps=reps, memory_reps=mem_reps if memory else 0, prefill=prefill, quick=quick,
-        bmc_trim=trim, profile=prof.describe(), hf_overhead_calibrated=prof.has_runtime("hf"),
+        bmc_trim=trim, profile=shown.describe(), hf_overhead_calibrated=prof.has_runtime("hf"),
         workloads=workload_notes, notes=notes, rows=rows, grid=[p.label for p in grid_pols],
-        profile_refreshed_at=refreshed_at(prof), estimated_s=estimated, wall_s=time.perf_counter() - t0,
-        phases_s=phases)
+        profile_refreshed_at=refreshed_at(shown), refreshes=refreshes, estimated_s=estimated,
+        wall_s=time.perf_counter() - t0, phases_s=phases)
 
 
 def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings, say, predict,

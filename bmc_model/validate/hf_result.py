@@ -136,6 +136,7 @@ class HFValidateResult:
     rows: list[HFRowResult]
     grid: list[str] = field(default_factory=list)  # the grid's policy labels (hf_grid.GRID unless given)
     profile_refreshed_at: str | None = None  # the profile's refresh["at"] (calibrate/refresh.py); None: never
+    refreshes: list[dict] = field(default_factory=list)  # each case's refresh section ({"case": ..., "at": ...})
     estimated_s: float | None = None  # the wall time the cost model expected (hf_budget.py)
     wall_s: float | None = None
     phases_s: dict[str, float] = field(default_factory=dict)  # "<case> timed", "<workload> build", ...: seconds
@@ -163,8 +164,9 @@ class HFValidateResult:
     def to_dict(self) -> dict[str, Any]:
         head = {k: getattr(self, k) for k in ("date", "host", "transformers", "torch", "threads", "dtype",
                                              "new_tokens", "reps", "memory_reps", "prefill", "quick", "bmc_trim",
-                                             "grid", "profile", "profile_refreshed_at", "hf_overhead_calibrated",
-                                             "workloads", "notes", "estimated_s", "wall_s", "phases_s")}
+                                             "grid", "profile", "profile_refreshed_at", "refreshes",
+                                             "hf_overhead_calibrated", "workloads", "notes", "estimated_s",
+                                             "wall_s", "phases_s")}
         errs = self.abs_resident_errors
         return {"schema": 1, "kind": "hf-generate", **head, "rows": [r.to_dict() for r in self.rows],
                 **self.regret.to_dict(),

@@ -83,7 +83,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
         if progress:
             progress(f"refreshing the profile at {spec.name}, seq {seq}")
-        profile = refresh_profile(profile, model=spec, seq=seq, threads=threads, prompt=prompt)
+        profile = refresh_profile(profile, model=spec, seq=seq, threads=threads, prompt=prompt, batch=batch)
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
     configs = plan_configs(rec.policy, names, r_grid, widths)
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
@@ -117,8 +117,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     kw = {"prompt": prompt, "new_tokens": seq - prompt, "batch": batch, "synth_prompt": True, "seed": seed}
     # CPU only: the probe times with perf_counter, no synchronize (a GPU run is predicted from the profile alone)
     probe = MatmulProbe.beside_runs(decoder, (1,) if batch == 1 else (1, batch), mid, stream,
-                                    attn_forms=((1, False), (1, True))  # exact and padded widths, one new row
-                                    ) if device == "cpu" else None
+                                    attn_forms=((1, False), (1, True)),  # exact and padded widths, one new row
+                                    batch=batch) if device == "cpu" else None
 
     def repeat_results(rep: int) -> list[tuple[Config, DecodeResult]]:
         if probe is not None:
@@ -152,7 +152,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     wall = time.perf_counter() - t0
     probed, factors = (None, {})
     if probe is not None:
-        probed, factors = probed_profile(profile, probe, Geometry.of(spec, 1, dtype))
+        probed, factors = probed_profile(profile, probe, Geometry.of(spec, batch, dtype))
         probe.close()
     device_name = device if device == "cpu" else f"cuda ({torch.cuda.get_device_name()})"
     resident: dict[str, float] = {}
