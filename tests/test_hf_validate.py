@@ -295,16 +295,16 @@ def test_refresh_runs_before_each_case_and_its_time_is_reported(monkeypatch):
     # bmc_model.calibrate.refresh is imported when validate_hf is asked to refresh: a stand-in module
     monkeypatch.setitem(sys.modules, "bmc_model.calibrate.refresh",
                         types.SimpleNamespace(refresh_profile=fake_refresh))
-    res = validate_hf(**{**TINY_RUN, "contexts": [24, 40]}, batches=[1, 2], memory=False, grid=(), refresh=True)
+    res = validate_hf(**{**TINY_RUN, "contexts": [24]}, batches=[1, 2], memory=False, grid=(), refresh=True)
     new = TINY_RUN["new_tokens"]
     # every case from the profile as given (no refresh carried over), at the case's own prompt and batch
-    assert [c[:4] for c in calls] == [("llama2-7b-attn-2L-quick", n, n - new, b) for n in (24, 40) for b in (1, 2)]
+    assert [c[:4] for c in calls] == [("llama2-7b-attn-2L-quick", 24, 24 - new, b) for b in (1, 2)]
     assert all(c[4] is None for c in calls)
     d = res.to_dict()
-    assert d["profile_refreshed_at"] == at and d["grid"] == [] and len(d["rows"]) == 4 * len(CACHES)
-    assert [r["case"] for r in d["refreshes"]] == [f"kv N={n} B={b}" for n in (24, 40) for b in (1, 2)]
+    assert d["profile_refreshed_at"] == at and d["grid"] == [] and len(d["rows"]) == 2 * len(CACHES)
+    assert [r["case"] for r in d["refreshes"]] == [f"kv N=24 B={b}" for b in (1, 2)]
     assert d["refreshes"][1]["batch"] == 2
-    assert set(d["phases_s"]) >= {f"kv N={n} B={b} refresh" for n in (24, 40) for b in (1, 2)}
+    assert set(d["phases_s"]) >= {f"kv N=24 B={b} refresh" for b in (1, 2)}
     assert refreshed_at(types.SimpleNamespace(refresh={"at": at})) == at
     assert refreshed_at(types.SimpleNamespace(refresh=None)) is None and refreshed_at(object()) is None
 
