@@ -336,6 +336,31 @@ def test_the_gqa_attention_of_transformers_moves_with_attn_exact():
     assert prof.hf_attn_gqa.slope[-1] == pytest.approx(FACTORS["attn_exact"] * base.hf_attn_gqa.slope[-1])
 
 
+def test_a_gqa_path_timed_by_the_refresh_wins_over_its_twin():
+    d = embedded_profile().to_dict()
+    d["terms"]["hf_attn_gqa"] = d["terms"]["attn_exact"]
+    base = Profile.from_dict(d, source="t")
+    prof = refreshed(base, section(factors={**FACTORS, "hf_attn_gqa": 0.5}))
+    assert prof.hf_attn_gqa.slope[-1] == pytest.approx(0.5 * base.hf_attn_gqa.slope[-1])
+    assert prof.attn_exact.slope[-1] == pytest.approx(FACTORS["attn_exact"] * base.attn_exact.slope[-1])
+
+
+@pytest.mark.parametrize("kv_heads", [2, 4])  # TINY has 4 heads: GQA, then MHA
+def test_a_real_refresh_times_transformers_gqa_path_for_a_gqa_model_that_profile_has(one_thread, monkeypatch,
+                                                                                      kv_heads):
+    monkeypatch.setattr(refresh_mod, "stream_bytes", lambda llc: 2**20)
+    d = embedded_profile().to_dict()
+    d["terms"]["hf_attn_gqa"] = d["terms"]["attn_exact"]
+    base = Profile.from_dict(d, source="t")
+    spec = tiny_spec(name="tiny-gqa", kv_heads=kv_heads)
+    assert spec.heads == 4
+    r = refresh_mod.refresh_profile(base, model=spec, seq=64, budget_s=0.2).refresh
+    assert ("hf_attn_gqa" in r.factors) == (kv_heads < spec.heads)
+    assert all(0 < f < 100 for f in r.factors.values())
+    without = refresh_mod.refresh_profile(embedded_profile(), model=spec, seq=64, budget_s=0.2).refresh
+    assert "hf_attn_gqa" not in without.factors  # a profile without the term: nothing to scale
+
+
 def test_a_first_touch_mean_drops_one_burst_but_keeps_the_usual_slow_share():
     pytest.importorskip("torch")
     from bmc_model.calibrate.probe import WINDOWS, burst_robust_mean

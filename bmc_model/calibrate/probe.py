@@ -89,6 +89,8 @@ def batched(spec: ModelSpec, batch: int) -> ModelSpec:
                                kv_heads=spec.kv_heads * batch)
 
 
+GQA = "hf_attn_gqa"  # transformers' exact-width GQA attention: timed where the profile has it and the model groups
+
 WINDOWS = 5  # a first-touch mean is the median of this many consecutive windows' means
 
 
@@ -117,6 +119,7 @@ class MatmulProbe:
     alloc_sizes: tuple[int, ...] = ()  # also time first touch (torch.empty + a write of every page) of these bytes
     dtype: str = "float32"  # a spec's (a decoder has its own)
     batch: int = 1  # sequences whose K/V the cat, attention and alloc sizes hold (batched())
+    attn_grouped: bool = False  # also time transformers' exact-width GQA path at attn_width (hf_attn_gqa)
     done: int = 0
     samples: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (part, m) -> seconds
 
@@ -162,6 +165,11 @@ class MatmulProbe:
             for m, masked in self.attn_forms:
                 key = ("attn_masked" if masked else "attn_exact", m)
                 case = attn_case(pool, key, kv, self.attn_width, m, masked, self.stream_bytes)
+                self._attn_ops[key] = (self._stack.enter_context(case.make()), case.per_call)
+                self.samples[key] = []
+            if self.attn_grouped and s.heads > s.kv_heads:  # SDPA with enable_gqa, as calibration times it
+                key = (GQA, 1)
+                case = attn_case(pool, key, kv, self.attn_width, 1, False, self.stream_bytes, grouped=True)
                 self._attn_ops[key] = (self._stack.enter_context(case.make()), case.per_call)
                 self.samples[key] = []
 
@@ -245,10 +253,10 @@ class MatmulProbe:
         return {x: 1e3 * burst_robust_mean(v) for (p, x), v in self.samples.items() if p == "alloc" and v}
 
     def attn_ms(self) -> dict[str, dict[int, float]]:
-        """Median ms of one layer's attention over attn_width rows: {"attn_exact" | "attn_masked": {rows: ms}}."""
+        """Median ms of one layer's attention over attn_width rows: {"attn_exact" | "attn_masked" | GQA: {rows: ms}}."""
         out: dict[str, dict[int, float]] = {}
         for (p, m), v in self.samples.items():
-            if p.startswith("attn_") and v:
+            if (p.startswith("attn_") or p == GQA) and v:
                 out.setdefault(p, {})[m] = 1e3 * statistics.median(v)
         return out
 
@@ -292,6 +300,10 @@ def probe_factors(prof: Profile, probe: MatmulProbe, geo: Geometry) -> dict[str,
         f["alloc"] = sum(alloc.values()) / (1e3 * sum(term_at(prof.alloc, x) for x in alloc))
     for name, by_rows in probe.attn_ms().items():
         m = max(by_rows)
+        if name == GQA:  # its own term, one row over the grouped views' bytes (absent: not a factor)
+            if GQA in prof.terms:
+                f[name] = by_rows[m] / (1e3 * term_at(prof.terms[GQA], 2 * probe.rho * probe.attn_width))
+            continue
         charged = attention_s(prof, probe.rho, probe.attn_width, m, name == "attn_masked", geo.group)
         f[name] = by_rows[m] / (1e3 * charged)
     return f

@@ -4,7 +4,8 @@ measured against them (never against an earlier refresh: no compounding). Nothin
 
 What is timed, for `model` decoding `batch` sequences to `seq` from seq // 2 (predict()'s default prompt): one
 layer's matrices and the LM head at the model's shapes, one token row (and `rows` and the batch, for row
-ratios); torch.cat and one layer's attention (exact and padded, one row) at the decode's middle width; first
+ratios); torch.cat and one layer's attention (exact and padded, one row; and, for a GQA model with a profile that
+has hf_attn_gqa, transformers' exact-width path) at the decode's middle width; first
 touch of one K tensor at the growth sizes the decode passes (prompt, middle, seq rows). K/V sizes are the
 batch's: torch.cat's cost per byte is not one line across glibc's mmap ceiling, and a batch of four moves a
 tensor past it. Everything cold (stream_bytes, as calibration).
@@ -109,7 +110,7 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
     probe = MatmulProbe(plan.spec, plan.rows, steps=MAX_STEPS, cat_rows=plan.width, stream_bytes=plan.stream_bytes,
                         cat_calls=min(2 * plan.spec.layers, CAT_CALLS), attn_width=plan.width,
                         attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype,
-                        batch=plan.batch)
+                        batch=plan.batch, attn_grouped="hf_attn_gqa" in calibrated.terms)
     try:
         probe.step()  # warm-up: first calls, thread pool, page tables
         probe.discard()
