@@ -141,7 +141,8 @@ class MatmulProbe:
             raise BMCError(f"probe batch must be a positive integer, got {self.batch!r}")
         self.spec = s
         kv = batched(s, self.batch)
-        self.rho = float(kv.kv_heads * kv.head_dim * torch.empty((), dtype=dt).element_size())  # K bytes a row
+        elem = torch.empty((), dtype=dt).element_size()
+        self.rho = float(kv.kv_heads * kv.head_dim * elem)  # K bytes a row of the batch
         # one activation per inner width: [m, hidden], [m, heads * head_dim], [m, ffn]
         widths = {w.shape[1] for st in self._weights.values() for g in st.groups for w in g}
         self._x = {m: {w: torch.full((m, w), 0.5, dtype=dt, device=device) for w in widths} for m in self.rows}
@@ -159,7 +160,6 @@ class MatmulProbe:
         self._attn_ops: dict[tuple[str, int], tuple[Callable[[], object], int]] = {}  # -> (op, attentions per call)
         if self.attn_width:
             self.attn_forms = self.attn_forms or ((1, False), (max(self.rows), True))
-            elem = torch.empty((), dtype=dt).element_size()
             need = max(self.stream_bytes, int(kv_bytes(kv, self.attn_width + VIEW_SLACK, elem)))
             pool = self._stack.enter_context(Pool(need, dt, device))
             for m, masked in self.attn_forms:

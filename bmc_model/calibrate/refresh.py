@@ -99,7 +99,7 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
     """Run the probe within the plan's budget; the factors against `calibrated`, and row ratios (rows > 1)."""
     import torch
 
-    from bmc_model.calibrate.probe import CAT_CALLS, MatmulProbe, probe_factors
+    from bmc_model.calibrate.probe import CAT_CALLS, GQA, MatmulProbe, probe_factors
 
     before = torch.get_num_threads()
     if threads is not None:
@@ -110,7 +110,7 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
     probe = MatmulProbe(plan.spec, plan.rows, steps=MAX_STEPS, cat_rows=plan.width, stream_bytes=plan.stream_bytes,
                         cat_calls=min(2 * plan.spec.layers, CAT_CALLS), attn_width=plan.width,
                         attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype,
-                        batch=plan.batch, attn_grouped="hf_attn_gqa" in calibrated.terms)
+                        batch=plan.batch, attn_grouped=GQA in calibrated.terms)
     try:
         probe.step()  # warm-up: first calls, thread pool, page tables
         probe.discard()

@@ -22,11 +22,10 @@ def attention_term(prof: Profile, masked: bool, gqa: bool = False) -> Term:
     return grouped if grouped is not None else prof.attn_exact
 
 
-def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool, group: int = 1,
-                gqa: bool = False) -> float:
-    """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row); gqa: the model
-    groups its query heads (Geometry.kv_group > 1)."""
-    attn_c0, attn_slope = attention_term(prof, masked, gqa).segment(2 * rho * width)
+def attention_s(prof: Profile, rho: float, width: float, q: int, masked: bool, group: int = 1) -> float:
+    """One layer's attention of q new rows over `width` cached rows (K and V of rho bytes a row), in bmc-tune's
+    decoder's form (calibration's fits and the probe's factors; the breakdown picks transformers' GQA term)."""
+    attn_c0, attn_slope = attention_term(prof, masked).segment(2 * rho * width)
     return attn_c0 + attn_slope * 2 * rho * attn_rows_factor(prof, q, group) * width
 
 
