@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_model_laws import profiles
 
-from bmc_model.core.decide import Candidate, dominates, pareto_front, pick_index, recommend
+from bmc_model.core.decide import recommend
 from bmc_model.core.errors import BMCError
 from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import Prediction
+from bmc_model.core.rule import Candidate, dominates, pareto_front, pick_index
 
 PRESETS = st.sampled_from(["llama-7b", "smollm2-135m", "llama-70b", "qwen2.5-coder-1.5b", "opt-6.7b", "gemma3-270m"])
 

@@ -2,7 +2,7 @@
 
 The candidates are recommend()'s restricted to a grid of r: every named policy it offers (reserve, static,
 geometric, mlx, llama.cpp, dynamic, as `widths` or `named` say), fixed growth by each r of `r_grid` in every
-width, each at gamma 0 and, where a request gives gamma and alpha, at its gamma. The rule is core/decide.py's
+width, each at gamma 0 and, where a request gives gamma and alpha, at its gamma. The rule is core/rule.py's
 (window, pick_rows), in recommend()'s order of offering, so that each pick is recommend(..., r_grid=r_grid,
 gamma=[0, gamma])'s.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from bmc_model.core import bounds
 from bmc_model.core.columns import Columns, Named, check, columns, labels, named_error
-from bmc_model.core.decide import _EPS, WIDTHS, _named, offered_names, pick_rows, r_grid_of, width_modes, window
+from bmc_model.core.decide import WIDTHS, _named, offered_names, r_grid_of, width_modes
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import size
 from bmc_model.core.many import price_groups, shared_context, sub_context, take
@@ -25,6 +25,7 @@ from bmc_model.core.policy import NAMED, Policy
 from bmc_model.core.predict import priced
 from bmc_model.core.profile import Profile
 from bmc_model.core.request import Context, sd_workload
+from bmc_model.core.rule import EPS, pick_rows, window
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.sweep import sweep_r
 
@@ -213,7 +214,7 @@ def _choose(c: Columns, model: object, dtype: object, profile: object, layers: o
                 fastest = np.minimum(fastest, best.min(axis=1) if sweep else best)
         ceil_s = np.minimum.reduce(ceiling) if ceiling else np.full(len(idx), np.inf)
         limit = window(fastest, ceil_s, tol)
-        within = limit * (1 + _EPS)
+        within = limit * (1 + EPS)
         pool_s, pool_res, pool_rsv, pool_ok, pool_what = [], [], [], [], []
         for h, off in offers:
             for secs, res, rsv, ok, (pol, r), sweep in zip(off.seconds, off.resident, off.reserved, off.ok,

@@ -1,4 +1,4 @@
-"""recommend(): the best configuration for one workload, and the whole rule that decides it.
+"""recommend(): the best configuration for one workload, by the rule of core/rule.py.
 
 Candidates are every fixed r in every width mode (a sweep), and every named policy (dynamic, static,
 geometric, mlx, llama.cpp, reserve), at every gamma asked. Among the candidates whose peak resident KV
@@ -25,11 +25,11 @@ from bmc_model.core import bounds
 from bmc_model.core.errors import BMCError
 from bmc_model.core.inputs import format_bytes, size
 from bmc_model.core.lengths import Lengths
-from bmc_model.core.num import Num, vmax, vmin
 from bmc_model.core.policy import NAMED, WIDTH_HELP, Policy, parse_width
 from bmc_model.core.predict import Prediction, predict_at, predict_lengths
 from bmc_model.core.profile import Profile
 from bmc_model.core.request import Request, request
+from bmc_model.core.rule import EPS, Candidate, equal_on_every_axis, pareto_front, pick_index, window
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.sweep import Sweep, closed_form_r, sweep_lengths, sweep_r
 from bmc_model.core.workload import Workload
@@ -37,84 +37,6 @@ from bmc_model.core.workload import Workload
 WIDTHS = ("padded", "exact", "pad")
 # named candidates, beside the sweeps (mlx and dynamic are sweep points too; named, they print as such)
 CANDIDATE_NAMES = ("dynamic", "static", "reserve", "geometric", "mlx", "llamacpp")
-_EPS = 1e-9  # relative: two predictions closer than this are equal (scalar and vectorised paths round apart)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One configuration as the rule sees it: its predicted total seconds and peak KV bytes."""
-
-    policy: Policy
-    gamma: int
-    seconds: float
-    resident_bytes: float  # peak resident
-    reserved_bytes: float  # peak reserved
-
-    @property
-    def label(self) -> str:
-        return self.policy.label + (f", gamma {self.gamma}" if self.gamma else "")
-
-
-def dominates(a: Candidate | Prediction, b: Candidate | Prediction, eps: float = _EPS) -> bool:
-    """a is at least as fast and leaner in peak resident memory, or faster and no larger (peak resident and
-    reserved): b should not be picked while a is on offer."""
-    sa, sb = _seconds(a), _seconds(b)
-    ra, rb = _resident(a), _resident(b)
-    leaner = ra < rb * (1 - eps)
-    no_larger = ra <= rb * (1 + eps) and a.reserved_bytes <= b.reserved_bytes * (1 + eps)
-    return (sa <= sb * (1 + eps) and leaner) or (sa < sb * (1 - eps) and no_larger)
-
-
-def _seconds(x: Candidate | Prediction) -> float:
-    return x.seconds if isinstance(x, Candidate) else x.ms_per_token
-
-
-def _resident(x: Candidate | Prediction) -> float:
-    return x.resident_bytes if isinstance(x, Candidate) else x.peak_resident_bytes
-
-
-def pick_rows(seconds: np.ndarray, resident: np.ndarray, reserved: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """The rule over candidates along the last axis (one row per request), `ok` those it may pick (within the
-    memory cap and the window): the least peak resident, then the least reserved, then the fastest, equal
-    within _EPS counting as equal (the scalar and the vectorised paths round apart), of equals the first
-    offered. -1 where none is ok."""
-    tie = ok & (resident <= np.where(ok, resident, np.inf).min(axis=-1, keepdims=True) * (1 + _EPS))
-    tie &= reserved <= np.where(tie, reserved, np.inf).min(axis=-1, keepdims=True) * (1 + _EPS)
-    tie &= seconds <= np.where(tie, seconds, np.inf).min(axis=-1, keepdims=True) * (1 + _EPS)
-    return np.where(ok.any(axis=-1), tie.argmax(axis=-1), -1)
-
-
-def pick_index(seconds: np.ndarray, resident: np.ndarray, reserved: np.ndarray, limit: float) -> int | None:
-    """pick_rows over one row of candidates already within the memory cap, those at most `limit` seconds
-    (with _EPS) allowed."""
-    if not len(seconds):
-        return None
-    i = int(pick_rows(seconds, resident, reserved, seconds <= limit * (1 + _EPS)))
-    return None if i < 0 else i
-
-
-def window(fastest: Num, ceiling: Num, tolerance: float) -> Num:
-    """The slowest a pick may be: within `tolerance` of the fastest, and never slower than what users run
-    today (`ceiling`: the faster of HF's StaticCache and DynamicCache) unless nothing is faster."""
-    return vmin(fastest * (1.0 + tolerance), vmax(ceiling, fastest))
-
-
-def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
-    """The (ms/token, peak resident) front, fastest first: each point leaner than every point at least as fast
-    (of equal points the first given)."""
-    front: list[Candidate] = []
-    least = math.inf
-    for c in sorted(cands, key=lambda c: (c.seconds, c.resident_bytes, c.reserved_bytes)):  # stable
-        if c.resident_bytes < least * (1 - _EPS):
-            front.append(c)
-            least = c.resident_bytes
-    return front
-
-
-def _same(a: Candidate, b: Candidate) -> bool:
-    """Equal on every axis the rule reads."""
-    return all(abs(x - y) <= _EPS * max(abs(x), abs(y)) for x, y in
-               ((a.seconds, b.seconds), (a.resident_bytes, b.resident_bytes), (a.reserved_bytes, b.reserved_bytes)))
 
 
 @dataclass
@@ -196,7 +118,7 @@ class _AtGamma:
         out = []
         for p in self.named.values():  # in offered_names' order
             c = _of_prediction(p)
-            if _fits(p, cap) and c.seconds <= limit * (1 + _EPS):
+            if _fits(p, cap) and c.seconds <= limit * (1 + EPS):
                 out.append(c)
         for sw in self.sweeps.values():
             i = _sweep_pick(sw, limit)
@@ -410,8 +332,8 @@ def recommend(model: str | ModelSpec | None = None, seq: int = 2048, prompt: int
         else:
             no_sd = predict_at(ctx, NAMED["dynamic"] if pred.policy.growth == "fixed" else pred.policy, plain)
     top = min(c.seconds for c in pool)
-    fastest = next(c for c in pool if c.seconds <= top * (1 + _EPS))
-    if any(_same(c, choice) for c in pool if c.seconds <= top * (1 + _EPS)):
+    fastest = next(c for c in pool if c.seconds <= top * (1 + EPS))
+    if any(equal_on_every_axis(c, choice) for c in pool if c.seconds <= top * (1 + EPS)):
         fastest = choice
     front = pareto_front([_of_prediction(p) for p in best.named.values() if _fits(p, cap)]
                          + [_of_sweep(sw, i, best.gamma) for sw in sweeps.values() for i in _front_indices(sw)])
@@ -443,7 +365,7 @@ def _front_indices(sw: Sweep) -> np.ndarray:
     order = idx[np.lexsort((sw.reserved_bytes[idx], sw.resident_bytes[idx], sw.seconds[idx]))]
     res = sw.resident_bytes[order]
     prior = np.concatenate(([np.inf], np.minimum.accumulate(res)[:-1]))
-    return order[res < prior * (1 - _EPS)]
+    return order[res < prior * (1 - EPS)]
 
 
 def _thin(front: list[Candidate], keep: Policy, most: int = 24) -> list[Candidate]:
