@@ -1,7 +1,8 @@
 """transformers generate() on real SmolLM2-135M: speed and peak resident KV per cache, each run in a fresh
 process, the processes alternating cache by cache (issue 16's targets).
 
-    python benchmarks/hf_resident.py [--reps 2] [--quick]    # about 10 minutes; --quick: 128 new tokens
+    python benchmarks/hf_resident.py [--reps 2] [--quick] [--cases full,stopped] [--profile FILE]
+    # about 10 minutes; --quick: 128 new tokens; --profile: what BMCCache.tuned reads (default: the default one)
 
 Cases (prompt 1024, fp32, 2 threads, greedy, EOS suppressed):
   full:    1024 new tokens; DynamicCache, StaticCache, BMCCache.tuned(seq=2048), BMCCache reserve
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPT = 1024
 
 
-def child(case: str, kind: str, new_tokens: int, stop_after: int | None) -> dict:
+def child(case: str, kind: str, new_tokens: int, stop_after: int | None, profile: str | None) -> dict:
     import gc
 
     import torch
@@ -45,9 +46,10 @@ def child(case: str, kind: str, new_tokens: int, stop_after: int | None) -> dict
 
     def cache_for(n: int):
         if kind == "tuned":
-            return BMCCache.tuned(model, seq=n, prompt=PROMPT)
+            return BMCCache.tuned(model, seq=n, prompt=PROMPT, profile=profile)
         if kind == "tuned-mean":  # told the output length's distribution: geometric, mean = where it stops
-            return BMCCache.tuned(model, seq=n, prompt=PROMPT, max_new=new_tokens, mean_new=stop_after or new_tokens)
+            return BMCCache.tuned(model, seq=n, prompt=PROMPT, profile=profile, max_new=new_tokens,
+                                  mean_new=stop_after or new_tokens)
         return make_cache(kind, model, n, None)
 
     class StopAt(StoppingCriteria):
@@ -76,7 +78,8 @@ def child(case: str, kind: str, new_tokens: int, stop_after: int | None) -> dict
     out = generate(ids, cache, clock, new_tokens)
     peak = peak_rss_bytes() - base
     label = getattr(getattr(cache, "policy", None), "label", type(cache).__name__)
-    return {"case": case, "cache": kind, "policy": label, "tokens": int(out.shape[1] - PROMPT),
+    return {"case": case, "cache": kind, "policy": label, "heap_trims": getattr(cache, "heap_trims", 0),
+            "tokens": int(out.shape[1] - PROMPT),
             "ms_per_token": clock.decode_ms_per_token(), "peak_resident_bytes": peak,
             "tokens_sha": hash(tuple(out[0].tolist())) & 0xFFFFFFFF}
 
@@ -85,21 +88,30 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--child", nargs=4)
+    ap.add_argument("--cases", default="full,stopped")
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--out", default="hf_resident.json", help="file name under benchmarks/results/")
+    ap.add_argument("--child", nargs=5)
     a = ap.parse_args()
     if a.child:
-        case, kind, n, stop = a.child
-        print("RESULT " + json.dumps(child(case, kind, int(n), None if stop == "-" else int(stop))), flush=True)
+        case, kind, n, stop, prof = a.child
+        print("RESULT " + json.dumps(child(case, kind, int(n), None if stop == "-" else int(stop),
+                                           None if prof == "-" else prof)), flush=True)
         return 0
+    cases = set(a.cases.split(","))
     full = 128 if a.quick else 1024
-    plan = [("full", k, full, None) for k in ("dynamic", "static", "tuned", "reserve")]
-    stopped = [("stopped", k, 2048, 256) for k in ("static", "reserve", "tuned", "tuned-mean")]
+    plan = [("full", k, full, None) for k in ("dynamic", "static", "tuned", "reserve")] if "full" in cases else []
+    stopped = [("stopped", k, 2048, 256) for k in ("static", "reserve", "tuned", "tuned-mean")
+               ] if "stopped" in cases else []
+    if not plan:  # the stopped case alone: repeat it instead
+        plan, stopped = stopped, []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows = []
     for rep in range(a.reps):
         order = plan[rep % len(plan):] + plan[:rep % len(plan)]
         for case, kind, n, stop in order + (stopped if rep == 0 else []):
-            out = subprocess.run([sys.executable, __file__, "--child", case, kind, str(n), str(stop or "-")],
+            out = subprocess.run([sys.executable, __file__, "--child", case, kind, str(n), str(stop or "-"),
+                              a.profile or "-"],
                                  capture_output=True, text=True, env=env)
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -117,8 +129,9 @@ def main() -> int:
                                      "ms_per_token": statistics.median(r["ms_per_token"] for r in mine),
                                      "peak_resident_bytes": statistics.median(r["peak_resident_bytes"] for r in mine),
                                      "same_tokens": len({r["tokens_sha"] for r in rows if r["case"] == case}) == 1}
-    out_path = ROOT / "benchmarks" / "results" / "hf_resident.json"
-    out_path.write_text(json.dumps({"prompt": PROMPT, "reps": a.reps, "rows": rows, "summary": summary},
+    out_path = ROOT / "benchmarks" / "results" / a.out
+    out_path.write_text(json.dumps({"prompt": PROMPT, "reps": a.reps, "profile": a.profile, "rows": rows,
+                                    "summary": summary},
                                    indent=1) + "\n")
     for k, v in sorted(summary.items()):
         mib = v["peak_resident_bytes"] / 2**20

@@ -157,3 +157,22 @@ def test_a_steep_upper_segment_stays_positive_from_the_knot_on():
     grid = np.geomspace(x[0], x[-1], 500)
     assert np.all(np.asarray(f(grid)) > 0)
     assert np.max(np.abs(np.asarray(f(x)) / y - 1)) < 0.05
+
+
+def test_in_place_layer_fit_survives_a_point_below_the_kernels_charge():
+    """A noisy point whose rest is under what attention and writes charge has no relative fit: the line
+    through the medians stands, floored at zero (a miniature calibration once failed here)."""
+    from bmc_model.calibrate.bench_layers import LayerPoint
+    from bmc_model.calibrate.layers import fit_layers
+    from bmc_model.core.curves import term_at
+    from bmc_model.core.profile import embedded_profile
+    from bmc_model.core.specs import get_spec
+
+    prof = embedded_profile()
+    spec = get_spec("smollm2-135m")
+    pts = [LayerPoint(spec.name, 2, q, rest) for q, rest in ((1, 0.0), (1, 4e-4), (1, 6e-4), (4, 9e-4), (4, 1e-3))]
+    fixed, row, raw = fit_layers(pts, prof, get_spec, 64, "float32")
+    x = spec.layer_params() * 4
+    nets = raw[spec.name]["net_per_layer_s"]
+    assert min(nets) <= 0 < term_at(fixed, x) and term_at(row, x) >= 0
+    assert term_at(fixed, x) == pytest.approx(sorted(nets[:3])[1])  # the median at one row

@@ -422,6 +422,26 @@ def test_tuned_gives_a_preallocated_policy_seq_plus_gamma_rows(model, prompt, as
     assert BMCCache.tuned(model, seq=seq, max_cache_len=200).max_cache_len == 200  # a given one is kept
 
 
+@pytest.mark.parametrize("label, trims", [("reserve", False), ("fixed-r3-exact", True)])
+def test_tuned_trims_the_heap_where_the_pick_grows(label, trims, model, prompt, assistant, monkeypatch):
+    """The cost model frees a growth event's old buffers: tuned() trims (on glibc) exactly where the pick grows."""
+    from types import SimpleNamespace
+
+    import bmc_model.core.decide as decide
+    from bmc_model.core.host import release_heap
+    from bmc_model.core.policy import NAMED, Policy
+
+    pol = NAMED["reserve"] if label == "reserve" else Policy("fixed", 3, width="exact")
+    rec = SimpleNamespace(policy=pol, gamma=0, prediction=SimpleNamespace(ms_per_token=1.0))
+    monkeypatch.setattr(decide, "recommend", lambda **kw: rec)
+    cache = BMCCache.tuned(model, seq=prompt.shape[1] + NEW)
+    assert torch.equal(generate(model, cache, inputs=prompt), reference("greedy", model, prompt, assistant))
+    st = cache.stats()
+    assert st["heap_trims"] == (st["grow_events"] if trims and release_heap() else 0)
+    assert not trims or st["grow_events"] > 2
+    assert BMCCache.tuned(model, seq=prompt.shape[1] + NEW, trim=False).heap_trims == 0
+
+
 def test_tuned_leaves_every_width_to_recommend_without_gqa():
     from bmc_model import recommend
     from bmc_model.hf.tune import spec_for_model, tuned_policy

@@ -36,6 +36,18 @@ def through(xs: list[float], ys: list[float]) -> Term:
     return Term(c0=tuple(c0), slope=tuple(slope), knots=tuple(knots))
 
 
+def _through_medians(xs: list[int], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of the line through the median y at the smallest x and at the largest (one x: flat)."""
+    import statistics
+
+    lo, hi = min(xs), max(xs)
+    y_lo = statistics.median(y for x, y in zip(xs, ys) if x == lo)
+    if hi == lo:
+        return y_lo, 0.0
+    slope = (statistics.median(y for x, y in zip(xs, ys) if x == hi) - y_lo) / (hi - lo)
+    return y_lo - slope * lo, slope
+
+
 def fit_layers(points: list, prof: Profile, spec_of: Callable[[str], ModelSpec], prompt: int, dtype: str
                ) -> tuple[Term, Term, dict]:
     """points: bench_layers.LayerPoint; prof: the profile fitted so far (terms, curves, step_s)."""
@@ -55,14 +67,18 @@ def fit_layers(points: list, prof: Profile, spec_of: Callable[[str], ModelSpec],
                - attention_s(prof, geo.rho, prompt + p.q, p.q, masked=p.q > 1, group=geo.group)
                - write_s(prof, geo.rho, p.q)
                for p in pts]
-        try:
-            f = fit_affine([q - 1 for q in qs], net)
-        except ValueError as ex:
-            raise BMCError(f"calibration: cannot fit the in-place layer cost of {name} ({ex})") from None
+        if min(net) > 0:
+            try:
+                f = fit_affine([q - 1 for q in qs], net)
+            except ValueError as ex:
+                raise BMCError(f"calibration: cannot fit the in-place layer cost of {name} ({ex})") from None
+            c0, slope = f.c0, f.slope
+        else:  # a point at or below what attention and writes charge: no relative fit, a line through medians
+            c0, slope = _through_medians([q - 1 for q in qs], net)
         x = float(spec.layer_params() * e)
         xs.append(x)
-        fixed.append(max(f.c0, 0.0))
-        row.append(max(f.slope, 0.0))
+        fixed.append(max(c0, 0.0))
+        row.append(max(slope, 0.0))
         raw[name] = {"layer_bytes": x, "layers": pts[0].layers, "q": qs, "rest_s": [p.rest_s for p in pts],
                      "net_per_layer_s": net, "fixed_s": fixed[-1], "row_s": row[-1]}
     return through(xs, fixed), through(xs, row), raw

@@ -155,7 +155,7 @@ class BMCCache(Cache):
 
     @classmethod
     def tuned(cls, model: Any, seq: int, prompt: int | None = None, profile: Any = None, batch: int = 1,
-              max_cache_len: int | None = None, refresh: bool | Refresher = False,
+              max_cache_len: int | None = None, refresh: bool | Refresher = False, trim: bool | None = None,
               **recommend_kwargs: Any) -> BMCCache:
         """A cache configured by bmc_model.recommend() for `model` decoding to `seq` tokens from `prompt`
         (default seq // 2) with `batch` sequences, on the host described by `profile` (default: calibrated
@@ -164,7 +164,11 @@ class BMCCache(Cache):
         refresh: first re-time the profile's drifting terms for this model at seq, prompt and batch (about 8 s, in
         process; no file is written): True uses calibrate's refresher (found through the bmc_model.refreshers entry
         point: this layer may not import calibrate), or pass a refresher (profile, spec, seq, prompt, batch) ->
-        Profile."""
+        Profile.
+        trim: as BMCCache's; None trims where the pick grows (not static or reserve). The cost model holds a
+        growth event's old buffers resident only until the copy is done and charges the new buffer's first
+        touch, which is what trim makes true on glibc; without it the freed buffers can stay resident and the
+        peak outgrow the prediction (docs/results.md#bmccache)."""
         from bmc_model.hf.tune import spec_for_model, tuned_policy
 
         config = getattr(model, "config", None)
@@ -179,6 +183,7 @@ class BMCCache(Cache):
             profile = fn(get_profile(profile), spec_for_model(model), seq, prompt, batch)
         pol, rec, cap = tuned_policy(model, seq=seq, prompt=prompt, profile=profile, batch=batch,
                                      max_cache_len=max_cache_len, **recommend_kwargs)
-        cache = cls(policy=pol, max_cache_len=cap, config=config)
+        cache = cls(policy=pol, max_cache_len=cap, config=config,
+                    trim=not pol.preallocated if trim is None else bool(trim))
         cache.recommendation = rec
         return cache
