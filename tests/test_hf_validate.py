@@ -195,7 +195,7 @@ def test_memory_probes_put_the_measured_decode_peak_beside_the_prediction(monkey
     assert "res err %" in [c.header for c in hf_table(res).columns]
 
 
-def test_cli_hf_passes_no_memory(monkeypatch, tmp_path):
+def test_cli_hf_passes_no_memory_and_the_batch(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     import bmc_model.validate.hf_generate as hg
@@ -205,15 +205,15 @@ def test_cli_hf_passes_no_memory(monkeypatch, tmp_path):
     seen = []
 
     def fake(**kw):
-        seen.append(kw["memory"])
+        seen.append((kw["memory"], kw["batches"]))
         raise BMCError("stop here")
 
     monkeypatch.setattr(hg, "validate_hf", fake)
     prof = str(write_profile(embedded_profile(), tmp_path / "p.json"))
-    for args in (["--quick"], ["--quick", "--no-memory"]):
+    for args in (["--quick"], ["--quick", "--no-memory"], ["--quick", "--batch", "4"]):
         res = CliRunner().invoke(app, ["validate", "--hf", "--profile", prof, *args])
         assert res.exit_code == 2 and "stop here" in res.stderr
-    assert seen == [True, False]
+    assert seen == [(True, None), (False, None), (True, [4])]  # --batch selects one batch
 
 
 @dataclass

@@ -78,7 +78,8 @@ def validate_cmd(
                                               "with --hf: one context instead of each workload's defaults)."),
     prompt: int | None = typer.Option(None, help="Rows already cached (synthesized) when decoding starts; "
                                                  "default seq - 128 (seq - 64 with --quick)."),
-    batch: int = typer.Option(1, help="Sequences decoded together."),
+    batch: int | None = typer.Option(None, help="Sequences decoded together (default 1; with --hf: this batch "
+                                                "instead of the workload's)."),
     policies: str | None = typer.Option(None, help="Comma list of named policies: " + ", ".join(NAMED)),
     r_grid: str | None = typer.Option(None, "--r-grid", help="Comma list of r, each run padded and exact."),
     repeats: int | None = typer.Option(None, help="Runs per configuration (median); default 3, 2 with --quick."),
@@ -118,6 +119,7 @@ def validate_cmd(
     if refresh and device != "cpu":
         raise BMCError("--refresh re-times a CPU profile; --device cuda predicts from the profile as calibrated")
     hf_workloads = _hf_workloads(workload, seq, new_tokens, quick) if hf else None
+    batch_given, batch = batch, batch if batch is not None else 1  # --hf uses batch only where it was given
     workload = workload or "synthetic"
     seq_given, seq = seq, seq if seq is not None else 2048  # --hf uses seq only where it was given
     spec = resolve_spec(model, None, layers).full_attention()  # the runtime has no sliding layers
@@ -154,7 +156,8 @@ def validate_cmd(
 
         with con.status("measuring HF generate()") as status:
             result = validate_hf(workloads=hf_workloads, contexts=[seq_given] if seq_given else None,
-                                 new_tokens=new_tokens, quick=quick, profile=prof, threads=threads, memory=memory,
+                                 batches=[batch_given] if batch_given else None, new_tokens=new_tokens,
+                                 quick=quick, profile=prof, threads=threads, memory=memory,
                                  refresh=refresh, progress=lambda m: _progress(con, status, m))
     else:
         from bmc_model.validate.plain import run_validate
