@@ -104,7 +104,7 @@ def row_ratio_curves(prof: Profile, ratios: Ratios) -> dict:
 
 # A term the refresh does not time moves with the one timed on the same data: transformers' exact-width GQA
 # attention (SDPA with enable_gqa) reads the K/V views attn_exact reads. The refresh times it itself where it can
-# (a GQA model): at SmolLM2's 8,064 rows attn_exact's factor was 1.75, which the GQA path did not share.
+# (a GQA model), since the two can move apart (docs/results.md, "SmolLM2 at 4096 rows").
 TWINS = {"hf_attn_gqa": "attn_exact"}
 
 
