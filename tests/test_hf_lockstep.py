@@ -34,6 +34,25 @@ def test_turns_rotate_one_step_at_a_time():
     assert all(len(clock.steps_s) == 2 for clock, _ in out)  # 3 tokens: the first closes the prefill
 
 
+def test_between_rounds_runs_after_each_round_outside_every_step(monkeypatch):
+    now = [0.0]
+
+    def tick() -> float:  # every reading a millisecond on
+        now[0] += 1e-3
+        return now[0]
+
+    monkeypatch.setattr(lockstep.time, "perf_counter", tick)
+    log: list[str] = []
+
+    def between(k: int) -> None:
+        log.append(f"|{k}")
+        now[0] += 100.0  # a refresh of 100 s: no step may count it
+
+    out = lockstep.run_lockstep([fake_generate(log, "a", 3), fake_generate(log, "b", 3)], between)
+    assert log == ["a", "b", "|0", "b", "a", "|1", "a", "b", "|2"]
+    assert all(len(clock.steps_s) == 2 and max(clock.steps_s) < 1.0 for clock, _ in out)
+
+
 def test_a_finished_job_leaves_the_rotation():
     log: list[str] = []
     lockstep.run_lockstep([fake_generate(log, "a", 1), fake_generate(log, "b", 3), fake_generate(log, "c", 2)])

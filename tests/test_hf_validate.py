@@ -18,7 +18,7 @@ from bmc_model.calibrate import token_clock  # noqa: E402
 from bmc_model.core.errors import BMCError  # noqa: E402
 from bmc_model.core.policy import NAMED, Policy  # noqa: E402
 from bmc_model.validate.hf_budget import case_seconds, remaining_seconds  # noqa: E402
-from bmc_model.validate.hf_generate import refreshed_at, validate_hf  # noqa: E402
+from bmc_model.validate.hf_generate import INNER_REFRESH_S, refreshed_at, validate_hf  # noqa: E402
 from bmc_model.validate.hf_grid import GRID, grid_policies, summarize  # noqa: E402
 from bmc_model.validate.memprobe import median_probe  # noqa: E402
 from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
@@ -27,13 +27,14 @@ from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
 KEYS = ["schema", "kind", "date", "host", "transformers", "torch", "threads", "dtype", "new_tokens", "reps",
         "memory_reps", "prefill", "quick", "bmc_trim", "grid", "profile", "profile_refreshed_at", "refreshes",
         "hf_overhead_calibrated", "workloads", "notes", "estimated_s", "wall_s", "phases_s", "rows",
-        "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_by_case", "median_abs_resident_error_pct",
+        "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_by_case",
+        "median_abs_error_pct_case_refresh", "max_abs_error_pct_case_refresh", "median_abs_resident_error_pct",
         "max_abs_resident_error_pct", "abs_resident_error_pct_by_cache", "checks"]
 ROW_KEYS = ["workload", "model", "seq", "prompt", "batch", "cache", "policy", "policy_source", "measured_ms_per_token",
             "samples_ms_per_token", "predicted_ms_per_token", "error_pct", "speedup_vs_dynamic",
             "predicted_speedup_vs_dynamic", "predicted_breakdown_ms", "predicted_peak_kv_bytes", "predicted_kv_bytes",
             "predicted_peak_resident_bytes", "tokens_match_dynamic", "kv_bytes_final", "grow_events", "memory",
-            "measured_peak_resident_bytes", "resident_error_pct", "interleave"]
+            "measured_peak_resident_bytes", "resident_error_pct", "interleave", "predicted_ms_per_token_by_rep"]
 CACHES = ("dynamic", "static", "bmc", "reserve")
 GRID_NAMES = tuple("grid:" + p.label for p in GRID)  # none equals bmc:8, the policy the quick runs give
 TINY_RUN = dict(workloads=["kv"], contexts=[40], new_tokens=4, reps=1, policy="bmc:8", quick=True)
@@ -281,13 +282,18 @@ def test_estimate_adds_every_run_and_each_probe_start():
         80.0 + 3 * (256 * 0.080 + 5.0))
 
 
-def test_refresh_runs_before_each_case_and_its_time_is_reported(monkeypatch):
-    at = "2026-12-02T10:00:00+00:00"
+def test_refresh_runs_before_each_case_within_and_after_each_repetition(monkeypatch):
+    from bmc_model.core.predict import get_profile, predict
+    from bmc_model.core.refresh import rescaled
+    from bmc_model.hf.cache import make_policy
+
     calls = []
 
-    def fake_refresh(profile, *, model, seq, prompt, batch):
-        calls.append((model.name, seq, prompt, batch, profile.refresh))
-        out = replace(profile)
+    def fake_refresh(profile, *, model, seq, prompt, batch, budget_s=None):
+        # each refresh finds the host's weight streaming 10% slower than the one before
+        calls.append((model, seq, prompt, batch, profile.refresh, budget_s))
+        at = f"2026-12-02T10:00:{len(calls):02d}+00:00"
+        out = rescaled(profile, {"weights": 1.1 ** len(calls)})
         section = types.SimpleNamespace(at=at, to_dict=lambda: {"at": at, "seq": seq, "batch": batch})
         object.__setattr__(out, "refresh", section)  # as Profile.refresh exposes it
         return out
@@ -295,17 +301,42 @@ def test_refresh_runs_before_each_case_and_its_time_is_reported(monkeypatch):
     # bmc_model.calibrate.refresh is imported when validate_hf is asked to refresh: a stand-in module
     monkeypatch.setitem(sys.modules, "bmc_model.calibrate.refresh",
                         types.SimpleNamespace(refresh_profile=fake_refresh))
-    res = validate_hf(**{**TINY_RUN, "contexts": [24]}, batches=[1, 2], memory=False, grid=(), refresh=True)
-    new = TINY_RUN["new_tokens"]
-    # every case from the profile as given (no refresh carried over), at the case's own prompt and batch
-    assert [c[:4] for c in calls] == [("llama2-7b-attn-2L-quick", 24, 24 - new, b) for b in (1, 2)]
+    reps, new = 2, TINY_RUN["new_tokens"]  # 4 tokens: 3 decode steps, a refresh after the second
+    res = validate_hf(**{**TINY_RUN, "contexts": [24], "reps": reps}, batches=[1, 2], memory=False, grid=(),
+                      refresh=True, refresh_every=2)
+    # every refresh from the profile as given (none carried over), at the case's own prompt and batch: one
+    # before the case, one within each repetition (a shorter one) and one after it
+    assert [(c[0].name, *c[1:4]) for c in calls] == [("llama2-7b-attn-2L-quick", 24, 24 - new, b) for b in (1, 2)
+                                                      for _ in range(1 + 2 * reps)]
     assert all(c[4] is None for c in calls)
+    assert [c[5] for c in calls[:5]] == [None, INNER_REFRESH_S, None, INNER_REFRESH_S, None]
     d = res.to_dict()
-    assert d["profile_refreshed_at"] == at and d["grid"] == [] and len(d["rows"]) == 2 * len(CACHES)
-    assert [r["case"] for r in d["refreshes"]] == [f"kv N=24 B={b}" for b in (1, 2)]
-    assert d["refreshes"][1]["batch"] == 2
-    assert set(d["phases_s"]) >= {f"kv N=24 B={b} refresh" for b in (1, 2)}
-    assert refreshed_at(types.SimpleNamespace(refresh={"at": at})) == at
+    assert d["profile_refreshed_at"] == "2026-12-02T10:00:10+00:00" and d["grid"] == []
+    whens = ("before", "rep 1 step 2", "after rep 1", "rep 2 step 2", "after rep 2")
+    assert [(r["case"], r["when"]) for r in d["refreshes"]] == [(f"kv N=24 B={b}", w) for b in (1, 2) for w in whens]
+    assert d["refreshes"][5]["batch"] == 2
+    assert set(d["phases_s"]) >= {f"kv N=24 B={b} refresh {w}" for b in (1, 2) for w in whens}
+    base, spec = get_profile(None), calls[0][0]
+    assert len(res.rows) == 2 * len(CACHES) and {r.interleave for r in res.rows} == {"step"}
+    for case, b in enumerate((1, 2)):
+        for r in (x for x in res.rows if x.batch == b):
+            pol = NAMED.get(r.cache) or make_policy(None, None, TINY_RUN["policy"])
+
+            def ms(k, pol=pol, b=b):
+                return predict(model=spec, seq=24, prompt=24 - new, policy=pol, batch=b, dtype="float32",
+                               profile=rescaled(base, {"weights": 1.1 ** k}), runtime="hf").ms_per_token
+
+            first = 5 * case + 1  # the refresh before this case
+            # repetition i: the refreshes at its start, within it and at its end, their predictions' mean
+            assert r.predicted_ms_per_token_by_rep == pytest.approx(
+                [statistics.fmean(ms(first + 2 * i + j) for j in range(3)) for i in range(reps)])
+            assert r.predicted_ms_per_token == pytest.approx(statistics.median(r.predicted_ms_per_token_by_rep))
+            m = r.measured_ms_per_token
+            assert r.error_pct == pytest.approx(100 * (r.predicted_ms_per_token - m) / m)
+            assert r.error_pct_case_refresh == pytest.approx(100 * (ms(first) - m) / m)
+    once = [abs(x["error_pct_case_refresh"]) for x in d["rows"]]
+    assert d["max_abs_error_pct_case_refresh"] == pytest.approx(max(once))
+    assert refreshed_at(types.SimpleNamespace(refresh={"at": "x"})) == "x"
     assert refreshed_at(types.SimpleNamespace(refresh=None)) is None and refreshed_at(object()) is None
 
 

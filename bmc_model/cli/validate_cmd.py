@@ -100,8 +100,9 @@ def validate_cmd(
                                                                      "prompt being seq - this (default 256, 16 "
                                                                      "with --quick)."),
     refresh: bool = typer.Option(False, "--refresh", help="First refresh the profile (calibrate --refresh, in "
-                                                          "memory) at the run's model and seq; with --hf, for "
-                                                          "each case."),
+                                                          "memory) at the run's model and seq; with --hf, before "
+                                                          "each case and after each of its repetitions, each "
+                                                          "repetition predicted from the two either side."),
     gamma: str = typer.Option("auto", help="With --sd: draft tokens per iteration, or auto."),
     alpha: float = typer.Option(0.8, help="With --sd and the synthetic workload: the oracle's acceptance."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -104,8 +104,7 @@ def _first_capacity(policy: Policy, w: Workload, r: Num) -> tuple[Num, Num]:
     """(m, C_0): rows past the valid ones after a growth event, and the prefill's capacity (torch.cat
     keeps no spare row after the prefill)."""
     q = float(w.q)
-    is_cat = (r == 1) * 1.0 if policy.width == "exact" else 0.0
-    return vmax(r, q), vmin(vfloat(w.prompt) + r - is_cat, vfloat(w.cap))
+    return vmax(r, q), vmin(vfloat(w.prompt) + r - policy.cat_at(r), vfloat(w.cap))
 
 
 def prefill_spare_touch_s(prof: Profile, rho: float, c_init: Num, P: float, N: float) -> Num:

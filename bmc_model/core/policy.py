@@ -81,7 +81,14 @@ class Policy:
     @property
     def is_cat(self) -> bool:
         """Fixed r=1 with exact width is exactly HF DynamicCache's torch.cat growth."""
-        return self.growth == "fixed" and self.r == 1 and self.width == "exact"
+        return bool(self.cat_at(self.r))
+
+    def cat_at(self, r: Num) -> Num:
+        """1.0 where this policy's growth with r rows (a number, or an array: a sweep of r) is torch.cat's,
+        else 0.0: the one place the rule is written."""
+        if self.growth != "fixed" or self.width != "exact":
+            return 0.0
+        return (r == 1) * 1.0
 
     @property
     def label(self) -> str:

@@ -30,12 +30,11 @@ def heap_cat(policy: Policy, w: Workload, geo: Geometry, prof: Profile, r: Num |
     """Whether torch.cat grows heap blocks that stay resident when freed (elementwise over r or requests):
     transformers' loading and prefill free mappings up to glibc's ceiling, which raises its threshold there;
     bmc-tune's runtime frees none, and its K/V near the ceiling stay mapped (docs/model.md, "Memory")."""
-    if prof.runtime != "hf" or prof.host.get("device", "cpu") != "cpu" or policy.growth != "fixed" \
-            or policy.width != "exact":
+    cat = policy.cat_at(policy.r if r is None else r)
+    if prof.runtime != "hf" or prof.host.get("device", "cpu") != "cpu" or not vany(cat):
         return False
-    rr = policy.r if r is None else r
     # the last block from the heap is the one of seq - 1 rows: at seq rows a K at the ceiling is mapped
-    return (geo.rho * (vfloat(w.seq) + w.gamma - 1) < HEAP_CEILING_BYTES) & (rr == 1)
+    return (geo.rho * (vfloat(w.seq) + w.gamma - 1) < HEAP_CEILING_BYTES) & (cat == 1.0)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,14 @@ allocator state left by another cache's run skews it; the decode peak (the prefi
 handed back first) sits beside predict()'s peak_resident_bytes for the cache's policy (DynamicCache:
 NAMED["dynamic"], StaticCache: NAMED["static"], reserve: NAMED["reserve"]). The cost model's predict()
 figures for the same (P, N, B, policy) sit beside the measured ones.
+
+With refresh, the profile is refreshed before a case, after each of its repetitions and, when the caches run
+step by step, every REFRESH_EVERY decode steps within one (a shorter refresh, between two rounds of steps,
+so no step's time includes it); each repetition is predicted from every refresh from its start to its end (the
+mean of their predictions): a shared host's speed moves by 10-25% within one case's quarter of an hour, in
+steps as well as drifts, which one refresh before it cannot follow. A row's prediction is the median of its
+repetitions', as its measurement is; error_pct_case_refresh says what the refresh before the case alone would
+have given. The tuned pick comes from the refresh before the case.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ QUICK_BATCHES = {"kv": (1, 2), "smollm2": (1,)}
 NEW_TOKENS, QUICK_NEW_TOKENS = 256, 16
 REPS, QUICK_REPS = 3, 1
 MEM_REPS, QUICK_MEM_REPS = 2, 1  # fresh-process memory probes per cache: RSS at small caches moves by MBs
+REFRESH_EVERY = 64  # decode steps between the refreshes within a repetition (refresh=True, step by step)
+INNER_REFRESH_S = 3.0  # of measuring, each of those: several of them stand for a repetition, their mean
 PRESETS = {"smollm2": "smollm2-135m"}  # a workload's preset: its max positions, known before the model loads
 
 
@@ -69,6 +79,7 @@ class _Settings:
     seed: int
     trim: bool
     kv_ffn: int | None
+    refresh_every: int  # decode steps between refreshes within a repetition (refresh=True, step by step)
 
 
 def _check(name: str, v: Any, low: int) -> int:
@@ -123,10 +134,24 @@ def refreshed_at(prof: Any) -> str | None:
     return None if at is None else str(at)
 
 
-def _refresh(prof: Any, spec: Any, seq: int, prompt: int, batch: int) -> Any:
+def _refresh(prof: Any, spec: Any, seq: int, prompt: int, batch: int, budget_s: float | None = None) -> Any:
     from bmc_model.calibrate.refresh import refresh_profile  # here: only --refresh measures
 
-    return refresh_profile(prof, model=spec, seq=seq, prompt=prompt, batch=batch)
+    more = {} if budget_s is None else {"budget_s": budget_s}
+    return refresh_profile(prof, model=spec, seq=seq, prompt=prompt, batch=batch, **more)
+
+
+def _refresh_case(prof: Any, spec: Any, case: str, seq: int, prompt: int, batch: int, phases: dict[str, float],
+                  refreshes: list[dict], say: Callable[[str], None], when: str, budget_s: float | None = None) -> Any:
+    """`prof` (as calibrated: no refresh carries over) refreshed at the case's sizes (budget_s: of measuring;
+    None: the refresh's default); its section and seconds go into `refreshes` and `phases` under the case and
+    `when` ("before", "rep k step j", "after rep k")."""
+    say(f"{case}: refreshing the profile ({when})")
+    t1 = time.perf_counter()
+    out = _refresh(prof, spec, seq, prompt, batch, budget_s)
+    phases[f"{case} refresh {when}"] = time.perf_counter() - t1
+    refreshes.append({"case": case, "when": when, **out.refresh.to_dict()})
+    return out
 
 
 def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] | None = None,
@@ -135,7 +160,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
                 prefill: str = "synthetic", quick: bool = False, seed: int = 0, trim: bool = False,
                 kv_ffn: int | None = None, memory_reps: int | None = None,
                 grid: Sequence[Policy | str] | None = None, refresh: bool = False,
-                progress: Callable[[str], None] | None = None) -> HFValidateResult:
+                refresh_every: int = REFRESH_EVERY, progress: Callable[[str], None] | None = None) -> HFValidateResult:
     """Measure HF generate() with the caches (CACHES) and the BMCCache grid, and put the cost model's
     predictions and the tuned pick's regret beside them.
 
@@ -151,9 +176,11 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
     peak_resident_bytes. threads: torch threads (None: 2). prefill: "synthetic" (random K/V rows written
     through cache.update: fast) or "model" (a real prefill forward). quick: tiny sizes for a smoke run.
     trim: BMCCache(trim=True). kv_ffn: the kv workload's FFN width (default 4096; 11008 is Llama-2-7b's whole
-    layer). refresh: right before each case's runs, calibrate.refresh.refresh_profile at the case's model, N,
-    prompt and batch (its torch.cat sizes: a batch of four moves a tensor past glibc's mmap ceiling), from the
-    profile as calibrated: no refresh carries over to the next case.
+    layer). refresh: right before each case's runs and after each of its repetitions,
+    calibrate.refresh.refresh_profile at the case's model, N, prompt and batch (its torch.cat sizes: a batch of
+    four moves a tensor past glibc's mmap ceiling), from the profile as calibrated: no refresh carries over;
+    and every refresh_every decode steps within a repetition run step by step; each repetition is predicted
+    from the refreshes from its start to its end (module docstring).
     Returns an HFValidateResult (to_dict(): the JSON validate --hf prints).
     """
     say = progress or (lambda msg: None)
@@ -162,6 +189,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
                         (QUICK_NEW_TOKENS if quick else NEW_TOKENS), 2)
     reps = _check("reps", reps if reps is not None else (QUICK_REPS if quick else REPS), 1)
     threads = _check("threads", 2 if threads is None else threads, 1)
+    refresh_every = _check("refresh_every", refresh_every, 1)
     mem_reps = _check("memory_reps", memory_reps if memory_reps is not None else
                       (QUICK_MEM_REPS if quick else MEM_REPS), 1)
     if prefill not in ("synthetic", "model"):
@@ -181,7 +209,7 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
 
     prof = get_profile(profile)
     torch.set_num_threads(threads)
-    s = _Settings(new_tokens, reps, threads, memory, mem_reps, prefill, quick, seed, trim, kv_ffn)
+    s = _Settings(new_tokens, reps, threads, memory, mem_reps, prefill, quick, seed, trim, kv_ffn, refresh_every)
     rows: list[HFRowResult] = []
     workload_notes: dict[str, str] = {}
     estimated = 0.0
@@ -200,16 +228,12 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
         for seq in ctxs:
             prompt = seq - new_tokens
             for batch in bats:
-                case_prof = prof
+                refresher = None
                 if refresh:
-                    say(f"{name} N={seq} B={batch}: refreshing the profile")
-                    t1 = time.perf_counter()
-                    case_prof = _refresh(prof, loaded.spec, seq, prompt, batch)
-                    phases[f"{name} N={seq} B={batch} refresh"] = time.perf_counter() - t1
-                    refreshes.append({"case": f"{name} N={seq} B={batch}", **case_prof.refresh.to_dict()})
-                    shown = case_prof
-                got, est = _run_case(loaded, seq, prompt, batch, case_prof, fixed_policy, grid_pols, s, say,
-                                     predict, phases)
+                    refresher = functools.partial(_refresh_case, prof, loaded.spec, f"{name} N={seq} B={batch}",
+                                                  seq, prompt, batch, phases, refreshes, say)
+                got, est, shown = _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid_pols, s, say,
+                                            predict, phases, refresher, refreshes)
                 rows += got
                 estimated += est
         del loaded
@@ -228,10 +252,19 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
 
 
 def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings, say, predict,
-              phases: dict[str, float]) -> tuple[list[HFRowResult], float]:
-    """The rows of one (workload, N, B) and the wall seconds the cost model expected it to take; each phase's
-    wall seconds go into `phases`."""
+              phases: dict[str, float], refresher: Callable[..., Any] | None = None,
+              refreshes: list[dict] | None = None) -> tuple[list[HFRowResult], float, Any]:
+    """The rows of one (workload, N, B), the wall seconds the cost model expected it to take, and the last
+    profile it predicted with; each phase's wall seconds go into `phases`. refresher(when, budget_s=None):
+    `prof` refreshed now, called before the case, within repetitions and after each (None: every repetition
+    is predicted from `prof`)."""
     model, spec = loaded.model, loaded.spec
+    t_refresh = time.perf_counter()
+    last = prof if refresher is None else refresher("before")
+    refresh_s = time.perf_counter() - t_refresh if refresher is not None else 0.0  # one more after each rep
+    prof = last
+    rep_profs: list[list[Any]] = []  # each repetition's refreshes, from its start to its end
+    refreshes = [] if refreshes is None else refreshes
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
     else:
@@ -242,11 +275,16 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
     # the make_cache kind each cache name runs as: the grid entries are BMCCache with their own policy
     kinds = {name: name if name in CACHES else "bmc" for name in policies}
     names = list(policies)
-    preds = {k: predict(model=spec, seq=seq, prompt=prompt, policy=p, batch=batch, dtype="float32", profile=prof,
-                        runtime="hf") for k, p in policies.items()}
+
+    def predict_all(p: Any) -> dict[str, Any]:
+        return {k: predict(model=spec, seq=seq, prompt=prompt, policy=pk, batch=batch, dtype="float32", profile=p,
+                           runtime="hf") for k, pk in policies.items()}
+
+    preds = predict_all(prof)
     case = f"{loaded.name} N={seq} B={batch}"
     probed = CACHES if s.memory else ()
-    est = case_seconds({k: p.ms_per_token for k, p in preds.items()}, s.new_tokens, s.reps, probed, s.mem_reps)
+    est = (case_seconds({k: p.ms_per_token for k, p in preds.items()}, s.new_tokens, s.reps, probed, s.mem_reps)
+           + s.reps * refresh_s)
     reps_said = f"{s.reps} rep" + ("s" if s.reps != 1 else "")
     say(f"{case}: {len(names)} caches x {reps_said} side by side, {len(probed) * s.mem_reps} memory probes: "
         f"about {minutes(est)} (predicted); tuned {pol.label}")
@@ -276,9 +314,19 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
         t_rep = time.perf_counter()
         order = names[rep % len(names):] + names[:rep % len(names)]
         gc.collect()
+        rep_profs.append([last])
         if step_wise:
+            def between(steps: int, rep: int = rep) -> None:  # steps: decode steps every call has made
+                if refresher is None or not steps or steps % s.refresh_every or steps >= s.new_tokens - 1:
+                    return
+                when = f"rep {rep + 1} step {steps}"
+                try:
+                    rep_profs[-1].append(refresher(when, budget_s=INNER_REFRESH_S))
+                except BMCError as e:  # beside every cache at once RAM may not hold its buffers: the ends still do
+                    refreshes.append({"case": case, "when": when, "skipped": str(e)})
+
             jobs = [functools.partial(_job, model, kinds[k], policies[k], seq, prompt, batch, s) for k in order]
-            for name, (clock, (_, cache, out)) in zip(order, run_lockstep(jobs)):
+            for name, (clock, (_, cache, out)) in zip(order, run_lockstep(jobs, between)):
                 record(rep, name, clock, cache, out)
         else:
             for name in order:
@@ -287,11 +335,22 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
                                                  s.new_tokens, s.prefill, s.seed, trim=s.trim)
                 record(rep, name, clock, cache, out)
                 del cache, clock
+        if refresher is not None:  # refreshes' seconds are also in "timed"; phases has them on their own too
+            last = refresher(f"after rep {rep + 1}")
+            rep_profs[-1].append(last)
         # the prediction may be far off (an old profile): what is left, from this repetition's own times
         left = remaining_seconds(time.perf_counter() - t_rep, s.reps - rep - 1,
                                  {k: samples[k][-1] for k in probed}, s.new_tokens, s.mem_reps)
         say(f"{case}: rep {rep + 1}/{s.reps} done, about {minutes(left)} left (measured)")
     clock_phase("timed")
+    # each repetition's prediction: the mean over the refreshes from its start to its end (one profile: itself)
+    predicted_with = {id(prof): preds}
+    for p in (p for ps in rep_profs for p in ps if id(p) not in predicted_with):
+        predicted_with[id(p)] = predict_all(p)
+    by_rep = [{k: [predicted_with[id(p)][k] for p in ps] for k in names} for ps in rep_profs]
+    rep_ms = {k: [statistics.fmean(p.ms_per_token for p in r[k]) for r in by_rep] for k in names}
+    rep_breakdown = {k: {t: statistics.median(statistics.fmean(p.breakdown[t] for p in r[k]) for r in by_rep)
+                         for t in preds[k].breakdown} for k in names}
     mem = _memory(loaded.name, case, pol, seq, prompt, batch, s, say) if s.memory else {}
     clock_phase("memory")
     med = {k: statistics.median(v) for k, v in samples.items()}
@@ -299,24 +358,29 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
     for name in names:
         p = preds[name]
         m = med[name]
+        predicted = statistics.median(rep_ms[name])
         measured_peak = _num((mem.get(name) or {}).get("decode_peak_increase"))
         rows.append(HFRowResult(
             workload=loaded.name, model=spec.name, seq=seq, prompt=prompt, batch=batch, cache=name,
             policy=policies[name].label,
             policy_source=rec_note if name == "bmc" else ("grid" if name not in CACHES else ""),
             measured_ms_per_token=_num(m), samples_ms_per_token=[_num(x) for x in samples[name]],
-            predicted_ms_per_token=p.ms_per_token,
-            error_pct=_num(100.0 * (p.ms_per_token - m) / m) if m and not math.isnan(m) else None,
+            predicted_ms_per_token=predicted, error_pct=_err(predicted, m),
             speedup_vs_dynamic=_num(med["dynamic"] / m),
-            predicted_speedup_vs_dynamic=preds["dynamic"].ms_per_token / p.ms_per_token,
-            predicted_breakdown_ms=p.breakdown, predicted_peak_kv_bytes=p.reserved_bytes,
+            predicted_speedup_vs_dynamic=statistics.median(rep_ms["dynamic"]) / predicted,
+            predicted_breakdown_ms=rep_breakdown[name], predicted_peak_kv_bytes=p.reserved_bytes,
             predicted_kv_bytes=p.memory_bytes, predicted_peak_resident_bytes=p.peak_resident_bytes,
             tokens_match_dynamic=bool(torch.equal(outs[name], outs["dynamic"])),
             kv_bytes_final=kv_bytes_final[name], grow_events=grow_events.get(name), memory=mem.get(name),
             measured_peak_resident_bytes=measured_peak,
             resident_error_pct=error_pct(p.peak_resident_bytes, measured_peak) if measured_peak else None,
-            interleave="step" if step_wise else "run"))
-    return rows, est
+            interleave="step" if step_wise else "run", predicted_ms_per_token_by_rep=rep_ms[name],
+            error_pct_case_refresh=_err(p.ms_per_token, m) if refresher is not None else None))
+    return rows, est, last
+
+
+def _err(predicted: float, measured: float) -> float | None:
+    return _num(100.0 * (predicted - measured) / measured) if measured and not math.isnan(measured) else None
 
 
 class _PhaseClock:

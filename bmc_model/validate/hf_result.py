@@ -44,9 +44,13 @@ class HFRowResult:
     measured_peak_resident_bytes: float | None  # memory's decode_peak_increase; None without probes
     resident_error_pct: float | None  # predicted over measured peak resident, signed as error_pct
     interleave: str  # "step": side by side, step by step; "run": whole runs in turn
+    # each repetition's prediction (with refresh: the mean of the refreshes either side of it); their median is
+    # predicted_ms_per_token
+    predicted_ms_per_token_by_rep: list[float] = field(default_factory=list)
+    error_pct_case_refresh: float | None = None  # with refresh: the error from the refresh before the case alone
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict_where_set(self, ("grow_events",))
+        return asdict_where_set(self, ("grow_events", "error_pct_case_refresh"))
 
 
 @dataclass
@@ -136,7 +140,7 @@ class HFValidateResult:
     rows: list[HFRowResult]
     grid: list[str] = field(default_factory=list)  # the grid's policy labels (hf_grid.GRID unless given)
     profile_refreshed_at: str | None = None  # the profile's refresh["at"] (calibrate/refresh.py); None: never
-    refreshes: list[dict] = field(default_factory=list)  # each case's refresh section ({"case": ..., "at": ...})
+    refreshes: list[dict] = field(default_factory=list)  # every refresh ({"case": ..., "when": ..., "at": ...})
     estimated_s: float | None = None  # the wall time the cost model expected (hf_budget.py)
     wall_s: float | None = None
     phases_s: dict[str, float] = field(default_factory=dict)  # "<case> timed", "<workload> build", ...: seconds
@@ -168,8 +172,12 @@ class HFValidateResult:
                                              "hf_overhead_calibrated", "workloads", "notes", "estimated_s",
                                              "wall_s", "phases_s")}
         errs = self.abs_resident_errors
+        once = [abs(r.error_pct_case_refresh) for r in self.rows if r.error_pct_case_refresh is not None]
         return {"schema": 1, "kind": "hf-generate", **head, "rows": [r.to_dict() for r in self.rows],
                 **self.regret.to_dict(),
+                # with refresh: the errors had each case been predicted from the refresh before it alone
+                "median_abs_error_pct_case_refresh": statistics.median(once) if once else None,
+                "max_abs_error_pct_case_refresh": max(once, default=None),
                 "median_abs_resident_error_pct": statistics.median(errs) if errs else None,
                 "max_abs_resident_error_pct": max(errs, default=None),
                 "abs_resident_error_pct_by_cache": self.resident_errors_by_cache(),

@@ -42,6 +42,11 @@ class Baton:
         self._alive.remove(i)
         self._advance(i)
 
+    @property
+    def rounds(self) -> int:
+        """Rounds of turns completed."""
+        return self._round
+
     def _advance(self, i: int) -> None:
         if i in self._pending:
             self._pending.remove(i)
@@ -85,10 +90,12 @@ class StepClock(BaseStreamer):
         return float("nan") if not self.steps_s else 1000.0 * sum(self.steps_s) / len(self.steps_s)
 
 
-def run_lockstep(jobs: Sequence[Callable[[StepClock], Any]]) -> list[tuple[StepClock, Any]]:
+def run_lockstep(jobs: Sequence[Callable[[StepClock], Any]],
+                 between_rounds: Callable[[int], None] | None = None) -> list[tuple[StepClock, Any]]:
     """Run each job (a callable that calls generate(..., streamer=clock)) in its own greenlet, one decode step
     at a time in turn (set-up and prefill take turns too); returns (clock, the job's return value) per job. A
-    job's exception is raised here once every job has finished."""
+    job's exception is raised here once every job has finished. between_rounds(k) runs after round k (round 0:
+    set-up and prefill), while every call waits between its steps: no step's time includes it."""
     n = len(jobs)
     baton = Baton(n)
     main = greenlet.getcurrent()
@@ -105,8 +112,12 @@ def run_lockstep(jobs: Sequence[Callable[[StepClock], Any]]) -> list[tuple[StepC
     lets = [greenlet(lambda i=i: work(i), parent=main) for i in range(n)]
     # grad mode is the thread's, so every call's no_grad() saves and restores it in turn: with it off around
     # them all, a call that ends first cannot turn it back on under the others
+    rounds = 0
     with gc_paused(), torch.no_grad():
         while baton.turn >= 0:
+            if between_rounds is not None and baton.rounds > rounds:
+                rounds = baton.rounds
+                between_rounds(rounds - 1)
             i = baton.turn
             lets[i].switch()  # runs until its next token hands over, or to its end
             if lets[i].dead:
