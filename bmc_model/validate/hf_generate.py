@@ -283,8 +283,9 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
     preds = predict_all(prof)
     case = f"{loaded.name} N={seq} B={batch}"
     probed = CACHES if s.memory else ()
+    inner = (s.new_tokens - 2) // s.refresh_every if refresher is not None else 0  # at most, within a repetition
     est = (case_seconds({k: p.ms_per_token for k, p in preds.items()}, s.new_tokens, s.reps, probed, s.mem_reps)
-           + s.reps * refresh_s)
+           + s.reps * (refresh_s + inner * INNER_REFRESH_S))
     reps_said = f"{s.reps} rep" + ("s" if s.reps != 1 else "")
     say(f"{case}: {len(names)} caches x {reps_said} side by side, {len(probed) * s.mem_reps} memory probes: "
         f"about {minutes(est)} (predicted); tuned {pol.label}")
