@@ -18,8 +18,9 @@ from bmc_model.calibrate import token_clock  # noqa: E402
 from bmc_model.core.errors import BMCError  # noqa: E402
 from bmc_model.core.policy import NAMED, Policy  # noqa: E402
 from bmc_model.validate.hf_budget import case_seconds, remaining_seconds  # noqa: E402
-from bmc_model.validate.hf_generate import INNER_REFRESH_S, refreshed_at, validate_hf  # noqa: E402
+from bmc_model.validate.hf_generate import validate_hf  # noqa: E402
 from bmc_model.validate.hf_grid import GRID, grid_policies, summarize  # noqa: E402
+from bmc_model.validate.hf_refresh import INNER_REFRESH_S, refreshed_at  # noqa: E402
 from bmc_model.validate.memprobe import median_probe  # noqa: E402
 from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
 

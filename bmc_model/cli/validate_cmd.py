@@ -101,8 +101,8 @@ def validate_cmd(
                                                                      "with --quick)."),
     refresh: bool = typer.Option(False, "--refresh", help="First refresh the profile (calibrate --refresh, in "
                                                           "memory) at the run's model and seq; with --hf, before "
-                                                          "each case and after each of its repetitions, each "
-                                                          "repetition predicted from the two either side."),
+                                                          "each case, every 64 decode steps and after each "
+                                                          "repetition, each predicted from those over its span."),
     gamma: str = typer.Option("auto", help="With --sd: draft tokens per iteration, or auto."),
     alpha: float = typer.Option(0.8, help="With --sd and the synthetic workload: the oracle's acceptance."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

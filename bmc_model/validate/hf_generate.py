@@ -47,6 +47,13 @@ from bmc_model.validate.compare import error_pct
 from bmc_model.validate.hf_budget import case_seconds, minutes, remaining_seconds
 from bmc_model.validate.hf_grid import GRID, grid_policies, is_bmccache
 from bmc_model.validate.hf_measure import run_generate
+from bmc_model.validate.hf_refresh import (
+    INNER_REFRESH_S,
+    REFRESH_EVERY,
+    refresh_case,
+    refreshed_at,
+    repetition_predictions,
+)
 from bmc_model.validate.hf_result import HFRowResult, HFValidateResult
 from bmc_model.validate.lockstep import run_lockstep
 from bmc_model.validate.memory import MemoryEstimate, fits
@@ -60,8 +67,6 @@ QUICK_BATCHES = {"kv": (1, 2), "smollm2": (1,)}
 NEW_TOKENS, QUICK_NEW_TOKENS = 256, 16
 REPS, QUICK_REPS = 3, 1
 MEM_REPS, QUICK_MEM_REPS = 2, 1  # fresh-process memory probes per cache: RSS at small caches moves by MBs
-REFRESH_EVERY = 64  # decode steps between the refreshes within a repetition (refresh=True, step by step)
-INNER_REFRESH_S = 3.0  # of measuring, each of those: several of them stand for a repetition, their mean
 PRESETS = {"smollm2": "smollm2-135m"}  # a workload's preset: its max positions, known before the model loads
 
 
@@ -125,33 +130,6 @@ def _preset_limit(name: str) -> int | None:
 
 def _grid(grid: Sequence[Policy | str] | None) -> tuple[Policy, ...]:
     return GRID if grid is None else tuple(make_policy(None, None, g) for g in grid)
-
-
-def refreshed_at(prof: Any) -> str | None:
-    """The profile's refresh timestamp (Profile.refresh.at, or a JSON section's "at"); None without one."""
-    section = getattr(prof, "refresh", None)
-    at = section.get("at") if isinstance(section, dict) else getattr(section, "at", None)
-    return None if at is None else str(at)
-
-
-def _refresh(prof: Any, spec: Any, seq: int, prompt: int, batch: int, budget_s: float | None = None) -> Any:
-    from bmc_model.calibrate.refresh import refresh_profile  # here: only --refresh measures
-
-    more = {} if budget_s is None else {"budget_s": budget_s}
-    return refresh_profile(prof, model=spec, seq=seq, prompt=prompt, batch=batch, **more)
-
-
-def _refresh_case(prof: Any, spec: Any, case: str, seq: int, prompt: int, batch: int, phases: dict[str, float],
-                  refreshes: list[dict], say: Callable[[str], None], when: str, budget_s: float | None = None) -> Any:
-    """`prof` (as calibrated: no refresh carries over) refreshed at the case's sizes (budget_s: of measuring;
-    None: the refresh's default); its section and seconds go into `refreshes` and `phases` under the case and
-    `when` ("before", "rep k step j", "after rep k")."""
-    say(f"{case}: refreshing the profile ({when})")
-    t1 = time.perf_counter()
-    out = _refresh(prof, spec, seq, prompt, batch, budget_s)
-    phases[f"{case} refresh {when}"] = time.perf_counter() - t1
-    refreshes.append({"case": case, "when": when, **out.refresh.to_dict()})
-    return out
 
 
 def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] | None = None,
@@ -230,10 +208,10 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
             for batch in bats:
                 refresher = None
                 if refresh:
-                    refresher = functools.partial(_refresh_case, prof, loaded.spec, f"{name} N={seq} B={batch}",
+                    refresher = functools.partial(refresh_case, prof, loaded.spec, f"{name} N={seq} B={batch}",
                                                   seq, prompt, batch, phases, refreshes, say)
                 got, est, shown = _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid_pols, s, say,
-                                            predict, phases, refresher, refreshes)
+                                            predict, phases, refresher)
                 rows += got
                 estimated += est
         del loaded
@@ -252,19 +230,17 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
 
 
 def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings, say, predict,
-              phases: dict[str, float], refresher: Callable[..., Any] | None = None,
-              refreshes: list[dict] | None = None) -> tuple[list[HFRowResult], float, Any]:
+              phases: dict[str, float], refresher: Callable[..., Any] | None = None
+              ) -> tuple[list[HFRowResult], float, Any]:
     """The rows of one (workload, N, B), the wall seconds the cost model expected it to take, and the last
-    profile it predicted with; each phase's wall seconds go into `phases`. refresher(when, budget_s=None):
-    `prof` refreshed now, called before the case, within repetitions and after each (None: every repetition
-    is predicted from `prof`)."""
+    profile it predicted with; each phase's wall seconds go into `phases`. refresher(when, budget_s=None,
+    optional=False): `prof` refreshed now (hf_refresh.refresh_case), called before the case, within repetitions
+    and after each (None: every repetition is predicted from `prof`)."""
     model, spec = loaded.model, loaded.spec
     t_refresh = time.perf_counter()
-    last = prof if refresher is None else refresher("before")
+    prof = last = prof if refresher is None else refresher("before")
     refresh_s = time.perf_counter() - t_refresh if refresher is not None else 0.0  # one more after each rep
-    prof = last
     rep_profs: list[list[Any]] = []  # each repetition's refreshes, from its start to its end
-    refreshes = [] if refreshes is None else refreshes
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
     else:
@@ -320,11 +296,9 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
             def between(steps: int, rep: int = rep) -> None:  # steps: decode steps every call has made
                 if refresher is None or not steps or steps % s.refresh_every or steps >= s.new_tokens - 1:
                     return
-                when = f"rep {rep + 1} step {steps}"
-                try:
-                    rep_profs[-1].append(refresher(when, budget_s=INNER_REFRESH_S))
-                except BMCError as e:  # beside every cache at once RAM may not hold its buffers: the ends still do
-                    refreshes.append({"case": case, "when": when, "skipped": str(e)})
+                got = refresher(f"rep {rep + 1} step {steps}", budget_s=INNER_REFRESH_S, optional=True)
+                if got is not None:  # skipped: the refreshes at the repetition's ends still stand for it
+                    rep_profs[-1].append(got)
 
             jobs = [functools.partial(_job, model, kinds[k], policies[k], seq, prompt, batch, s) for k in order]
             for name, (clock, (_, cache, out)) in zip(order, run_lockstep(jobs, between)):
@@ -344,14 +318,7 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
                                  {k: samples[k][-1] for k in probed}, s.new_tokens, s.mem_reps)
         say(f"{case}: rep {rep + 1}/{s.reps} done, about {minutes(left)} left (measured)")
     clock_phase("timed")
-    # each repetition's prediction: the mean over the refreshes from its start to its end (one profile: itself)
-    predicted_with = {id(prof): preds}
-    for p in (p for ps in rep_profs for p in ps if id(p) not in predicted_with):
-        predicted_with[id(p)] = predict_all(p)
-    by_rep = [{k: [predicted_with[id(p)][k] for p in ps] for k in names} for ps in rep_profs]
-    rep_ms = {k: [statistics.fmean(p.ms_per_token for p in r[k]) for r in by_rep] for k in names}
-    rep_breakdown = {k: {t: statistics.median(statistics.fmean(p.breakdown[t] for p in r[k]) for r in by_rep)
-                         for t in preds[k].breakdown} for k in names}
+    rep_ms, rep_breakdown = repetition_predictions(rep_profs, predict_all, {id(prof): preds})
     mem = _memory(loaded.name, case, pol, seq, prompt, batch, s, say) if s.memory else {}
     clock_phase("memory")
     med = {k: statistics.median(v) for k, v in samples.items()}

@@ -44,8 +44,8 @@ class HFRowResult:
     measured_peak_resident_bytes: float | None  # memory's decode_peak_increase; None without probes
     resident_error_pct: float | None  # predicted over measured peak resident, signed as error_pct
     interleave: str  # "step": side by side, step by step; "run": whole runs in turn
-    # each repetition's prediction (with refresh: the mean of the refreshes either side of it); their median is
-    # predicted_ms_per_token
+    # each repetition's prediction (with refresh: the mean over the refreshes from its start to its end); their
+    # median is predicted_ms_per_token
     predicted_ms_per_token_by_rep: list[float] = field(default_factory=list)
     error_pct_case_refresh: float | None = None  # with refresh: the error from the refresh before the case alone
 
@@ -154,6 +154,11 @@ class HFValidateResult:
         return summarize(self.rows)
 
     @property
+    def abs_errors_case_refresh(self) -> list[float]:
+        """With refresh: every row's |error| had its case been predicted from the refresh before it alone."""
+        return [abs(r.error_pct_case_refresh) for r in self.rows if r.error_pct_case_refresh is not None]
+
+    @property
     def abs_resident_errors(self) -> list[float]:
         return [abs(r.resident_error_pct) for r in self.rows if r.resident_error_pct is not None]
 
@@ -172,10 +177,9 @@ class HFValidateResult:
                                              "hf_overhead_calibrated", "workloads", "notes", "estimated_s",
                                              "wall_s", "phases_s")}
         errs = self.abs_resident_errors
-        once = [abs(r.error_pct_case_refresh) for r in self.rows if r.error_pct_case_refresh is not None]
+        once = self.abs_errors_case_refresh
         return {"schema": 1, "kind": "hf-generate", **head, "rows": [r.to_dict() for r in self.rows],
                 **self.regret.to_dict(),
-                # with refresh: the errors had each case been predicted from the refresh before it alone
                 "median_abs_error_pct_case_refresh": statistics.median(once) if once else None,
                 "max_abs_error_pct_case_refresh": max(once, default=None),
                 "median_abs_resident_error_pct": statistics.median(errs) if errs else None,

@@ -170,7 +170,7 @@ def hf_summary(result: HFValidateResult) -> Table:
     s = Table(title="Summary", show_header=False)
     s.add_row("median / max |error|", f"{_fmt(reg.median_abs_error_pct, '.1f', '%')} / "
               f"{_fmt(reg.max_abs_error_pct, '.1f', '%')}")
-    once = [abs(r.error_pct_case_refresh) for r in result.rows if r.error_pct_case_refresh is not None]
+    once = result.abs_errors_case_refresh
     if once:  # refreshed around every repetition: what the refresh before each case alone gave
         s.add_row("  refreshed before each case only", f"{statistics.median(once):.1f}% / {max(once):.1f}%")
     s.add_row("regret (worst case)", _fmt(reg.regret_pct, ".1f", "%"))
