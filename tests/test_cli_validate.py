@@ -95,7 +95,7 @@ def test_validate_tiny_run_reports_every_field(prof, tmp_path):
     assert d["median_abs_error_pct_probed"] <= d["max_abs_error_pct_probed"]
 
 
-def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeypatch):
+def test_validate_takes_turns_by_run_when_the_caches_do_not_fit_together(monkeypatch, small_probe):
     import bmc_model.validate.plain as v
     from bmc_model.core.specs import get_spec
 

@@ -7,7 +7,7 @@ import json
 import statistics
 import sys
 import types
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -28,7 +28,7 @@ from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
 KEYS = ["schema", "kind", "date", "host", "transformers", "torch", "threads", "dtype", "new_tokens", "reps",
         "memory_reps", "prefill", "quick", "bmc_trim", "grid", "profile", "profile_refreshed_at", "refreshes",
         "hf_overhead_calibrated", "workloads", "notes", "estimated_s", "wall_s", "phases_s", "rows",
-        "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_by_case",
+        "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_pct_paired", "regret_by_case",
         "median_abs_error_pct_case_refresh", "max_abs_error_pct_case_refresh", "median_abs_resident_error_pct",
         "max_abs_resident_error_pct", "abs_resident_error_pct_by_cache", "checks"]
 ROW_KEYS = ["workload", "model", "seq", "prompt", "batch", "cache", "policy", "policy_source", "measured_ms_per_token",
@@ -100,7 +100,7 @@ def test_quick_validate_reports_four_caches_and_the_grid_per_case():
     assert set(result["checks"]) >= {"bmc_never_slower", "bmc_never_slower_in_any_repetition", "bmc_peak_below_dynamic",
                                      "per_case"}
     assert all(len(v) == 1 for c in result["checks"]["per_case"] for v in c["paired_speedups"].values())
-    assert list(result["checks"]) == ["bmc_2x_over_dynamic_at_kv_4096", "bmc_never_slower",
+    assert list(result["checks"]) == ["bmc_2x_over_dynamic_at_kv_4096", "bmc_never_slower", "bmc_never_slower_paired",
                                       "bmc_never_slower_in_any_repetition", "bmc_peak_below_dynamic", "per_case"]
     assert result["checks"]["bmc_2x_over_dynamic_at_kv_4096"] is None  # no kv case at N=4096
     assert result["checks"]["bmc_peak_below_dynamic"] is None  # no memory probes
@@ -229,6 +229,8 @@ class Row:
     workload: str = "kv"
     seq: int = 2048
     batch: int = 1
+    samples_ms_per_token: list = field(default_factory=list)
+    memory: dict | None = None
 
 
 def test_regret_is_the_tuned_bmccache_over_the_best_bmccache_of_its_case():
@@ -256,11 +258,47 @@ def test_regret_is_the_tuned_bmccache_over_the_best_bmccache_of_its_case():
     assert out.median_abs_error_pct == pytest.approx(statistics.median(errs))
     assert out.max_abs_error_pct == pytest.approx(40.0)
     d = out.to_dict()
-    assert list(d) == ["median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_by_case"]
+    assert list(d) == ["median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_pct_paired",
+                       "regret_by_case"]
     assert d["regret_by_case"][0]["regret_pct"] == pytest.approx(25.0)
+    assert first.regret_pct_paired is None and third.regret_pct_paired == 0.0  # no repetitions; no alternative
+    assert out.regret_pct_paired == 0.0
     empty = summarize([])
     assert (empty.median_abs_error_pct, empty.max_abs_error_pct, empty.regret_pct, empty.per_case) == (
         None, None, None, [])
+    assert empty.regret_pct_paired is None
+
+
+def test_paired_regret_takes_each_candidate_repetition_by_repetition():
+    # the host ran repetition 2 fast: each median lands in another repetition, the paired ratios do not
+    rows = [Row("bmc", 10.0, 1.0, "r=32 padded", samples_ms_per_token=[10.0, 12.0, 9.0]),
+            Row("grid:r=64 padded", 8.0, 1.0, "r=64 padded", samples_ms_per_token=[8.0, 12.5, 8.0]),
+            Row("reserve", 9.0, 1.0, "reserve", samples_ms_per_token=[9.0, 9.0, None]),
+            Row("grid:r=256 exact", 20.0, 1.0, "r=256 exact", samples_ms_per_token=[20.0, 24.0, 18.0])]
+    (case,) = summarize(rows).per_case
+    assert case.regret_pct == pytest.approx(25.0)
+    # r=64: 10/8, 12/12.5, 9/8 -> median 1.125; reserve: 10/9, 12/9 (its third unmeasured) -> 1.222
+    assert case.regret_pct_paired == pytest.approx(100 * (statistics.median([10 / 9, 12 / 9]) - 1))
+    slower = [replace(r, samples_ms_per_token=[x * 3 for x in r.samples_ms_per_token if x]) for r in rows[:1]]
+    assert summarize(slower + [rows[3]]).per_case[0].regret_pct_paired == pytest.approx(50.0)
+    assert summarize([rows[0], rows[3]]).per_case[0].regret_pct_paired == 0.0  # faster in every repetition
+
+
+def test_never_slower_by_medians_and_by_the_repetitions_paired():
+    from bmc_model.validate.hf_result import check
+
+    def case(seq, bmc):
+        return [Row(k, statistics.median(v), None, seq=seq, samples_ms_per_token=v)
+                for k, v in (("dynamic", [20.0, 22.0, 24.0]), ("static", [10.0, 11.0, 12.0]), ("bmc", bmc))]
+
+    # faster than StaticCache in repetitions 1 and 3, yet its median is the larger: a tie the medians call slower
+    got = check(case(2048, [9.9, 11.5, 11.9]))
+    assert not got.bmc_never_slower and got.bmc_never_slower_paired and got.bmc_never_slower_in_any_repetition
+    assert got.per_case[0].paired_speedups["static"] == pytest.approx([10 / 9.9, 11 / 11.5, 12 / 11.9])
+    got = check(case(2048, [9.9, 11.5, 11.9]) + case(4096, [10.1, 11.1, 11.0]))  # slower in 2 of 3 at 4096
+    assert not got.bmc_never_slower_paired and got.bmc_never_slower_in_any_repetition
+    got = check(case(2048, [9.0, 10.0, 11.0]))
+    assert got.bmc_never_slower and got.bmc_never_slower_paired
 
 
 def test_grid_drops_the_tuned_pick_and_the_four_caches_policies():
@@ -328,9 +366,9 @@ def test_refresh_runs_before_each_case_within_and_after_each_repetition(monkeypa
                                profile=rescaled(base, {"weights": 1.1 ** k}), runtime="hf").ms_per_token
 
             first = 5 * case + 1  # the refresh before this case
-            # repetition i: the refreshes at its start, within it and at its end, their predictions' mean
+            # repetition i: the refreshes at its start, within it and at its end, their predictions' median
             assert r.predicted_ms_per_token_by_rep == pytest.approx(
-                [statistics.fmean(ms(first + 2 * i + j) for j in range(3)) for i in range(reps)])
+                [statistics.median(ms(first + 2 * i + j) for j in range(3)) for i in range(reps)])
             assert r.predicted_ms_per_token == pytest.approx(statistics.median(r.predicted_ms_per_token_by_rep))
             m = r.measured_ms_per_token
             assert r.error_pct == pytest.approx(100 * (r.predicted_ms_per_token - m) / m)

@@ -53,6 +53,29 @@ def test_every_run_finishes_and_the_furthest_behind_goes_next(shapes):
         assert run.progress <= 1.0 and before[runs.index(run)] == min(unfinished)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(1, 5)), min_size=1, max_size=4), st.integers(0, 4))
+def test_each_pause_runs_once_every_run_has_reached_its_share_and_leaves_the_order_alone(shapes, pauses):
+    def play(with_pauses: bool) -> tuple[list[int], list, list]:
+        log: list = []
+        runs: list = []
+        runs.extend(Fake(t, k, log, runs) for t, k in shapes)
+        seen: list = []
+        with mock.patch.object(interleave, "gc_paused", contextlib.nullcontext):
+            order = run_interleaved(runs, pauses, (lambda k: seen.append((k, len(log), [r.progress for r in runs])))
+                                    if with_pauses else None)
+        return order, seen, log
+
+    order, seen, log = play(True)
+    assert order == play(False)[0]
+    assert [k for k, _, _ in seen] == list(range(len(seen)))
+    for k, steps, progress in seen:  # between two steps, once every run is at its share (a finished one at 1.0)
+        assert 0 < steps < len(order) and min(progress) >= (k + 1) / (pauses + 1)
+    if len(seen) < pauses:  # skipped only where the last step itself reached the next share: no step follows
+        _, before = log[-1]
+        assert min(p for p in before if p < 1.0) < (len(seen) + 1) / (pauses + 1)
+
+
 def test_equal_runs_rotate_their_order():
     log: list = []
     runs: list = []

@@ -21,7 +21,7 @@ TINY = dataclasses.replace(get_spec("llama-7b"), name="tiny-llama", hidden=64, h
                            ffn=128, vocab=128)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
+pytestmark = pytest.mark.usefixtures("one_thread", "small_probe")  # tiny tensors: see conftest
 
 
 # the JSON validate --sd prints and sd_bench writes, key for key and in order

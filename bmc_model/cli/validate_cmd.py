@@ -99,10 +99,11 @@ def validate_cmd(
     new_tokens: int | None = typer.Option(None, "--new-tokens", help="With --hf: tokens decoded per run, the "
                                                                      "prompt being seq - this (default 256, 16 "
                                                                      "with --quick)."),
-    refresh: bool = typer.Option(False, "--refresh", help="First refresh the profile (calibrate --refresh, in "
-                                                          "memory) at the run's model and seq; with --hf, before "
-                                                          "each case, every 64 decode steps and after each "
-                                                          "repetition, each predicted from those over its span."),
+    refresh: bool = typer.Option(False, "--refresh", help="Refresh the profile (calibrate --refresh, in memory) "
+                                                          "at the run's model and seq before the run, within and "
+                                                          "after each repeat (with --hf: before each case, every "
+                                                          "64 decode steps and after each repetition); each repeat "
+                                                          "is predicted from the refreshes over its span."),
     gamma: str = typer.Option("auto", help="With --sd: draft tokens per iteration, or auto."),
     alpha: float = typer.Option(0.8, help="With --sd and the synthetic workload: the oracle's acceptance."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

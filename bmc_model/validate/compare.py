@@ -1,10 +1,11 @@
 """What validate's runs and results share: a configuration to run, the fields that name its policy in a
 result row, the configuration recommend() chose as results report it, the signed prediction error, and the
-rule for fields a row's JSON carries only where they apply."""
+rule for fields a row's JSON carries only where they apply, and the paired comparison of two rows' repetitions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +44,14 @@ def error_pct(predicted: float, measured: float) -> float:
     return 100.0 * (predicted - measured) / measured
 
 
+def paired_ratio(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
+    """The median over repetitions of a's ms/token over b's, where both were measured (None: no such
+    repetition). The two ran side by side in each repetition, so each ratio is taken in the same seconds: the
+    ratio of their medians mixes repetitions the host ran at different speeds."""
+    ratios = [x / y for x, y in zip(a, b) if x is not None and y]
+    return statistics.median(ratios) if ratios else None
+
+
 def asdict_where_set(obj: Any, optional: Iterable[str]) -> dict[str, Any]:
     """asdict(obj) without those optional fields that are None (absent from the JSON, not null)."""
     d = asdict(obj)
@@ -52,17 +61,27 @@ def asdict_where_set(obj: Any, optional: Iterable[str]) -> dict[str, Any]:
     return d
 
 
-def refresh_report(profile: Any, measured: dict[str, tuple[float, dict[str, Any]]]) -> dict[str, Any] | None:
+def refresh_report(profile: Any, measured: dict[str, tuple[float, dict[str, Any]]],
+                   refresher: Any = None) -> dict[str, Any] | None:
     """With a refreshed profile (calibrate --refresh, validate --refresh): when it was refreshed, its factors, and
     every configuration's error had the profile not been refreshed (its calibrated terms), so the refresh's effect
     sits beside the errors it gave. measured: name -> (measured ms/token, predict() keywords but the profile).
-    None for a profile never refreshed."""
+    refresher (validate --refresh's repeat_refresh.RepeatRefresher, whose first refresh `profile` is): also every
+    refresh made, and each error with that first refresh alone. None for a profile never refreshed."""
     from bmc_model.core.predict import predict
 
     refresh = getattr(profile, "refresh", None)
     if refresh is None:
         return None
-    errs = {name: error_pct(predict(**kw, profile=profile.calibrated).ms_per_token, ms)
-            for name, (ms, kw) in measured.items()}
-    return {"at": refresh.at, "model": refresh.model, "seq": refresh.seq, "factors": dict(refresh.factors),
-            "errors_pct_unrefreshed": errs, "max_abs_error_pct_unrefreshed": max(map(abs, errs.values()), default=None)}
+
+    def errors(prof: Any) -> dict[str, float]:
+        return {name: error_pct(predict(**kw, profile=prof).ms_per_token, ms) for name, (ms, kw) in measured.items()}
+
+    errs = errors(profile.calibrated)
+    out = {"at": refresh.at, "model": refresh.model, "seq": refresh.seq, "factors": dict(refresh.factors),
+           "errors_pct_unrefreshed": errs, "max_abs_error_pct_unrefreshed": max(map(abs, errs.values()), default=None)}
+    if refresher is not None:
+        before = errors(refresher.first)
+        out.update({"refreshes": refresher.log, "errors_pct_refresh_before_run": before,
+                    "max_abs_error_pct_refresh_before_run": max(map(abs, before.values()), default=None)})
+    return out

@@ -18,7 +18,7 @@ figures for the same (P, N, B, policy) sit beside the measured ones.
 With refresh, the profile is refreshed before a case, after each of its repetitions and, when the caches run
 step by step, every REFRESH_EVERY decode steps within one (a shorter refresh, between two rounds of steps,
 so no step's time includes it); each repetition is predicted from every refresh from its start to its end (the
-mean of their predictions): a shared host's speed moves by 10-25% within one case's quarter of an hour, in
+median of their predictions): a shared host's speed moves by 10-25% within one case's quarter of an hour, in
 steps as well as drifts, which one refresh before it cannot follow. A row's prediction is the median of its
 repetitions', as its measurement is; error_pct_case_refresh says what the refresh before the case alone would
 have given. The tuned pick comes from the refresh before the case.
@@ -52,12 +52,12 @@ from bmc_model.validate.hf_refresh import (
     REFRESH_EVERY,
     refresh_case,
     refreshed_at,
-    repetition_predictions,
 )
 from bmc_model.validate.hf_result import HFRowResult, HFValidateResult
 from bmc_model.validate.lockstep import run_lockstep
 from bmc_model.validate.memory import MemoryEstimate, fits
 from bmc_model.validate.memprobe import median_probe, run_probe
+from bmc_model.validate.repeat_refresh import repetition_predictions
 from bmc_model.validate.workloads import CACHES, WORKLOADS, build, kv_bytes
 
 CONTEXTS = {"kv": (2048, 4096), "smollm2": (1024, 4096, 8192)}

@@ -1,13 +1,14 @@
 """The BMCCache configurations `validate --hf` measures beside its four caches, and the regret and error
 summary over them.
 
-Regret asks whether the tuner's pick was the best BMCCache the host could have run: it is the tuned
-BMCCache's measured ms/token over the best measured among it, BMCCache(policy="reserve") and the grid,
-case by case. With reserve (one lazily backed allocation, exact views: r as large as it gets) the grid is
-five configurations a person might pick by hand: r=64 and r=256 with a padded width (HF StaticCache's
-masked path), r=256 exact (mlx-lm's choice) and geometric doubling (exact). Left out, because every
-configuration costs a full run per repetition (validate --hf --workload smollm2 --seq 1024 is meant to
-finish in under 10 minutes here): r=64 exact (with an exact width r changes only how often the cache
+Regret asks whether the tuner's pick was the best BMCCache the host could have run: it is the tuned BMCCache's
+measured ms/token over the best measured among it, BMCCache(policy="reserve") and the grid, case by case;
+regret_pct_paired compares the tuned BMCCache with each other one repetition by repetition
+(compare.paired_ratio), as they ran side by side. With reserve (one lazily backed allocation, exact views: r
+as large as it gets) the grid is five configurations a person might pick by hand: r=64 and r=256 with a padded
+width (HF StaticCache's masked path), r=256 exact (mlx-lm's choice) and geometric doubling (exact). Left out,
+because every configuration costs a full run per repetition (validate --hf --workload smollm2 --seq 1024 is
+meant to finish in under 10 minutes here): r=64 exact (with an exact width r changes only how often the cache
 grows, which r=256 exact and reserve already bracket) and r=1024 padded (up to 1024 spare rows read every
 step, and still a copy at each growth: the slowest BMCCache of a SmolLM2 N=1024 smoke run).
 """
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from bmc_model.core.policy import NAMED, Policy
+from bmc_model.validate.compare import paired_ratio
 
 GRID: tuple[Policy, ...] = (
     Policy("fixed", 64, width="padded"),
@@ -64,6 +66,7 @@ class MeasuredRow(Protocol):
     cache: str
     policy: str
     measured_ms_per_token: float | None
+    samples_ms_per_token: list[float | None]  # one per repetition, the caches side by side in each
     error_pct: float | None
 
 
@@ -82,6 +85,9 @@ class CaseRegret:
     best_ms_per_token: float
     regret_pct: float  # 100 * (tuned / best - 1); 0 when the tuned pick measured best
     candidates: int  # BMCCache policies measured in this case, the tuned one included
+    # against each other candidate, repetition by repetition: 100 * (the largest paired_ratio(tuned, it) - 1),
+    # 0 when none is below 1; None: no repetition measured both
+    regret_pct_paired: float | None
     tuned_slower_than_dynamic: bool | None  # medians; None: that cache did not run
     tuned_slower_than_static: bool | None
 
@@ -93,9 +99,15 @@ class RegretSummary:
     regret_pct: float | None  # the worst case's; None: no case had a measured tuned BMCCache
     per_case: list[CaseRegret] = field(default_factory=list)
 
+    @property
+    def regret_pct_paired(self) -> float | None:
+        """The worst case's paired regret (None: no case had one)."""
+        return max((c.regret_pct_paired for c in self.per_case if c.regret_pct_paired is not None), default=None)
+
     def to_dict(self) -> dict[str, Any]:
         return {"median_abs_error_pct": self.median_abs_error_pct, "max_abs_error_pct": self.max_abs_error_pct,
-                "regret_pct": self.regret_pct, "regret_by_case": [asdict(c) for c in self.per_case]}
+                "regret_pct": self.regret_pct, "regret_pct_paired": self.regret_pct_paired,
+                "regret_by_case": [asdict(c) for c in self.per_case]}
 
 
 def _slower(tuned: float, other: MeasuredRow | None) -> bool | None:
@@ -117,10 +129,13 @@ def case_regret(rows: Sequence[MeasuredRow]) -> CaseRegret | None:
     best = min(cands, key=lambda r: r.measured_ms_per_token)  # type: ignore[arg-type,return-value]
     t, b = tuned.measured_ms_per_token, best.measured_ms_per_token
     assert b is not None
+    paired = [x for x in (paired_ratio(tuned.samples_ms_per_token, c.samples_ms_per_token) for c in cands[1:])
+              if x is not None]
     return CaseRegret(
         case=f"{tuned.workload} N={tuned.seq} B={tuned.batch}", workload=tuned.workload, seq=tuned.seq,
         batch=tuned.batch, tuned_policy=tuned.policy, tuned_ms_per_token=t, best_cache=best.cache,
         best_policy=best.policy, best_ms_per_token=b, regret_pct=100.0 * (t / b - 1.0), candidates=len(cands),
+        regret_pct_paired=100.0 * max(0.0, max(paired) - 1.0) if paired else (0.0 if len(cands) == 1 else None),
         tuned_slower_than_dynamic=_slower(t, by.get("dynamic")), tuned_slower_than_static=_slower(t, by.get("static")))
 
 

@@ -11,7 +11,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bmc_model.validate.compare import asdict_where_set
+from bmc_model.validate.compare import asdict_where_set, paired_ratio
 from bmc_model.validate.hf_grid import RegretSummary, summarize
 
 
@@ -67,12 +67,14 @@ class CaseCheck:
 
 @dataclass
 class Checks:
-    """bmc_never_slower compares medians. bmc_never_slower_in_any_repetition is False only where BMC was
-    slower than a baseline in every repetition: medians a fraction of a percent apart at a tie otherwise
-    count as slower half the time. None: no case to judge."""
+    """bmc_never_slower compares medians; bmc_never_slower_paired the median of the repetitions' ratios
+    (compare.paired_ratio: the caches ran side by side in each). bmc_never_slower_in_any_repetition is False
+    only where BMC was slower than a baseline in every repetition: medians a fraction of a percent apart at a
+    tie otherwise count as slower half the time. None: no case to judge."""
 
     bmc_2x_over_dynamic_at_kv_4096: bool | None = None
     bmc_never_slower: bool = True
+    bmc_never_slower_paired: bool = True
     bmc_never_slower_in_any_repetition: bool = True
     bmc_peak_below_dynamic: bool | None = None
     per_case: list[CaseCheck] = field(default_factory=list)
@@ -106,6 +108,8 @@ def check(rows: list[HFRowResult]) -> Checks:
                   for k, r in (("dynamic", d), ("static", s))}
         item = CaseCheck(f"{c[0]} N={c[1]} B={c[2]}", sp_d, sp_s, paired, _peaks(d, s, b, by.get((*c, "reserve"))))
         out.bmc_never_slower = bool(out.bmc_never_slower and sp_d >= 1.0 and sp_s >= 1.0)
+        by_reps = [paired_ratio(r.samples_ms_per_token, b.samples_ms_per_token) for r in (d, s)]
+        out.bmc_never_slower_paired = bool(out.bmc_never_slower_paired and all(x is None or x >= 1.0 for x in by_reps))
         # slower in every repetition: a difference larger than the repetitions' own scatter
         out.bmc_never_slower_in_any_repetition = bool(
             out.bmc_never_slower_in_any_repetition and all(max(v) >= 1.0 for v in paired.values()))

@@ -9,12 +9,13 @@ level to the end; ties go in an order that rotates by one every n steps (n runs)
 follows the same neighbour.
 
 A run is anything with `progress` (0..1) and `step() -> bool` (False when it is finished):
-generate.DecodeRun and speculative.SDRun.
+generate.DecodeRun and speculative.SDRun. A pause (validate --refresh: a refresh within a repeat) runs
+between two steps once every run has reached its share of the tokens, so no step's time includes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bmc_model.runtime.generate import gc_paused
@@ -27,13 +28,21 @@ class Stepper(Protocol):
     def step(self) -> bool: ...
 
 
-def run_interleaved(runs: Sequence[Stepper]) -> list[int]:
-    """Step the runs to the end, the one furthest behind first; returns the order of the steps (indices)."""
+def run_interleaved(runs: Sequence[Stepper], pauses: int = 0,
+                    pause: Callable[[int], None] | None = None) -> list[int]:
+    """Step the runs to the end, the one furthest behind first; returns the order of the steps (indices).
+    pause(k), for k in 0..pauses-1, runs between two steps once every run's progress has reached
+    (k + 1) / (pauses + 1); one whose share only the last step reaches does not run (no step follows it)."""
     n = len(runs)
     active = list(range(n))
     order: list[int] = []
+    paused = 0
     with gc_paused():
         while active:
+            while pause is not None and paused < pauses and \
+                    min(runs[j].progress for j in active) >= (paused + 1) / (pauses + 1):
+                pause(paused)
+                paused += 1
             turn = len(order) // n
             i = min(active, key=lambda j: (runs[j].progress, (j - turn) % n))
             if not runs[i].step():

@@ -16,6 +16,9 @@ rankings (regret, speedups) rest on differences of a percent, and a torch.cat st
 it. The gap between the two predictions is how far the host has moved since calibration; what is left
 is the model's own error.
 
+With refresh, the profile is refreshed before the run, twice within each repeat run step by step and after
+each repeat, and each repeat is predicted from the refreshes over its span (repeat_refresh.py).
+
 Memory (CPU, unless memory=False): after every timed repeat, each configuration decodes P..N once more in a
 fresh process (decode_memprobe.py), so that no allocator state from another configuration can hide or
 inflate its pages, and its peak resident KV (VmHWM over the decode minus the resident size before the
@@ -24,6 +27,7 @@ prefill) sits beside predict()'s peak_resident_bytes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +47,7 @@ from bmc_model.validate.decode_memprobe import request as probe_request
 from bmc_model.validate.decode_memprobe import run_decode_probe
 from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
 from bmc_model.validate.plain_result import RowResult, ValidateResult
+from bmc_model.validate.repeat_refresh import WITHIN_REFRESHES, RepeatRefresher, repetition_predictions
 
 
 def plan_configs(rec_policy: Policy, names: list[str], r_grid: list[int], widths: tuple[str, ...]) -> list[Config]:
@@ -66,8 +71,10 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
                  progress: Callable[[str], None] | None = None) -> ValidateResult:
     """Measure each configuration `repeats` times, interleaved; compare with predictions.
 
-    refresh: first refresh the profile at this model and seq (calibrate/refresh.py; CPU): rows are predicted
-    with it, and the result's "refresh" says what the errors would have been without it.
+    refresh: refresh the profile at this model and seq (calibrate/refresh.py; CPU) before the run, within each
+    repeat run step by step and after it; each repeat is predicted from the refreshes over its span
+    (repeat_refresh.py), and the result's "refresh" says what the errors would have been with the refresh
+    before the run alone, and with none.
 
     memory: after the timed repeats, measure each configuration's peak resident KV once, in a fresh
     process (CPU only: the probe reads the process's resident pages, not the GPU's memory).
@@ -78,12 +85,13 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     if device not in DEVICES:
         raise BMCError(f"device must be cpu or cuda, got {device!r}")
     dtype = "float32"
-    if refresh:
+    refresher = None
+    if refresh:  # before the run, within and after each repeat: repeat_refresh.py
         from bmc_model.calibrate.refresh import refresh_profile
 
-        if progress:
-            progress(f"refreshing the profile at {spec.name}, seq {seq}")
-        profile = refresh_profile(profile, model=spec, seq=seq, threads=threads, prompt=prompt, batch=batch)
+        refresher = RepeatRefresher(functools.partial(refresh_profile, profile, model=spec, seq=seq, threads=threads,
+                                                      prompt=prompt, batch=batch), progress or (lambda _m: None))
+        profile = refresher.first
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
     configs = plan_configs(rec.policy, names, r_grid, widths)
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
@@ -127,7 +135,10 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
             if progress:
                 progress(f"repeat {rep + 1}/{repeats}: {len(configs)} configurations side by side, step by step")
             runs = [DecodeRun(decoder, c.policy, **kw) for c in configs]
-            run_interleaved(runs)
+            if refresher is None:
+                run_interleaved(runs)
+            else:
+                run_interleaved(runs, WITHIN_REFRESHES, refresher.within)
             if probe is not None:  # after the runs, not among them: its torch.cat would slow whichever step follows
                 run_interleaved([probe])
             return [(c, r.result()) for c, r in zip(configs, runs)]
@@ -142,6 +153,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
     t0 = time.perf_counter()
     for rep in range(repeats):
+        if refresher is not None:
+            refresher.start_repeat()
         for c, res in repeat_results(rep):
             times[c.name].append(res.ms_per_token)
             events[c.name] = float(res.cache_stats.growth_events)
@@ -149,6 +162,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
                 tokens_ref = res.tokens
             elif not torch.equal(tokens_ref, res.tokens) and c.name not in mismatched:
                 mismatched.append(c.name)
+        if refresher is not None:
+            refresher.end_repeat()
     wall = time.perf_counter() - t0
     probed, factors = (None, {})
     if probe is not None:
@@ -162,12 +177,22 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         resident, how = memory_probes(spec, configs, prompt=prompt, seq=seq, batch=batch, seed=seed,
                                       threads=n_threads, progress=progress)
 
+    pks = {c.name: {"model": spec, "seq": seq, "prompt": prompt, "policy": c.policy, "batch": batch, "dtype": dtype}
+           for c in configs}
+
+    def predict_all(prof: Profile) -> dict[str, Any]:
+        return {name: predict(**pk, profile=prof) for name, pk in pks.items()}
+
+    first = predict_all(profile)
+    spans = None if refresher is None else repetition_predictions(refresher.spans, predict_all,
+                                                                  {id(profile): first})
     rows, kws = [], {}
     for c in configs:
-        pk = {"model": spec, "seq": seq, "prompt": prompt, "policy": c.policy, "batch": batch, "dtype": dtype}
-        rows.append(RowResult.of(c, times[c.name], events[c.name], predict(**pk, profile=profile),
+        pk = pks[c.name]
+        rows.append(RowResult.of(c, times[c.name], events[c.name], first[c.name],
                                  predict(**pk, profile=probed) if probed is not None else None,
-                                 resident.get(c.name)))
+                                 resident.get(c.name),
+                                 None if spans is None else (spans[0][c.name], spans[1][c.name])))
         kws[c.name] = (rows[-1].measured_ms, pk)
     return ValidateResult(
         model=spec.name, layers=spec.layers, seq=seq, prompt=prompt, batch=batch, dtype=dtype,
@@ -177,7 +202,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         profile={"source": profile.source, "host": profile.host, "date": profile.date},
         geometry_rho_bytes=Geometry.of(spec, batch, dtype).rho,
         probe_factors=factors if probed is not None else None, probe_width=mid, memory_probe=how,
-        refresh=refresh_report(profile, kws))
+        refresh=refresh_report(profile, kws, refresher))
 
 
 def memory_probes(spec: ModelSpec, configs: list[Config], *, prompt: int, seq: int, batch: int, seed: int,

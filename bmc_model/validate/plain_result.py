@@ -39,26 +39,34 @@ class RowResult:
     error_pct_probed: float | None = None
     measured_peak_resident_bytes: float | None = None  # the fresh-process memory probe's (decode_memprobe.py)
     resident_error_pct: float | None = None
+    predicted_ms_by_rep: list[float] | None = None  # validate --refresh: each repeat's, from the refreshes over it
 
     @classmethod
     def of(cls, c: Config, runs_ms: list[float], events: float, pred: Prediction,
-           probed: Prediction | None, resident: float | None = None) -> RowResult:
-        """resident: the measured peak resident KV bytes (None: not probed)."""
+           probed: Prediction | None, resident: float | None = None,
+           by_rep: tuple[list[float], dict[str, float]] | None = None) -> RowResult:
+        """resident: the measured peak resident KV bytes (None: not probed). by_rep: each repeat's predicted
+        ms/token and the breakdown over them (repeat_refresh.repetition_predictions): the row is then predicted
+        as their median, as it is measured; else as `pred`."""
         meas = statistics.median(runs_ms)
         more: dict[str, Any] = {} if probed is None else {"predicted_ms_probed": probed.ms_per_token,
                                                           "error_pct_probed": error_pct(probed.ms_per_token, meas)}
         if resident is not None:
             more["measured_peak_resident_bytes"] = resident
             more["resident_error_pct"] = error_pct(pred.peak_resident_bytes, resident) if resident > 0 else None
+        ms, breakdown = pred.ms_per_token, pred.breakdown
+        if by_rep is not None:
+            ms, breakdown = statistics.median(by_rep[0]), by_rep[1]
+            more["predicted_ms_by_rep"] = by_rep[0]
         return cls(**policy_fields(c.name, c.policy), measured_ms=meas, measured_runs_ms=runs_ms,
-                   predicted_ms=pred.ms_per_token, error_pct=error_pct(pred.ms_per_token, meas),
+                   predicted_ms=ms, error_pct=error_pct(ms, meas),
                    growth_events_measured=events, growth_events_predicted=pred.growth_events,
-                   predicted_breakdown_ms=pred.breakdown, predicted_reserved_bytes=pred.reserved_bytes,
+                   predicted_breakdown_ms=breakdown, predicted_reserved_bytes=pred.reserved_bytes,
                    predicted_peak_resident_bytes=pred.peak_resident_bytes, **more)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict_where_set(self, ("predicted_ms_probed", "error_pct_probed", "measured_peak_resident_bytes",
-                                       "resident_error_pct"))
+                                       "resident_error_pct", "predicted_ms_by_rep"))
 
 
 def _median(xs: Sequence[float]) -> float | None:

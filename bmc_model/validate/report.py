@@ -69,6 +69,10 @@ def plain_summary(res: ValidateResult) -> Table:
     if res.refresh is not None:
         s.add_row("without the refresh: max |error|", f"{res.refresh['max_abs_error_pct_unrefreshed']:.1f}% "
                   f"(refreshed {res.refresh['at'][:16]} at {res.refresh['model']}, seq {res.refresh['seq']})")
+        if "max_abs_error_pct_refresh_before_run" in res.refresh:
+            s.add_row("  refreshed before the run only: max |error|",
+                      f"{res.refresh['max_abs_error_pct_refresh_before_run']:.1f}% "
+                      f"({len(res.refresh['refreshes'])} refreshes in all)")
     if res.abs_resident_errors:
         s.add_row("peak resident KV: median / max |error|", f"{res.median_abs_resident_error_pct:.1f}% / "
                   f"{res.max_abs_resident_error_pct:.1f}% (fresh process per configuration)")
@@ -136,6 +140,10 @@ def sd_text(out: SDValidateResult) -> str:
     if out.refresh is not None:
         lines.append(f"without the refresh ({out.refresh['at'][:16]}): max |error| all rows "
                      f"{out.refresh['max_abs_error_pct_unrefreshed']:.1f}%")
+        if "max_abs_error_pct_refresh_before_run" in out.refresh:
+            lines.append(f"refreshed before the run only: max |error| all rows "
+                         f"{out.refresh['max_abs_error_pct_refresh_before_run']:.1f}% "
+                         f"({len(out.refresh['refreshes'])} refreshes in all)")
     return "\n".join(lines)
 
 
@@ -173,11 +181,13 @@ def hf_summary(result: HFValidateResult) -> Table:
     once = result.abs_errors_case_refresh
     if once:  # refreshed around every repetition: what the refresh before each case alone gave
         s.add_row("  refreshed before each case only", f"{statistics.median(once):.1f}% / {max(once):.1f}%")
-    s.add_row("regret (worst case)", _fmt(reg.regret_pct, ".1f", "%"))
+    s.add_row("regret (worst case): medians / paired", f"{_fmt(reg.regret_pct, '.1f', '%')} / "
+              f"{_fmt(reg.regret_pct_paired, '.1f', '%')}")
     for c in reg.per_case:
         best = "tuned" if c.best_cache == "bmc" else c.best_policy
-        s.add_row(f"  {c.case}", f"{c.regret_pct:.1f}%: tuned {c.tuned_policy} {c.tuned_ms_per_token:.2f} ms, "
-                  f"best {best} {c.best_ms_per_token:.2f} ms of {c.candidates}{_slower(c)}")
+        s.add_row(f"  {c.case}", f"{c.regret_pct:.1f}% / {_fmt(c.regret_pct_paired, '.1f', '%')}: tuned "
+                  f"{c.tuned_policy} {c.tuned_ms_per_token:.2f} ms, best {best} {c.best_ms_per_token:.2f} ms of "
+                  f"{c.candidates}{_slower(c)}")
     if result.profile_refreshed_at:
         s.add_row("profile refreshed", result.profile_refreshed_at)
     if result.wall_s is not None and result.estimated_s is not None:

@@ -50,26 +50,33 @@ class SDRowResult:
     advance_predicted: float | None = None
     acceptance: dict[str, Any] | None = None
     draft_growth_events: int | None = None  # with a draft model only
+    predicted_ms_by_rep: list[float] | None = None  # validate --sd --refresh: each repeat's, from its refreshes
 
     @classmethod
     def of(cls, c: Config, runs_ms: list[float], growth_events: int, mismatch: int | None, pred: Prediction,
-           probed: Prediction, sd: SDResult | None) -> SDRowResult:
+           probed: Prediction, sd: SDResult | None,
+           by_rep: tuple[list[float], dict[str, float]] | None = None) -> SDRowResult:
+        """by_rep: each repeat's predicted ms/token and the breakdown over them (as RowResult.of)."""
         meas = statistics.median(runs_ms)
+        ms, breakdown = pred.ms_per_token, pred.breakdown
         more: dict[str, Any] = {}
         if sd is not None:
             more = {"iterations": len(sd.iter_s), "iteration_ms_median": 1e3 * statistics.median(sd.iter_s),
                     "advance_measured": sd.stats.advance, "advance_predicted": pred.advance,
                     "acceptance": sd.stats.to_dict(), "draft_growth_events":
                         sd.draft_cache_stats.growth_events if sd.draft_cache_stats is not None else None}
+        if by_rep is not None:
+            ms, breakdown = statistics.median(by_rep[0]), by_rep[1]
+            more["predicted_ms_by_rep"] = by_rep[0]
         return cls(**policy_fields(c.name, c.policy), gamma=c.gamma, measured_ms=meas, measured_runs_ms=runs_ms,
-                   predicted_ms=pred.ms_per_token, error_pct=error_pct(pred.ms_per_token, meas),
+                   predicted_ms=ms, error_pct=error_pct(ms, meas),
                    growth_events_measured=growth_events, growth_events_predicted=pred.growth_events,
-                   predicted_breakdown_ms=pred.breakdown, first_token_mismatch=mismatch,
+                   predicted_breakdown_ms=breakdown, first_token_mismatch=mismatch,
                    predicted_ms_probed=probed.ms_per_token, error_pct_probed=error_pct(probed.ms_per_token, meas),
                    **more)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict_where_set(self, (*SD_ONLY, "draft_growth_events"))
+        return asdict_where_set(self, (*SD_ONLY, "draft_growth_events", "predicted_ms_by_rep"))
 
 
 @dataclass

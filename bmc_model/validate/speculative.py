@@ -13,11 +13,15 @@ and compares each with predict() for the same policy, profile, geometry, P, N, g
 per-position acceptance measured in that very run (the drafter: draft=None for prompt lookup
 and the oracle, the draft's ModelSpec for a draft model).
 
-A fifth run in each repeat times the decoder's own matmuls at 1 and gamma + 1 rows, torch.cat and one
-layer's attention (1 and gamma + 1 rows) at the run's middle length (probe.py):
+After each repeat's runs (beside them, not among them: its torch.cat and first touches slow the step after
+it, as plain validate's module docstring says), a probe times the decoder's own matmuls at 1 and gamma + 1
+rows, torch.cat and one layer's attention (1 and gamma + 1 rows) at the run's middle length (probe.py):
 every row is also predicted with the profile's weights and cat costs rescaled to what the probe measured in
-those same seconds (one-row time, m-row ratios, cat, attention: "probed"), which separates host drift since
+the same minutes (one-row time, m-row ratios, cat, attention: "probed"), which separates host drift since
 calibration from the model's own error.
+
+With refresh, the profile is refreshed before the run, twice within each repeat run step by step and after
+each repeat, and each repeat is predicted from the refreshes over its span (repeat_refresh.py).
 
 Before the timed runs: one untimed plain cat run (the reference tokens every run is checked
 against, and the oracle's source) and one untimed SD probe at `probe_gamma` (or the given
@@ -27,6 +31,7 @@ The workloads are in sd_workloads.py, the result's shape in sd_result.py.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -38,7 +43,7 @@ from bmc_model.core.decide import recommend
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import fingerprint
 from bmc_model.core.policy import NAMED
-from bmc_model.core.predict import get_profile, predict
+from bmc_model.core.predict import Prediction, get_profile, predict
 from bmc_model.core.profile import Profile
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.workload import Geometry
@@ -48,6 +53,7 @@ from bmc_model.validate.acceptance import check_writable, write_acceptance
 from bmc_model.validate.compare import Chosen, Config, refresh_report
 from bmc_model.validate.interleave import run_interleaved
 from bmc_model.validate.memory import MemoryEstimate, check_fits, estimate_memory, fits, probe_bytes
+from bmc_model.validate.repeat_refresh import WITHIN_REFRESHES, RepeatRefresher, repetition_predictions
 from bmc_model.validate.sd_result import (
     Acceptance,
     AcceptanceProbe,
@@ -100,10 +106,13 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     dec, spec = wl.decoder, wl.decoder.spec
     P = wl.prompt_len
     N = P + new_tokens
-    if refresh:  # at the workload's own model and length (as plain validate's --refresh)
+    refresher = None
+    if refresh:  # at the workload's own model and length, before the run, within and after each repeat
         from bmc_model.calibrate.refresh import refresh_profile
 
-        prof = refresh_profile(prof, model=spec, seq=N, threads=threads, prompt=P)
+        refresher = RepeatRefresher(functools.partial(refresh_profile, prof, model=spec, seq=N, threads=threads,
+                                                      prompt=P), progress or (lambda _m: None))
+        prof = refresher.first
     g_max = max(probe_gamma, gamma if isinstance(gamma, int) else 16)
     one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
                           synth_prompt=wl.synth_prompt)
@@ -158,8 +167,12 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         if lockstep:
             say(f"repeat {rep + 1}/{repeats}: {', '.join(c.name for c in configs)} side by side, step by step")
             runs = [stepper(c) for c in configs]
-            mprobe.restart()
-            run_interleaved([*runs, mprobe])
+            if refresher is None:
+                run_interleaved(runs)
+            else:
+                run_interleaved(runs, WITHIN_REFRESHES, refresher.within)
+            mprobe.restart()  # after the runs, not among them: its torch.cat would slow whichever step follows
+            run_interleaved([mprobe])
             return [(c, r.result()) for c, r in zip(configs, runs)]
         out: list[tuple[Config, DecodeResult | SDResult]] = []
         mprobe.restart()
@@ -171,12 +184,16 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         return out
 
     for rep in range(repeats):
+        if refresher is not None:
+            refresher.start_repeat()
         for c, res in repeat_results(rep):
             times[c.name].append(res.ms_per_token)
             last[c.name] = res
             diff = (res.tokens[0] != ref.tokens[0]).nonzero()
             if len(diff) and mismatch[c.name] is None:
                 mismatch[c.name] = int(diff[0])
+        if refresher is not None:
+            refresher.end_repeat()
     wall = time.perf_counter() - t_wall
 
     ratios = mprobe.ratios()
@@ -184,14 +201,25 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     prof_probed, drift = probed_profile(prof, mprobe, geo)
     cat_ms, attn_ms = mprobe.cat_ms(), mprobe.attn_ms()
     mprobe.close()
+    kws_by_name = {}
+    for c in configs:
+        sd = last[c.name] if isinstance(last[c.name], SDResult) else None
+        acc = sd.stats.alpha_list() if sd is not None else None  # the rates this very run measured
+        kws_by_name[c.name] = {**common, "policy": c.policy, "gamma": c.gamma, "alpha": acc,
+                               **(draft_kw if c.gamma else {})}
+
+    def predict_all(p: Profile) -> dict[str, Prediction]:
+        return {name: predict(**{**kw, "profile": p}) for name, kw in kws_by_name.items()}
+
+    first = predict_all(prof)
+    spans = None if refresher is None else repetition_predictions(refresher.spans, predict_all, {id(prof): first})
     rows, kws = [], {}
     for c in configs:
-        res = last[c.name]
+        res, kw = last[c.name], kws_by_name[c.name]
         sd = res if isinstance(res, SDResult) else None
-        acc = sd.stats.alpha_list() if sd is not None else None  # the rates this very run measured
-        kw = {**common, "policy": c.policy, "gamma": c.gamma, "alpha": acc, **(draft_kw if c.gamma else {})}
-        rows.append(SDRowResult.of(c, times[c.name], res.cache_stats.growth_events, mismatch[c.name], predict(**kw),
-                                   predict(**{**kw, "profile": prof_probed}), sd))
+        rows.append(SDRowResult.of(c, times[c.name], res.cache_stats.growth_events, mismatch[c.name], first[c.name],
+                                   predict(**{**kw, "profile": prof_probed}), sd,
+                                   None if spans is None else (spans[0][c.name], spans[1][c.name])))
         kws[c.name] = (rows[-1].measured_ms, {k: v for k, v in kw.items() if k != "profile"})
 
     bmc_sd: SDResult = last["sd-bmc"]  # type: ignore[assignment]
@@ -209,4 +237,4 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         tuner=Tuner.of(rec_auto), recommended_plain=Chosen.of(rec_plain), recommended_sd=Chosen.of(rec_sd),
         host=fingerprint(threads=n_threads, dtype=DTYPE),
         profile={"source": prof.source, "host": prof.host, "date": prof.date}, geometry_rho_bytes=geo.rho,
-        refresh=refresh_report(prof, kws))
+        refresh=refresh_report(prof, kws, refresher))
