@@ -20,8 +20,8 @@ from bmc_model.core.policy import NAMED, Policy  # noqa: E402
 from bmc_model.validate.hf_budget import case_seconds, remaining_seconds  # noqa: E402
 from bmc_model.validate.hf_generate import validate_hf  # noqa: E402
 from bmc_model.validate.hf_grid import GRID, grid_policies, summarize  # noqa: E402
-from bmc_model.validate.hf_refresh import INNER_REFRESH_S, refreshed_at  # noqa: E402
 from bmc_model.validate.memprobe import median_probe  # noqa: E402
+from bmc_model.validate.repeat_refresh import WITHIN_REFRESH_S, refreshed_at  # noqa: E402
 from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
 
 # the JSON validate --hf prints and benchmarks/hf_generate.py writes, key for key and in order
@@ -348,7 +348,7 @@ def test_refresh_runs_before_each_case_within_and_after_each_repetition(monkeypa
     assert [(c[0].name, *c[1:4]) for c in calls] == [("llama2-7b-attn-2L-quick", 24, 24 - new, b) for b in (1, 2)
                                                       for _ in range(1 + 2 * reps)]
     assert all(c[4] is None for c in calls)
-    assert [c[5] for c in calls[:5]] == [None, INNER_REFRESH_S, None, INNER_REFRESH_S, None]
+    assert [c[5] for c in calls[:5]] == [None, WITHIN_REFRESH_S, None, WITHIN_REFRESH_S, None]
     d = res.to_dict()
     assert d["profile_refreshed_at"] == "2026-12-02T10:00:10+00:00" and d["grid"] == []
     whens = ("before", "rep 1 step 2", "after rep 1", "rep 2 step 2", "after rep 2")

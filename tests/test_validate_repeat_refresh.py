@@ -110,11 +110,21 @@ def test_a_refresh_within_a_repeat_that_cannot_run_is_logged_and_left_out():
             raise BMCError("no room")
         return types.SimpleNamespace(refresh=types.SimpleNamespace(to_dict=lambda: {"at": "t"}))
 
-    rr = RepeatRefresher(refresh)
+    rr = RepeatRefresher("as calibrated", refresh)
     rr.start_repeat()
-    rr.within(0)
+    rr.pause(0)
     rr.end_repeat()
     assert len(rr.spans) == 1 and rr.spans[0][0] is rr.first and len(rr.spans[0]) == 2
     assert rr.log[1] == {"when": "rep 1 pause 1", "skipped": "no room"} and calls == [None, WITHIN_REFRESH_S, None]
     with pytest.raises(BMCError, match="no room"):  # one at a repeat's end stands for it: never skipped
-        RepeatRefresher(lambda budget_s=None: (_ for _ in ()).throw(BMCError("no room")))
+        RepeatRefresher("as calibrated", lambda budget_s=None: (_ for _ in ()).throw(BMCError("no room")))
+
+
+def test_without_a_refresh_every_span_is_the_profile_as_given():
+    rr = RepeatRefresher("as calibrated")
+    for _ in range(2):
+        rr.start_repeat()
+        rr.pause(0)
+        rr.end_repeat()
+    assert not rr.refreshing and rr.first == rr.last == "as calibrated"
+    assert rr.spans == [["as calibrated"], ["as calibrated"]] and rr.log == []

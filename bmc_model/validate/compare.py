@@ -44,11 +44,16 @@ def error_pct(predicted: float, measured: float) -> float:
     return 100.0 * (predicted - measured) / measured
 
 
+def paired_ratios(a: Sequence[float | None], b: Sequence[float | None]) -> list[float]:
+    """a's ms/token over b's, repetition by repetition, where both were measured."""
+    return [x / y for x, y in zip(a, b) if x is not None and y]
+
+
 def paired_ratio(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
-    """The median over repetitions of a's ms/token over b's, where both were measured (None: no such
-    repetition). The two ran side by side in each repetition, so each ratio is taken in the same seconds: the
-    ratio of their medians mixes repetitions the host ran at different speeds."""
-    ratios = [x / y for x, y in zip(a, b) if x is not None and y]
+    """The median of paired_ratios (None: no repetition measured both). The two ran side by side in each
+    repetition, so each ratio is taken in the same seconds: the ratio of their medians mixes repetitions the host
+    ran at different speeds."""
+    ratios = paired_ratios(a, b)
     return statistics.median(ratios) if ratios else None
 
 
@@ -66,8 +71,8 @@ def refresh_report(profile: Any, measured: dict[str, tuple[float, dict[str, Any]
     """With a refreshed profile (calibrate --refresh, validate --refresh): when it was refreshed, its factors, and
     every configuration's error had the profile not been refreshed (its calibrated terms), so the refresh's effect
     sits beside the errors it gave. measured: name -> (measured ms/token, predict() keywords but the profile).
-    refresher (validate --refresh's repeat_refresh.RepeatRefresher, whose first refresh `profile` is): also every
-    refresh made, and each error with that first refresh alone. None for a profile never refreshed."""
+    refresher (validate's repeat_refresh.RepeatRefresher, whose first refresh `profile` is), where it refreshed:
+    also every refresh made, and each error with that first refresh alone. None for a profile never refreshed."""
     from bmc_model.core.predict import predict
 
     refresh = getattr(profile, "refresh", None)
@@ -80,7 +85,7 @@ def refresh_report(profile: Any, measured: dict[str, tuple[float, dict[str, Any]
     errs = errors(profile.calibrated)
     out = {"at": refresh.at, "model": refresh.model, "seq": refresh.seq, "factors": dict(refresh.factors),
            "errors_pct_unrefreshed": errs, "max_abs_error_pct_unrefreshed": max(map(abs, errs.values()), default=None)}
-    if refresher is not None:
+    if refresher is not None and refresher.refreshing:
         before = errors(refresher.first)
         out.update({"refreshes": refresher.log, "errors_pct_refresh_before_run": before,
                     "max_abs_error_pct_refresh_before_run": max(map(abs, before.values()), default=None)})

@@ -47,20 +47,15 @@ from bmc_model.validate.compare import error_pct
 from bmc_model.validate.hf_budget import case_seconds, minutes, remaining_seconds
 from bmc_model.validate.hf_grid import GRID, grid_policies, is_bmccache
 from bmc_model.validate.hf_measure import run_generate
-from bmc_model.validate.hf_refresh import (
-    INNER_REFRESH_S,
-    REFRESH_EVERY,
-    refresh_case,
-    refreshed_at,
-)
 from bmc_model.validate.hf_result import HFRowResult, HFValidateResult
 from bmc_model.validate.lockstep import run_lockstep
 from bmc_model.validate.memory import MemoryEstimate, fits
 from bmc_model.validate.memprobe import median_probe, run_probe
-from bmc_model.validate.repeat_refresh import repetition_predictions
+from bmc_model.validate.repeat_refresh import WITHIN_REFRESH_S, RepeatRefresher, refreshed_at, repetition_predictions
 from bmc_model.validate.workloads import CACHES, WORKLOADS, build, kv_bytes
 
 CONTEXTS = {"kv": (2048, 4096), "smollm2": (1024, 4096, 8192)}
+REFRESH_EVERY = 64  # decode steps between the refreshes within a repetition (refresh=True, step by step)
 BATCHES = {"kv": (1, 4), "smollm2": (1,)}
 QUICK_CONTEXTS = {"kv": (192,), "smollm2": (192,)}
 QUICK_BATCHES = {"kv": (1, 2), "smollm2": (1,)}
@@ -206,12 +201,8 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
         for seq in ctxs:
             prompt = seq - new_tokens
             for batch in bats:
-                refresher = None
-                if refresh:
-                    refresher = functools.partial(refresh_case, prof, loaded.spec, f"{name} N={seq} B={batch}",
-                                                  seq, prompt, batch, phases, refreshes, say)
                 got, est, shown = _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid_pols, s, say,
-                                            predict, phases, refresher)
+                                            predict, phases, refreshes if refresh else None)
                 rows += got
                 estimated += est
         del loaded
@@ -230,17 +221,24 @@ def validate_hf(workloads: Sequence[str] | None = None, contexts: Sequence[int] 
 
 
 def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings, say, predict,
-              phases: dict[str, float], refresher: Callable[..., Any] | None = None
+              phases: dict[str, float], refreshes: list[dict] | None = None
               ) -> tuple[list[HFRowResult], float, Any]:
     """The rows of one (workload, N, B), the wall seconds the cost model expected it to take, and the last
-    profile it predicted with; each phase's wall seconds go into `phases`. refresher(when, budget_s=None,
-    optional=False): `prof` refreshed now (hf_refresh.refresh_case), called before the case, within repetitions
-    and after each (None: every repetition is predicted from `prof`)."""
+    profile it predicted with; each phase's wall seconds go into `phases`. refreshes: refresh `prof` before the
+    case, within its repetitions and after each (repeat_refresh.RepeatRefresher), each refresh's section
+    appended here under the case (None: every repetition is predicted from `prof`)."""
     model, spec = loaded.model, loaded.spec
+    case = f"{loaded.name} N={seq} B={batch}"
+    refresh_now = None
+    if refreshes is not None:
+        from bmc_model.calibrate.refresh import refresh_profile  # here: only --refresh measures
+
+        refresh_now = functools.partial(refresh_profile, prof, model=spec, seq=seq, prompt=prompt, batch=batch)
     t_refresh = time.perf_counter()
-    prof = last = prof if refresher is None else refresher("before")
-    refresh_s = time.perf_counter() - t_refresh if refresher is not None else 0.0  # one more after each rep
-    rep_profs: list[list[Any]] = []  # each repetition's refreshes, from its start to its end
+    refresher = RepeatRefresher(prof, refresh_now, lambda m: say(f"{case}: {m}"), log=refreshes, tag={"case": case},
+                                on_refreshed=lambda when, wall_s: phases.__setitem__(f"{case} refresh {when}", wall_s))
+    refresh_s = time.perf_counter() - t_refresh if refresher.refreshing else 0.0  # one more after each rep
+    prof = refresher.first
     if fixed_policy is not None:
         pol, rec_note = fixed_policy, "given"
     else:
@@ -257,11 +255,10 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
                            runtime="hf") for k, pk in policies.items()}
 
     preds = predict_all(prof)
-    case = f"{loaded.name} N={seq} B={batch}"
     probed = CACHES if s.memory else ()
-    inner = (s.new_tokens - 2) // s.refresh_every if refresher is not None else 0  # at most, within a repetition
+    inner = (s.new_tokens - 2) // s.refresh_every if refresher.refreshing else 0  # at most, within a repetition
     est = (case_seconds({k: p.ms_per_token for k, p in preds.items()}, s.new_tokens, s.reps, probed, s.mem_reps)
-           + s.reps * (refresh_s + inner * INNER_REFRESH_S))
+           + s.reps * (refresh_s + inner * WITHIN_REFRESH_S))
     reps_said = f"{s.reps} rep" + ("s" if s.reps != 1 else "")
     say(f"{case}: {len(names)} caches x {reps_said} side by side, {len(probed) * s.mem_reps} memory probes: "
         f"about {minutes(est)} (predicted); tuned {pol.label}")
@@ -291,14 +288,11 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
         t_rep = time.perf_counter()
         order = names[rep % len(names):] + names[:rep % len(names)]
         gc.collect()
-        rep_profs.append([last])
+        refresher.start_repeat()
         if step_wise:
-            def between(steps: int, rep: int = rep) -> None:  # steps: decode steps every call has made
-                if refresher is None or not steps or steps % s.refresh_every or steps >= s.new_tokens - 1:
-                    return
-                got = refresher(f"rep {rep + 1} step {steps}", budget_s=INNER_REFRESH_S, optional=True)
-                if got is not None:  # skipped: the refreshes at the repetition's ends still stand for it
-                    rep_profs[-1].append(got)
+            def between(steps: int) -> None:  # steps: decode steps every call has made
+                if steps and not steps % s.refresh_every and steps < s.new_tokens - 1:
+                    refresher.within(f"step {steps}")
 
             jobs = [functools.partial(_job, model, kinds[k], policies[k], seq, prompt, batch, s) for k in order]
             for name, (clock, (_, cache, out)) in zip(order, run_lockstep(jobs, between)):
@@ -310,15 +304,13 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
                                                  s.new_tokens, s.prefill, s.seed, trim=s.trim)
                 record(rep, name, clock, cache, out)
                 del cache, clock
-        if refresher is not None:  # refreshes' seconds are also in "timed"; phases has them on their own too
-            last = refresher(f"after rep {rep + 1}")
-            rep_profs[-1].append(last)
+        refresher.end_repeat()  # refreshes' seconds are also in "timed"; phases has them on their own too
         # the prediction may be far off (an old profile): what is left, from this repetition's own times
         left = remaining_seconds(time.perf_counter() - t_rep, s.reps - rep - 1,
                                  {k: samples[k][-1] for k in probed}, s.new_tokens, s.mem_reps)
         say(f"{case}: rep {rep + 1}/{s.reps} done, about {minutes(left)} left (measured)")
     clock_phase("timed")
-    rep_ms, rep_breakdown = repetition_predictions(rep_profs, predict_all, {id(prof): preds})
+    rep_ms, rep_breakdown = repetition_predictions(refresher.spans, predict_all, {id(prof): preds})
     mem = _memory(loaded.name, case, pol, seq, prompt, batch, s, say) if s.memory else {}
     clock_phase("memory")
     med = {k: statistics.median(v) for k, v in samples.items()}
@@ -343,12 +335,13 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
             measured_peak_resident_bytes=measured_peak,
             resident_error_pct=error_pct(p.peak_resident_bytes, measured_peak) if measured_peak else None,
             interleave="step" if step_wise else "run", predicted_ms_per_token_by_rep=rep_ms[name],
-            error_pct_case_refresh=_err(p.ms_per_token, m) if refresher is not None else None))
-    return rows, est, last
+            error_pct_case_refresh=_err(p.ms_per_token, m) if refresher.refreshing else None))
+    return rows, est, refresher.last
 
 
 def _err(predicted: float, measured: float) -> float | None:
-    return _num(100.0 * (predicted - measured) / measured) if measured and not math.isnan(measured) else None
+    """compare.error_pct, None where nothing was measured."""
+    return _num(error_pct(predicted, measured)) if measured and not math.isnan(measured) else None
 
 
 class _PhaseClock:

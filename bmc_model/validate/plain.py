@@ -85,13 +85,14 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
     if device not in DEVICES:
         raise BMCError(f"device must be cpu or cuda, got {device!r}")
     dtype = "float32"
-    refresher = None
+    refresh_now = None
     if refresh:  # before the run, within and after each repeat: repeat_refresh.py
         from bmc_model.calibrate.refresh import refresh_profile
 
-        refresher = RepeatRefresher(functools.partial(refresh_profile, profile, model=spec, seq=seq, threads=threads,
-                                                      prompt=prompt, batch=batch), progress or (lambda _m: None))
-        profile = refresher.first
+        refresh_now = functools.partial(refresh_profile, profile, model=spec, seq=seq, threads=threads, prompt=prompt,
+                                        batch=batch)
+    refresher = RepeatRefresher(profile, refresh_now, progress or (lambda _m: None))
+    profile = refresher.first
     rec = recommend(model=spec, seq=seq, prompt=prompt, batch=batch, dtype=dtype, profile=profile)
     configs = plan_configs(rec.policy, names, r_grid, widths)
     ests = [estimate_memory(spec, c.policy, prompt=prompt, max_len=seq, batch=batch, dtype=dtype, synth_prompt=True)
@@ -135,10 +136,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
             if progress:
                 progress(f"repeat {rep + 1}/{repeats}: {len(configs)} configurations side by side, step by step")
             runs = [DecodeRun(decoder, c.policy, **kw) for c in configs]
-            if refresher is None:
-                run_interleaved(runs)
-            else:
-                run_interleaved(runs, WITHIN_REFRESHES, refresher.within)
+            run_interleaved(runs, WITHIN_REFRESHES if refresher.refreshing else 0, refresher.pause)
             if probe is not None:  # after the runs, not among them: its torch.cat would slow whichever step follows
                 run_interleaved([probe])
             return [(c, r.result()) for c, r in zip(configs, runs)]
@@ -153,8 +151,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
 
     t0 = time.perf_counter()
     for rep in range(repeats):
-        if refresher is not None:
-            refresher.start_repeat()
+        refresher.start_repeat()
         for c, res in repeat_results(rep):
             times[c.name].append(res.ms_per_token)
             events[c.name] = float(res.cache_stats.growth_events)
@@ -162,8 +159,7 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
                 tokens_ref = res.tokens
             elif not torch.equal(tokens_ref, res.tokens) and c.name not in mismatched:
                 mismatched.append(c.name)
-        if refresher is not None:
-            refresher.end_repeat()
+        refresher.end_repeat()
     wall = time.perf_counter() - t0
     probed, factors = (None, {})
     if probe is not None:
@@ -184,8 +180,8 @@ def run_validate(spec: ModelSpec, *, seq: int, prompt: int, batch: int, profile:
         return {name: predict(**pk, profile=prof) for name, pk in pks.items()}
 
     first = predict_all(profile)
-    spans = None if refresher is None else repetition_predictions(refresher.spans, predict_all,
-                                                                  {id(profile): first})
+    spans = repetition_predictions(refresher.spans, predict_all, {id(profile): first}) if refresher.refreshing \
+        else None
     rows, kws = [], {}
     for c in configs:
         pk = pks[c.name]

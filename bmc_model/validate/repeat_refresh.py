@@ -11,50 +11,76 @@ pauses), so no step's time includes them. The recommendation comes from the refr
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
 from bmc_model.core.errors import BMCError
 
 WITHIN_REFRESHES = 2  # per repeat run step by step, evenly spaced in its tokens, besides those at its two ends
-WITHIN_REFRESH_S = 3.0  # of measuring, each of those
+WITHIN_REFRESH_S = 3.0  # of measuring, each refresh within a repeat (validate --hf's too)
+
+
+def refreshed_at(prof: Any) -> str | None:
+    """The profile's refresh timestamp (Profile.refresh.at, or a JSON section's "at"); None without one."""
+    section = getattr(prof, "refresh", None)
+    at = section.get("at") if isinstance(section, dict) else getattr(section, "at", None)
+    return None if at is None else str(at)
 
 
 class RepeatRefresher:
-    """Refreshes around and within repeats. refresh(budget_s=None): the profile as calibrated, refreshed now
-    (None: the refresh's default budget; no refresh carries over). log: every refresh's section and `when`;
-    spans: each repeat's refreshed profiles, from its start to its end."""
+    """Refreshes before a run, within and after each of its repeats, and each repeat's profiles from its start
+    to its end (spans). refresh(budget_s=None): the profile as calibrated, refreshed now (None: the refresh's
+    default budget; no refresh carries over); refresh None: nothing is refreshed and every span is `profile`.
+    log: every refresh's section and `when`, after the fields of `tag` (validate --hf passes one list for all
+    its cases, each tagged with its case); on_refreshed(when, wall seconds): after each refresh made."""
 
-    def __init__(self, refresh: Callable[..., Any], say: Callable[[str], None] = lambda _m: None) -> None:
-        self._refresh, self._say = refresh, say
-        self.log: list[dict[str, Any]] = []
+    def __init__(self, profile: Any, refresh: Callable[..., Any] | None = None,
+                 say: Callable[[str], None] = lambda _m: None, log: list[dict[str, Any]] | None = None,
+                 tag: dict[str, Any] | None = None,
+                 on_refreshed: Callable[[str, float], None] = lambda _w, _s: None) -> None:
+        self._refresh, self._say, self._tag, self._on_refreshed = refresh, say, tag or {}, on_refreshed
+        self.log: list[dict[str, Any]] = [] if log is None else log
         self.spans: list[list[Any]] = []
-        self.first = self._last = self._take("before")
+        self.first = self.last = profile if refresh is None else self._take("before")
+
+    @property
+    def refreshing(self) -> bool:
+        return self._refresh is not None
 
     def start_repeat(self) -> None:
-        self.spans.append([self._last])
+        self.spans.append([self.last])
 
-    def within(self, k: int) -> None:
-        """A pause hook (run_interleaved(pause=)): a short refresh, skipped (and logged so) where RAM beside
-        every cache at once cannot hold its buffers; the refreshes at the repeat's ends still stand for it."""
-        got = self._take(f"rep {len(self.spans)} pause {k + 1}", WITHIN_REFRESH_S, optional=True)
-        if got is not None:
-            self.spans[-1].append(got)
+    def within(self, label: str) -> None:
+        """A short refresh within the current repeat ("rep k <label>"), skipped (and logged so) where RAM beside
+        every cache at once cannot hold its buffers: the refreshes at the repeat's ends still stand for it."""
+        if self.refreshing:
+            got = self._take(f"rep {len(self.spans)} {label}", WITHIN_REFRESH_S, optional=True)
+            if got is not None:
+                self.spans[-1].append(got)
+
+    def pause(self, k: int) -> None:
+        """run_interleaved's pause hook: the refresh within a repeat at its (k + 1)-th pause."""
+        self.within(f"pause {k + 1}")
 
     def end_repeat(self) -> None:
-        self._last = self._take(f"after rep {len(self.spans)}")
-        self.spans[-1].append(self._last)
+        if self.refreshing:
+            self.last = self._take(f"after rep {len(self.spans)}")
+            self.spans[-1].append(self.last)
 
     def _take(self, when: str, budget_s: float | None = None, optional: bool = False) -> Any:
+        assert self._refresh is not None
         self._say(f"refreshing the profile ({when})")
+        t0 = time.perf_counter()
         try:
             out = self._refresh(**({} if budget_s is None else {"budget_s": budget_s}))
         except BMCError as e:
             if not optional:
                 raise
-            self.log.append({"when": when, "skipped": str(e)})
+            self.log.append({**self._tag, "when": when, "skipped": str(e)})
             return None
-        self.log.append({"when": when, **out.refresh.to_dict()})
+        self._on_refreshed(when, time.perf_counter() - t0)
+        self.log.append({**self._tag, "when": when, **out.refresh.to_dict()})
         return out
 
 

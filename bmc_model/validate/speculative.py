@@ -106,13 +106,13 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     dec, spec = wl.decoder, wl.decoder.spec
     P = wl.prompt_len
     N = P + new_tokens
-    refresher = None
+    refresh_now = None
     if refresh:  # at the workload's own model and length, before the run, within and after each repeat
         from bmc_model.calibrate.refresh import refresh_profile
 
-        refresher = RepeatRefresher(functools.partial(refresh_profile, prof, model=spec, seq=N, threads=threads,
-                                                      prompt=P), progress or (lambda _m: None))
-        prof = refresher.first
+        refresh_now = functools.partial(refresh_profile, prof, model=spec, seq=N, threads=threads, prompt=P)
+    refresher = RepeatRefresher(prof, refresh_now, progress or (lambda _m: None))
+    prof = refresher.first
     g_max = max(probe_gamma, gamma if isinstance(gamma, int) else 16)
     one = estimate_memory(spec, CAT, prompt=P, max_len=N + g_max, q=g_max + 1, dtype=DTYPE,
                           synth_prompt=wl.synth_prompt)
@@ -167,10 +167,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         if lockstep:
             say(f"repeat {rep + 1}/{repeats}: {', '.join(c.name for c in configs)} side by side, step by step")
             runs = [stepper(c) for c in configs]
-            if refresher is None:
-                run_interleaved(runs)
-            else:
-                run_interleaved(runs, WITHIN_REFRESHES, refresher.within)
+            run_interleaved(runs, WITHIN_REFRESHES if refresher.refreshing else 0, refresher.pause)
             mprobe.restart()  # after the runs, not among them: its torch.cat would slow whichever step follows
             run_interleaved([mprobe])
             return [(c, r.result()) for c, r in zip(configs, runs)]
@@ -184,16 +181,14 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         return out
 
     for rep in range(repeats):
-        if refresher is not None:
-            refresher.start_repeat()
+        refresher.start_repeat()
         for c, res in repeat_results(rep):
             times[c.name].append(res.ms_per_token)
             last[c.name] = res
             diff = (res.tokens[0] != ref.tokens[0]).nonzero()
             if len(diff) and mismatch[c.name] is None:
                 mismatch[c.name] = int(diff[0])
-        if refresher is not None:
-            refresher.end_repeat()
+        refresher.end_repeat()
     wall = time.perf_counter() - t_wall
 
     ratios = mprobe.ratios()
@@ -212,7 +207,7 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
         return {name: predict(**{**kw, "profile": p}) for name, kw in kws_by_name.items()}
 
     first = predict_all(prof)
-    spans = None if refresher is None else repetition_predictions(refresher.spans, predict_all, {id(prof): first})
+    spans = repetition_predictions(refresher.spans, predict_all, {id(prof): first}) if refresher.refreshing else None
     rows, kws = [], {}
     for c in configs:
         res, kw = last[c.name], kws_by_name[c.name]
