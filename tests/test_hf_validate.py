@@ -28,14 +28,15 @@ from bmc_model.validate.report import hf_summary, hf_table  # noqa: E402
 KEYS = ["schema", "kind", "date", "host", "transformers", "torch", "threads", "dtype", "new_tokens", "reps",
         "memory_reps", "prefill", "quick", "bmc_trim", "grid", "profile", "profile_refreshed_at", "refreshes",
         "hf_overhead_calibrated", "workloads", "notes", "estimated_s", "wall_s", "phases_s", "rows",
-        "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_pct_paired", "regret_by_case",
-        "median_abs_error_pct_case_refresh", "max_abs_error_pct_case_refresh", "median_abs_resident_error_pct",
-        "max_abs_resident_error_pct", "abs_resident_error_pct_by_cache", "checks"]
+        "median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_pct_paired", "regret_pct_steps_low",
+        "regret_by_case", "median_abs_error_pct_case_refresh", "max_abs_error_pct_case_refresh",
+        "median_abs_resident_error_pct", "max_abs_resident_error_pct", "abs_resident_error_pct_by_cache", "checks"]
 ROW_KEYS = ["workload", "model", "seq", "prompt", "batch", "cache", "policy", "policy_source", "measured_ms_per_token",
             "samples_ms_per_token", "predicted_ms_per_token", "error_pct", "speedup_vs_dynamic",
             "predicted_speedup_vs_dynamic", "predicted_breakdown_ms", "predicted_peak_kv_bytes", "predicted_kv_bytes",
             "predicted_peak_resident_bytes", "tokens_match_dynamic", "kv_bytes_final", "grow_events", "memory",
-            "measured_peak_resident_bytes", "resident_error_pct", "interleave", "predicted_ms_per_token_by_rep"]
+            "measured_peak_resident_bytes", "resident_error_pct", "interleave", "predicted_ms_per_token_by_rep",
+            "steps_ms_by_rep"]
 CACHES = ("dynamic", "static", "bmc", "reserve")
 GRID_NAMES = tuple("grid:" + p.label for p in GRID)  # none equals bmc:8, the policy the quick runs give
 TINY_RUN = dict(workloads=["kv"], contexts=[40], new_tokens=4, reps=1, policy="bmc:8", quick=True)
@@ -101,7 +102,15 @@ def test_quick_validate_reports_four_caches_and_the_grid_per_case():
                                      "per_case"}
     assert all(len(v) == 1 for c in result["checks"]["per_case"] for v in c["paired_speedups"].values())
     assert list(result["checks"]) == ["bmc_2x_over_dynamic_at_kv_4096", "bmc_never_slower", "bmc_never_slower_paired",
-                                      "bmc_never_slower_in_any_repetition", "bmc_peak_below_dynamic", "per_case"]
+                                      "bmc_never_slower_in_any_repetition", "bmc_never_significantly_slower",
+                                      "bmc_peak_below_dynamic", "per_case"]
+    # every decode step kept: one list a repetition, as many steps as every other cache's, their mean the sample
+    for r in result["rows"]:
+        (steps,) = r["steps_ms_by_rep"]
+        assert len(steps) == len(result["rows"][0]["steps_ms_by_rep"][0]) == result["new_tokens"] - 1
+        assert statistics.mean(steps) == pytest.approx(r["samples_ms_per_token"][0], rel=1e-4)
+    assert result["checks"]["bmc_never_significantly_slower"] in (True, False)
+    assert all(set(c["speedup_ci95"]) == {"dynamic", "static"} for c in result["checks"]["per_case"])
     assert result["checks"]["bmc_2x_over_dynamic_at_kv_4096"] is None  # no kv case at N=4096
     assert result["checks"]["bmc_peak_below_dynamic"] is None  # no memory probes
     assert hf_table(res).row_count == len(result["rows"])
@@ -231,6 +240,7 @@ class Row:
     batch: int = 1
     samples_ms_per_token: list = field(default_factory=list)
     memory: dict | None = None
+    steps_ms_by_rep: list | None = None
 
 
 def test_regret_is_the_tuned_bmccache_over_the_best_bmccache_of_its_case():
@@ -259,7 +269,8 @@ def test_regret_is_the_tuned_bmccache_over_the_best_bmccache_of_its_case():
     assert out.max_abs_error_pct == pytest.approx(40.0)
     d = out.to_dict()
     assert list(d) == ["median_abs_error_pct", "max_abs_error_pct", "regret_pct", "regret_pct_paired",
-                       "regret_by_case"]
+                       "regret_pct_steps_low", "regret_by_case"]
+    assert d["regret_pct_steps_low"] is None and first.regret_pct_steps is None  # nothing ran step by step
     assert d["regret_by_case"][0]["regret_pct"] == pytest.approx(25.0)
     assert first.regret_pct_paired is None and third.regret_pct_paired == 0.0  # no repetitions; no alternative
     assert out.regret_pct_paired == 0.0
@@ -328,8 +339,9 @@ def test_refresh_runs_before_each_case_within_and_after_each_repetition(monkeypa
 
     calls = []
 
-    def fake_refresh(profile, *, model, seq, prompt, batch, budget_s=None):
+    def fake_refresh(profile, *, model, seq, prompt, batch, runtime, budget_s=None):
         # each refresh finds the host's weight streaming 10% slower than the one before
+        assert runtime == "hf"  # transformers' framework cost is re-timed too
         calls.append((model, seq, prompt, batch, profile.refresh, budget_s))
         at = f"2026-12-02T10:00:{len(calls):02d}+00:00"
         out = rescaled(profile, {"weights": 1.1 ** len(calls)})
@@ -438,3 +450,72 @@ def test_cli_hf_selects_one_case(monkeypatch, tmp_path):
                         {"workloads": ["kv"], "contexts": None, "new_tokens": None, "refresh": False},
                         {"workloads": None, "contexts": None, "new_tokens": None, "refresh": False}]
     assert seen[3] == "synthetic"  # --sd's workload default is unchanged
+
+
+def test_step_ratio_ci_pairs_rounds_so_drift_cancels():
+    from bmc_model.validate.compare import step_ratio_ci
+
+    # the host's speed moves 2x over the steps and again between repetitions; a is 2% slower in every round
+    base = [[1.0 + (i % 50) / 50 for i in range(200)], [3.0 - (i % 7) / 7 for i in range(150)]]
+    a = [[1.02 * x for x in rep] for rep in base]
+    ratio, lo, hi = step_ratio_ci(a, base)
+    assert ratio == pytest.approx(1.02) and lo == pytest.approx(1.02) and hi == pytest.approx(1.02)
+    # unpaired the drift would swamp 2%; paired, scatter of 1% a step still leaves 1 outside the interval
+    noisy = [[x * (1.0 + 0.01 * ((-1) ** i)) for i, x in enumerate(rep)] for rep in a]
+    ratio, lo, hi = step_ratio_ci(noisy, base)
+    assert 1.0 < lo <= ratio <= hi < 1.04
+    assert step_ratio_ci(base, base) == (1.0, 1.0, 1.0)
+    assert step_ratio_ci([[]], [[1.0]]) is None and step_ratio_ci([], []) is None
+    # rounds past the shorter side's end are left out: nothing to pair them with
+    assert step_ratio_ci([[1.0, 1.0, 9.0]], [[1.0, 1.0]]) == (1.0, 1.0, 1.0)
+
+
+def test_step_ratio_ci_scales_and_sees_a_rare_stall():
+    from bmc_model.validate.compare import step_ratio_ci
+
+    b = [[1.0] * 100]
+    a = [[1.0] * 99 + [30.0]]  # one stall of 29 extra steps' time in 100 steps
+    ratio, lo, hi = step_ratio_ci(a, b)
+    assert ratio == pytest.approx(1.29)
+    assert lo == pytest.approx(1.0) and hi > 1.29  # one step: the interval reaches where it did not come
+    r2, lo2, hi2 = step_ratio_ci([[3 * x for x in a[0]]], b)
+    assert (r2, lo2, hi2) == pytest.approx((3 * ratio, 3 * lo, 3 * hi))
+
+
+def test_never_significantly_slower_and_regret_step_by_step():
+    import numpy as np
+
+    from bmc_model.validate.hf_result import check
+
+    def steps(scale, seed, n=120):  # the host drifts along the steps, and each step scatters by 3% on its own
+        noise = np.random.default_rng(seed).normal(1.0, 0.03, n)
+        return [[scale * (1.0 + 0.3 * (i % 10) / 10) * float(e) for i, e in enumerate(noise)]]
+
+    def case(bmc_scale, grid_scale=None):
+        rows = [("dynamic", 2.0), ("static", 1.0), ("bmc", bmc_scale)]
+        if grid_scale is not None:
+            rows.append(("grid:r=64 padded", grid_scale))
+        out = []
+        for seed, (k, sc) in enumerate(rows):
+            st = steps(sc, seed)
+            m = statistics.mean(st[0])
+            out.append(Row(k, m, None, "r=64 padded" if k.startswith("grid") else k, samples_ms_per_token=[m],
+                           steps_ms_by_rep=st))
+        return out
+
+    got = check(case(1.003))  # 0.3% over StaticCache: inside the steps' scatter, not a finding
+    v, lo, hi = got.per_case[0].speedup_ci95["static"]
+    assert lo < 1.0 < hi and hi - lo < 0.03
+    assert got.bmc_never_significantly_slower is True
+    got = check(case(1.05))
+    assert got.bmc_never_significantly_slower is False and got.per_case[0].speedup_ci95["static"][2] < 1.0
+    assert not got.bmc_never_slower
+    no_steps = [replace(r, steps_ms_by_rep=None) for r in case(1.05)]
+    assert check(no_steps).bmc_never_significantly_slower is None
+    assert check(no_steps).per_case[0].speedup_ci95 is None
+    summary = summarize(case(1.05, grid_scale=1.0))
+    (c,) = summary.per_case
+    assert c.regret_steps_against == "grid:r=64 padded"
+    v, lo, hi = c.regret_pct_steps
+    assert lo < v < hi and v == pytest.approx(5.0, abs=1.0) and lo > 3.0
+    assert summary.regret_pct_steps_low == lo

@@ -201,6 +201,8 @@ def one_line_error(res, match):
     (["--batch", "4"], "--batch goes with --refresh"),
     (["--refresh", "--batch", "0"], "batch must be a positive integer"),
     (["--profile", "p.json", "--quick"], "--profile goes with --refresh"),
+    (["--runtime", "hf"], "--runtime goes with --refresh"),
+    (["--refresh", "--runtime", "vllm"], "runtime must be 'bmc' or 'hf'"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, match, fake_measure, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -407,3 +409,59 @@ def test_a_batched_probe_times_the_batch_s_kv_as_one_tensor(one_thread):
         p.close()
     with pytest.raises(BMCError, match="probe batch"):
         MatmulProbe(spec, (1,), steps=1, batch=0)
+
+
+def hf_profile() -> Profile:
+    """The embedded profile with transformers' in-place terms (calibrated with the hf extra): its own layer terms."""
+    d = embedded_profile().to_dict()
+    d["terms"]["hf_layer_fixed"] = d["terms"]["layer_fixed"]
+    d["terms"]["hf_layer_row"] = d["terms"]["layer_row"]
+    return Profile.from_dict(d, source="t")
+
+
+def test_the_transformers_framework_factor_scales_its_terms_and_scalars_only():
+    base = hf_profile()
+    prof = refreshed(base, section(factors={"hf_layer_fixed": 1.3}))
+    for name in ("hf_layer_fixed", "hf_layer_row"):
+        assert prof.terms[name].c0 == pytest.approx(tuple(1.3 * c for c in base.terms[name].c0))
+    for name in ("hf_step_s", "hf_layer_s"):
+        assert prof.scalars[name] == pytest.approx(1.3 * base.scalars[name])
+    assert prof.step_s == base.step_s and prof.layer_fixed is base.layer_fixed and prof.weights is base.weights
+    kw = {"model": "smollm2-135m", "seq": 1024, "prompt": 512, "policy": "reserve", "batch": 2}
+    hf, hf0 = (predict(**kw, profile=p, runtime="hf").breakdown for p in (prof, base))
+    assert hf["overhead"] == pytest.approx(1.3 * hf0["overhead"]) and hf["weights"] == pytest.approx(hf0["weights"])
+    bmc, bmc0 = (predict(**kw, profile=p).breakdown for p in (prof, base))
+    assert bmc == pytest.approx(bmc0)  # bmc-tune's own decoder: other code, not scaled
+
+
+def test_the_framework_factor_is_the_step_s_remainder_over_its_charge(monkeypatch):
+    pytest.importorskip("transformers")
+    from bmc_model.calibrate import bench_hf_layers, hf_layer_probe
+    from bmc_model.core.breakdown import attention_s, layer_overhead_s, write_s
+
+    steps = [(0.050, 0.020, 0.004), (0.040, 0.020, 0.004), (0.045, 0.021, 0.004)]  # first one dropped
+    monkeypatch.setattr(bench_hf_layers, "hf_model", lambda spec, layers, dtype: layers)
+    monkeypatch.setattr(bench_hf_layers, "decode_steps", lambda model, batch, tokens, gen: steps)
+    prof, spec = hf_profile(), tiny_spec(layers=30)
+    layers = hf_layer_probe.probe_layers(spec, "float32", 2**20)
+    assert 1 < layers <= 30
+    got = hf_layer_probe.hf_framework_factor(prof, spec, 2, 2**20)
+    view, geo = prof.for_runtime("hf"), Geometry.of(spec, 1, "float32")
+    rest = 0.5 * ((0.040 - 0.024) + (0.045 - 0.025))  # the median of the two kept steps
+    kernels = attention_s(view, 2 * geo.rho, 64 + 8 + 1, 1, True, geo.group) + write_s(view, 2 * geo.rho, 1)
+    want = (rest - layers * kernels) / (prof.hf_step_s + layers * layer_overhead_s(view, geo, 2))
+    assert got == pytest.approx(want)
+    assert hf_layer_probe.probe_layers(tiny_spec(layers=2), "float32", 2**30) == 2  # never more than it has
+
+
+def test_a_real_refresh_for_transformers_times_its_framework_in_place(one_thread, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setattr(refresh_mod, "stream_bytes", lambda llc: 2**20)
+    spec = tiny_spec(name="tiny-hf")
+    r = refresh_mod.refresh_profile(hf_profile(), model=spec, seq=64, budget_s=0.3, runtime="hf").refresh
+    assert "hf_layer_fixed" in r.factors and all(0 < f < 100 for f in r.factors.values())
+    assert r.seconds < 10
+    plain = refresh_mod.refresh_profile(hf_profile(), model=spec, seq=64, budget_s=0.2).refresh
+    assert "hf_layer_fixed" not in plain.factors  # runtime "bmc": transformers is not timed
+    without = refresh_mod.refresh_profile(embedded_profile(), model=spec, seq=64, budget_s=0.2, runtime="hf")
+    assert "hf_layer_fixed" not in without.refresh.factors  # no in-place terms to scale

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmc_model.calibrate.bench_layers import layers_for
+from bmc_model.calibrate.plan import layers_for
 from bmc_model.core.specs import ModelSpec
 
 PROMPT = 64  # cached rows before decoding: attention stays a small share
@@ -106,7 +106,7 @@ def hf_model(spec: ModelSpec, layers: int, dtype: torch.dtype, seed: int = 0) ->
     return model
 
 
-def _run(model: Any, batch: int, tokens: int, gen: torch.Generator) -> list[tuple[float, float, float]]:
+def decode_steps(model: Any, batch: int, tokens: int, gen: torch.Generator) -> list[tuple[float, float, float]]:
     """(seconds, layers' matmul seconds, head's) of each decode step of one greedy generate()."""
     from transformers import StaticCache
 
@@ -135,11 +135,11 @@ def hf_layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtyp
     out = []
     with torch.inference_mode():
         for _, m, b in cases:
-            _run(m, b, 2, gen)  # generate()'s first call sets up lazily
+            decode_steps(m, b, 2, gen)  # generate()'s first call sets up lazily
         for _ in range(rounds):
             for i in rng.permutation(len(cases)):
                 s, m, b = cases[int(i)]
-                got = _run(m, b, tokens, gen)[1:]
+                got = decode_steps(m, b, tokens, gen)[1:]
                 out.append(HFLayerPoint(s.name, m.config.num_hidden_layers, b, PROMPT + tokens + 1,
                                         statistics.median(g[0] for g in got), statistics.median(g[1] for g in got),
                                         statistics.median(g[2] for g in got)))

@@ -13,7 +13,6 @@ off what the attention and write terms already charge and fits what is left.
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmc_model.calibrate.plan import layers_for
 from bmc_model.core.policy import NAMED
 from bmc_model.core.specs import ModelSpec
 
@@ -56,12 +56,6 @@ def _timed_decoder_class():
             return y
 
     return MatmulTimed
-
-
-def layers_for(spec: ModelSpec, elem: int, stream_bytes: int) -> int:
-    """Layers whose weights stream at least stream_bytes (plan.stream_bytes: past the last-level cache, a real
-    decode's cold start)."""
-    return max(1, math.ceil(stream_bytes / max(1, spec.layer_params() * elem)))
 
 
 def layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtype, elem: int, stream_bytes: int,

@@ -125,6 +125,12 @@ def stream_bytes(llc_bytes: int) -> int:
     return min(max(2 * llc_bytes, STREAM_MIN), STREAM_MAX)
 
 
+def layers_for(spec: ModelSpec, elem: int, stream_bytes: int) -> int:
+    """Layers whose weights stream at least stream_bytes (stream_bytes(): past the last-level cache, a real
+    decode's cold start)."""
+    return max(1, math.ceil(stream_bytes / max(1, spec.layer_params() * elem)))
+
+
 def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list[ModelSpec],
               available_ram: int, llc_bytes: int) -> Plan:
     if available_ram < MIN_FREE_RAM:

@@ -8,7 +8,8 @@ ratios); torch.cat and one layer's attention (exact and padded, one row; and, fo
 has hf_attn_gqa, transformers' exact-width path) at the decode's middle width; first
 touch of one K tensor at the growth sizes the decode passes (prompt, middle, seq rows). K/V sizes are the
 batch's: torch.cat's cost per byte is not one line across glibc's mmap ceiling, and a batch of four moves a
-tensor past it. Everything cold (stream_bytes, as calibration).
+tensor past it. Everything cold (stream_bytes, as calibration). For runtime "hf" (transformers), also
+transformers' framework cost in place at the model's geometry (hf_layer_probe.py), where the profile has it.
 
 Torch is imported only to measure; importing this module registers refresh_for as the refresher that layers
 below calibrate reach through core/refresh.py (BMCCache.tuned(refresh=True)).
@@ -16,11 +17,13 @@ below calibrate reach through core/refresh.py (BMCCache.tuned(refresh=True)).
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bmc_model.calibrate import hf_layer_probe
 from bmc_model.calibrate.plan import stream_bytes
 from bmc_model.core.errors import BMCError
 from bmc_model.core.host import available_ram_bytes
@@ -48,6 +51,7 @@ class RefreshPlan:
     alloc_sizes: tuple[int, ...]  # bytes of one K tensor at the growth sizes
     stream_bytes: int
     budget_s: float
+    hf_layers: int = 0  # layers of the in-place transformers probe (hf_layer_probe.py); 0: none
 
     def nbytes(self) -> int:
         """What the probe holds, roughly: the weight copies, cat's sources and successors, attention's pool."""
@@ -57,14 +61,16 @@ class RefreshPlan:
         row = self.batch * self.spec.kv_heads * self.spec.head_dim * e
         cat = max(self.stream_bytes, self.width * row) + 2 * (self.width + CAT_SPAN) * row
         attn = max(self.stream_bytes, 2 * (self.width + 64) * row)
-        return int(weights + cat + attn + max(self.alloc_sizes))
+        return int(weights + cat + attn + max(self.alloc_sizes) + self.hf_layers * self.spec.layer_params() * e)
 
 
 def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: float,
-                 rows: tuple[int, ...] = (1,), prompt: int | None = None, batch: int = 1) -> RefreshPlan:
+                 rows: tuple[int, ...] = (1,), prompt: int | None = None, batch: int = 1,
+                 runtime: str = "bmc") -> RefreshPlan:
     """Check what needs no torch (one-line BMCError each) and size the measurement. prompt: rows cached when
     decoding starts (default seq // 2): torch.cat and attention are timed at the decode's middle width. batch:
-    sequences decoded together (the matmuls are also timed at that many rows)."""
+    sequences decoded together (the matmuls are also timed at that many rows). runtime "hf": transformers'
+    framework cost is timed too, where the profile has its in-place terms."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 2:
         raise BMCError(f"seq must be an integer of at least 2, got {seq!r}")
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 < budget_s <= 600:
@@ -73,6 +79,8 @@ def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: f
         raise BMCError(f"rows must be positive integers including 1, got {rows!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise BMCError(f"batch must be a positive integer, got {batch!r}")
+    if runtime not in ("bmc", "hf"):
+        raise BMCError(f"runtime must be 'bmc' or 'hf', got {runtime!r}")
     device = profile.host.get("device", "cpu")
     if device != "cpu":
         raise BMCError(f"refresh re-times on the CPU; profile {profile.source} is for {device}: calibrate it again")
@@ -82,10 +90,16 @@ def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: f
         raise BMCError(f"prompt must be an integer in [1, seq), got {prompt!r} with seq {seq}")
     width = (prompt + seq) // 2
     row = batch * spec.kv_heads * spec.head_dim * DTYPE_BYTES[profile.dtype]
+    streamed = stream_bytes(int(profile.host.get("llc_bytes", 0) or 0))
+    hf_layers = (hf_layer_probe.probe_layers(spec, profile.dtype, streamed)
+                 if runtime == "hf" and hf_layer_probe.can_probe(profile) else 0)
+    if hf_layers and importlib.util.find_spec("transformers") is None:
+        raise BMCError("refreshing for runtime 'hf' times transformers' own decoder: install the hf extra "
+                       "(pip install 'bmc-tune[hf]')")
     plan = RefreshPlan(spec=spec, seq=seq, batch=batch, dtype=profile.dtype, rows=tuple(sorted({*rows, batch})),
                        width=width,
                        alloc_sizes=tuple(sorted({n * row for n in (prompt, width, seq)})),
-                       stream_bytes=stream_bytes(int(profile.host.get("llc_bytes", 0) or 0)), budget_s=float(budget_s))
+                       stream_bytes=streamed, budget_s=float(budget_s), hf_layers=hf_layers)
     avail = available_ram_bytes()
     if avail and plan.nbytes() > avail // 2:
         gib = 2**30
@@ -113,6 +127,8 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
                         attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype,
                         batch=plan.batch, attn_grouped=GQA in calibrated.terms)
     try:
+        hf = (hf_layer_probe.hf_framework_factor(calibrated, plan.spec, plan.batch, plan.stream_bytes)
+              if plan.hf_layers else None)
         # warm-up: first calls, thread pool, page tables, and a whole CAT_SPAN cycle of every cat tensor: their
         # first frees move glibc's mmap threshold, and a decode some steps in pays its blocks as they are after
         for _ in range(1 + -(-CAT_SPAN // cat_calls)):
@@ -125,6 +141,8 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
             step_s = max(step_s, time.perf_counter() - s0)
             n += 1
         factors = probe_factors(calibrated, probe, Geometry.of(plan.spec, plan.batch, plan.dtype))
+        if hf is not None:
+            factors[hf_layer_probe.TERM] = hf
         ratios = probe.ratios() if len(plan.rows) > 1 else {}
     finally:
         probe.close()
@@ -134,16 +152,18 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
 
 def refresh_profile(profile: Profile | str | Path | None = None, *, model: ModelSpec | str = DEFAULT_MODEL,
                     seq: int = DEFAULT_SEQ, budget_s: float = DEFAULT_BUDGET_S, rows: tuple[int, ...] = (1,),
-                    threads: int | None = None, prompt: int | None = None, batch: int = 1) -> Profile:
+                    threads: int | None = None, prompt: int | None = None, batch: int = 1,
+                    runtime: str = "bmc") -> Profile:
     """`profile` (a Profile, a file, or None: the default one) refreshed for `model` decoding to `seq`: its
     calibrated terms with new factors, measured within about budget_s seconds. rows: token rows to time the
     matmuls at, 1 among them; more than one also stores row ratios (SD verification, batches). threads: torch
     threads while measuring (None: as set). prompt: where the decode starts (default seq // 2): a run that knows
     its own should say, since torch.cat's cost per byte is not one line across glibc's mmap ceiling; batch
-    likewise (sequences decoded together). Does not write: core.profile.write_profile does."""
+    likewise (sequences decoded together). runtime "hf": also transformers' framework cost, in place
+    (hf_layer_probe.py). Does not write: core.profile.write_profile does."""
     prof = load_profile(profile)
     base = prof.calibrated
-    plan = plan_refresh(base, model, seq, budget_s, rows, prompt, batch)
+    plan = plan_refresh(base, model, seq, budget_s, rows, prompt, batch, runtime)
     t0 = time.perf_counter()
     factors, ratios = measure(plan, base, threads)
     refresh = Refresh(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=plan.spec.name, seq=seq,
@@ -158,8 +178,8 @@ def refresh_profile(profile: Profile | str | Path | None = None, *, model: Model
 
 
 def refresh_for(profile: Profile, spec: ModelSpec, seq: int, prompt: int | None = None, batch: int = 1) -> Profile:
-    """The refresher core/refresh.py hands to layers below calibrate (BMCCache.tuned(refresh=True))."""
-    return refresh_profile(profile, model=spec, seq=seq, prompt=prompt, batch=batch)
+    """The refresher core/refresh.py hands to layers below calibrate (BMCCache.tuned(refresh=True): transformers)."""
+    return refresh_profile(profile, model=spec, seq=seq, prompt=prompt, batch=batch, runtime="hf")
 
 
 register_refresher(refresh_for)

@@ -80,6 +80,9 @@ def calibrate_cmd(
                                               "(default 2048)."),
     batch: int | None = typer.Option(None, help="With --refresh: sequences decoded together; K/V sizes are the "
                                                 "batch's and the matmuls are also timed at its rows (default 1)."),
+    runtime: str | None = typer.Option(None, help="With --refresh: bmc (default) or hf: hf also re-times "
+                                                  "transformers' framework cost in place (about 1-2 s more; the "
+                                                  "hf extra)."),
 ) -> None:
     """Measure allocation, copy, write, attention, weight streaming and framework overhead; fit them."""
     from bmc_model.calibrate.plan import budgets, check_options
@@ -90,8 +93,10 @@ def calibrate_cmd(
             raise BMCError(f"--refresh re-times a profile as it was calibrated: {', '.join(given)} does not go "
                            "with it")
         check_options("cpu", threads, "float32", None)
-        return refresh_cmd(profile, model, seq, threads, out, as_json, 1 if batch is None else batch)
-    given = [flag for flag, v in (("--profile", profile), ("--seq", seq), ("--batch", batch)) if v is not None]
+        return refresh_cmd(profile, model, seq, threads, out, as_json, 1 if batch is None else batch,
+                           runtime or "bmc")
+    given = [flag for flag, v in (("--profile", profile), ("--seq", seq), ("--batch", batch),
+                                  ("--runtime", runtime)) if v is not None]
     if given:
         raise BMCError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --refresh")
     device, dtype = device or "cpu", dtype or "float32"
@@ -128,7 +133,7 @@ def calibrate_cmd(
 
 
 def refresh_cmd(profile: Path | None, model: str | None, seq: int | None, threads: int | None, out: Path | None,
-                as_json: bool, batch: int = 1) -> None:
+                as_json: bool, batch: int = 1, runtime: str = "bmc") -> None:
     """`calibrate --refresh`: checks first (one line each), then about DEFAULT_BUDGET_S s of measuring."""
     t0 = time.perf_counter()
     from bmc_model.calibrate.refresh import DEFAULT_BUDGET_S, plan_refresh
@@ -144,7 +149,7 @@ def refresh_cmd(profile: Path | None, model: str | None, seq: int | None, thread
     dest = out or src
     check_destination(dest)
     model, seq = model or DEFAULT_MODEL, DEFAULT_SEQ if seq is None else seq
-    plan = plan_refresh(prof.calibrated, model, seq, DEFAULT_BUDGET_S, batch=batch)  # before torch is imported
+    plan = plan_refresh(prof.calibrated, model, seq, DEFAULT_BUDGET_S, batch=batch, runtime=runtime)  # no torch yet
     err = Console(stderr=True)
     if note and not as_json:
         err.print(note, markup=False, highlight=False)
@@ -154,7 +159,7 @@ def refresh_cmd(profile: Path | None, model: str | None, seq: int | None, thread
                   markup=False, highlight=False)
     from bmc_model.calibrate.refresh import refresh_profile
 
-    new = refresh_profile(prof, model=plan.spec, seq=seq, threads=threads, batch=batch)
+    new = refresh_profile(prof, model=plan.spec, seq=seq, threads=threads, batch=batch, runtime=runtime)
     try:
         write_profile(new, dest)
     except OSError as e:

@@ -104,19 +104,24 @@ def row_ratio_curves(prof: Profile, ratios: Ratios) -> dict:
 
 # A term the refresh does not time moves with the one timed on the same data: transformers' exact-width GQA
 # attention (SDPA with enable_gqa) reads the K/V views attn_exact reads. The refresh times it itself where it can
-# (a GQA model), since the two can move apart (docs/results.md, "SmolLM2 at 4096 rows").
-TWINS = {"hf_attn_gqa": "attn_exact"}
+# (a GQA model), since the two can move apart (docs/results.md, "SmolLM2 at 4096 rows"). transformers' per-row
+# layer cost is the same framework code as its fixed one (one in-place measurement gives both).
+TWINS = {"hf_attn_gqa": "attn_exact", "hf_layer_row": "hf_layer_fixed"}
+# Scalars that move with a factor: the rest of a matmul's cost (gemv_row_s) with the weights; transformers'
+# per-step and tiny-decoder per-layer framework cost with its in-place layer cost (the same Python, per token).
+SCALAR_FOLLOWERS = {"weights": ("gemv_row_s",), "hf_layer_fixed": ("hf_step_s", "hf_layer_s")}
 
 
 def rescaled(prof: Profile, factors: dict[str, float], ratios: Ratios | None = None) -> Profile:
-    """prof with each term named in factors scaled by its factor (weights also scales gemv_row_s, the rest of a
-    matmul's cost) and, with ratios, its sized row curves replaced (row_ratio_curves). Unnamed terms, the
-    other scalars and curves are prof's own objects; the source is unchanged."""
+    """prof with each term named in factors scaled by its factor (and its TWINS and SCALAR_FOLLOWERS) and, with
+    ratios, its sized row curves replaced (row_ratio_curves). Unnamed terms, the other scalars and curves are
+    prof's own objects; the source is unchanged."""
     factors = {**{twin: factors[name] for twin, name in TWINS.items() if name in factors}, **factors}
     terms = {name: scaled_term(t, factors[name]) if name in factors else t for name, t in prof.terms.items()}
     scalars = prof.scalars
-    if "weights" in factors:
-        scalars = {**prof.scalars, "gemv_row_s": factors["weights"] * prof.scalars.get("gemv_row_s", 0.0)}
+    moved = {k: f * scalars[k] for name, f in factors.items() for k in SCALAR_FOLLOWERS.get(name, ()) if k in scalars}
+    if moved:
+        scalars = {**scalars, **moved}
     curves = row_ratio_curves(prof, ratios) if ratios else prof.curves
     return dataclasses.replace(prof, terms=terms if factors else prof.terms, scalars=scalars, curves=curves)
 

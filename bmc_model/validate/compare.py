@@ -1,6 +1,7 @@
 """What validate's runs and results share: a configuration to run, the fields that name its policy in a
 result row, the configuration recommend() chose as results report it, the signed prediction error, and the
-rule for fields a row's JSON carries only where they apply, and the paired comparison of two rows' repetitions."""
+rule for fields a row's JSON carries only where they apply, and the paired comparisons of two rows: repetition by
+repetition, and step by step with a bootstrap interval."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from bmc_model.core.decide import Recommendation
 from bmc_model.core.policy import Policy
@@ -55,6 +58,34 @@ def paired_ratio(a: Sequence[float | None], b: Sequence[float | None]) -> float 
     ran at different speeds."""
     ratios = paired_ratios(a, b)
     return statistics.median(ratios) if ratios else None
+
+
+CI_LEVEL = 0.95
+CI_RESAMPLES = 2000
+
+
+def step_ratio_ci(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int = 0
+                  ) -> tuple[float, float, float] | None:
+    """a's total decode time over b's, with a CI_LEVEL bootstrap interval: (ratio, low, high); None without a
+    step both timed. a[k][i] and b[k][i] are step i of repetition k, taken in the same round of turns (side by
+    side: lockstep.py), so rounds are resampled whole, within each repetition: the host's drift between
+    repetitions and within one stays paired, and a stall on one step weighs as often as it came. The ratio of
+    sums is the ratio of mean ms/token, what the model predicts."""
+    pairs = [(np.asarray(x[:n], float), np.asarray(y[:n], float))
+             for x, y in zip(a, b) if (n := min(len(x), len(y))) > 0]
+    if not pairs:
+        return None
+    rng = np.random.default_rng(seed)
+    num = np.zeros(CI_RESAMPLES)
+    den = np.zeros(CI_RESAMPLES)
+    for x, y in pairs:
+        idx = rng.integers(0, len(x), (CI_RESAMPLES, len(x)))  # [resamples, rounds]
+        num += x[idx].sum(axis=1)
+        den += y[idx].sum(axis=1)
+    tail = (1.0 - CI_LEVEL) / 2
+    lo, hi = np.quantile(num / den, [tail, 1.0 - tail])
+    ratio = sum(float(x.sum()) for x, _ in pairs) / sum(float(y.sum()) for _, y in pairs)
+    return ratio, float(lo), float(hi)
 
 
 def asdict_where_set(obj: Any, optional: Iterable[str]) -> dict[str, Any]:

@@ -233,7 +233,8 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
     if refreshes is not None:
         from bmc_model.calibrate.refresh import refresh_profile  # here: only --refresh measures
 
-        refresh_now = functools.partial(refresh_profile, prof, model=spec, seq=seq, prompt=prompt, batch=batch)
+        refresh_now = functools.partial(refresh_profile, prof, model=spec, seq=seq, prompt=prompt, batch=batch,
+                                        runtime="hf")
     t_refresh = time.perf_counter()
     refresher = RepeatRefresher(prof, refresh_now, lambda m: say(f"{case}: {m}"), log=refreshes, tag={"case": case},
                                 on_refreshed=lambda when, wall_s: phases.__setitem__(f"{case} refresh {when}", wall_s))
@@ -268,6 +269,7 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
         run_generate(model, kinds[k], policies[k], warm + 4, warm, batch, 4, s.prefill, s.seed, trim=s.trim)
     clock_phase("warm-up")
     samples: dict[str, list[float]] = {k: [] for k in names}
+    steps: dict[str, list[list[float]]] = {k: [] for k in names}  # step_wise: each repetition's steps, ms
     kv_bytes_final: dict[str, int] = {}
     grow_events: dict[str, int] = {}  # BMCCache caches only
     outs: dict[str, torch.Tensor] = {}
@@ -278,6 +280,8 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
 
     def record(rep: int, name: str, clock: Any, cache: Any, out: torch.Tensor) -> None:
         samples[name].append(clock.decode_ms_per_token())
+        if step_wise:
+            steps[name].append([round(1e3 * x, 4) for x in clock.steps_s])
         kv_bytes_final[name] = kv_bytes(cache)
         if is_bmccache(name):
             grow_events[name] = cache.stats()["grow_events"]
@@ -335,7 +339,8 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
             measured_peak_resident_bytes=measured_peak,
             resident_error_pct=error_pct(p.peak_resident_bytes, measured_peak) if measured_peak else None,
             interleave="step" if step_wise else "run", predicted_ms_per_token_by_rep=rep_ms[name],
-            error_pct_case_refresh=_err(p.ms_per_token, m) if refresher.refreshing else None))
+            error_pct_case_refresh=_err(p.ms_per_token, m) if refresher.refreshing else None,
+            steps_ms_by_rep=steps[name] if step_wise else None))
     return rows, est, refresher.last
 
 

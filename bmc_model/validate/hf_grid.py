@@ -4,7 +4,8 @@ summary over them.
 Regret asks whether the tuner's pick was the best BMCCache the host could have run: it is the tuned BMCCache's
 measured ms/token over the best measured among it, BMCCache(policy="reserve") and the grid, case by case;
 regret_pct_paired compares the tuned BMCCache with each other one repetition by repetition
-(compare.paired_ratio), as they ran side by side. With reserve (one lazily backed allocation, exact views: r
+(compare.paired_ratio), as they ran side by side; regret_pct_steps does so step by step, with a 95% interval
+(compare.step_ratio_ci), where the caches ran step by step. With reserve (one lazily backed allocation, exact views: r
 as large as it gets) the grid is five configurations a person might pick by hand: r=64 and r=256 with a padded
 width (HF StaticCache's masked path), r=256 exact (mlx-lm's choice) and geometric doubling (exact). Left out,
 because every configuration costs a full run per repetition (validate --hf --workload smollm2 --seq 1024 is
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from bmc_model.core.policy import NAMED, Policy
-from bmc_model.validate.compare import paired_ratio
+from bmc_model.validate.compare import paired_ratio, step_ratio_ci
 
 GRID: tuple[Policy, ...] = (
     Policy("fixed", 64, width="padded"),
@@ -68,6 +69,7 @@ class MeasuredRow(Protocol):
     measured_ms_per_token: float | None
     samples_ms_per_token: list[float | None]  # one per repetition, the caches side by side in each
     error_pct: float | None
+    steps_ms_by_rep: list[list[float]] | None  # step by step side by side only
 
 
 @dataclass
@@ -90,6 +92,10 @@ class CaseRegret:
     regret_pct_paired: float | None
     tuned_slower_than_dynamic: bool | None  # medians; None: that cache did not run
     tuned_slower_than_static: bool | None
+    # step by step: 100 * (tuned's total decode time / the candidate's - 1) as [value, low, high] of its 95%
+    # interval (compare.step_ratio_ci), against the candidate where that value is largest; None: no steps
+    regret_pct_steps: list[float] | None = None
+    regret_steps_against: str | None = None
 
 
 @dataclass
@@ -104,10 +110,16 @@ class RegretSummary:
         """The worst case's paired regret (None: no case had one)."""
         return max((c.regret_pct_paired for c in self.per_case if c.regret_pct_paired is not None), default=None)
 
+    @property
+    def regret_pct_steps_low(self) -> float | None:
+        """The largest low end of the cases' step-by-step regret intervals: the regret the measurements show
+        at 97.5% confidence (negative: the tuned pick is faster than every candidate). None: no steps."""
+        return max((c.regret_pct_steps[1] for c in self.per_case if c.regret_pct_steps), default=None)
+
     def to_dict(self) -> dict[str, Any]:
         return {"median_abs_error_pct": self.median_abs_error_pct, "max_abs_error_pct": self.max_abs_error_pct,
                 "regret_pct": self.regret_pct, "regret_pct_paired": self.regret_pct_paired,
-                "regret_by_case": [asdict(c) for c in self.per_case]}
+                "regret_pct_steps_low": self.regret_pct_steps_low, "regret_by_case": [asdict(c) for c in self.per_case]}
 
 
 def _slower(tuned: float, other: MeasuredRow | None) -> bool | None:
@@ -131,12 +143,17 @@ def case_regret(rows: Sequence[MeasuredRow]) -> CaseRegret | None:
     assert b is not None
     paired = [x for x in (paired_ratio(tuned.samples_ms_per_token, c.samples_ms_per_token) for c in cands[1:])
               if x is not None]
+    steps = [(ci, c.cache) for c in cands[1:] if tuned.steps_ms_by_rep and c.steps_ms_by_rep
+             and (ci := step_ratio_ci(tuned.steps_ms_by_rep, c.steps_ms_by_rep)) is not None]
+    worst = max(steps, default=None)  # the largest ratio, tuned over the candidate
     return CaseRegret(
         case=f"{tuned.workload} N={tuned.seq} B={tuned.batch}", workload=tuned.workload, seq=tuned.seq,
         batch=tuned.batch, tuned_policy=tuned.policy, tuned_ms_per_token=t, best_cache=best.cache,
         best_policy=best.policy, best_ms_per_token=b, regret_pct=100.0 * (t / b - 1.0), candidates=len(cands),
         regret_pct_paired=100.0 * max(0.0, max(paired) - 1.0) if paired else (0.0 if len(cands) == 1 else None),
-        tuned_slower_than_dynamic=_slower(t, by.get("dynamic")), tuned_slower_than_static=_slower(t, by.get("static")))
+        tuned_slower_than_dynamic=_slower(t, by.get("dynamic")), tuned_slower_than_static=_slower(t, by.get("static")),
+        regret_pct_steps=[100.0 * (x - 1.0) for x in worst[0]] if worst else None,
+        regret_steps_against=worst[1] if worst else None)
 
 
 def summarize(rows: Sequence[MeasuredRow]) -> RegretSummary:

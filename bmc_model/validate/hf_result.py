@@ -11,7 +11,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bmc_model.validate.compare import asdict_where_set, paired_ratios
+from bmc_model.validate.compare import asdict_where_set, paired_ratios, step_ratio_ci
 from bmc_model.validate.hf_grid import RegretSummary, summarize
 
 
@@ -48,9 +48,12 @@ class HFRowResult:
     # median is predicted_ms_per_token
     predicted_ms_per_token_by_rep: list[float] = field(default_factory=list)
     error_pct_case_refresh: float | None = None  # with refresh: the error from the refresh before the case alone
+    # side by side step by step (interleave "step"): every decode step's ms, repetition by repetition; step i of
+    # every cache in a repetition ran in the same round (compare.step_ratio_ci pairs them)
+    steps_ms_by_rep: list[list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict_where_set(self, ("grow_events", "error_pct_case_refresh"))
+        return asdict_where_set(self, ("grow_events", "error_pct_case_refresh", "steps_ms_by_rep"))
 
 
 @dataclass
@@ -60,9 +63,11 @@ class CaseCheck:
     bmc_speedup_vs_static: float
     paired_speedups: dict[str, list[float]]  # per repetition (the caches ran side by side): the other's time / BMC's
     decode_peak_increase_bytes: dict[str, Any] | None = None  # with memory probes only
+    # step by step: the other's total decode time / BMC's, [ratio, low, high] (compare.step_ratio_ci)
+    speedup_ci95: dict[str, list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict_where_set(self, ("decode_peak_increase_bytes",))
+        return asdict_where_set(self, ("decode_peak_increase_bytes", "speedup_ci95"))
 
 
 @dataclass
@@ -70,12 +75,15 @@ class Checks:
     """bmc_never_slower compares medians; bmc_never_slower_paired the median of the repetitions' ratios
     (compare.paired_ratio: the caches ran side by side in each). bmc_never_slower_in_any_repetition is False
     only where BMC was slower than a baseline in every repetition: medians a fraction of a percent apart at a
-    tie otherwise count as slower half the time. None: no case to judge."""
+    tie otherwise count as slower half the time. bmc_never_significantly_slower is False only where a baseline's
+    total decode time over BMC's has its whole 95% interval below 1 (compare.step_ratio_ci, the steps paired
+    round by round); None where no case ran step by step. None: no case to judge."""
 
     bmc_2x_over_dynamic_at_kv_4096: bool | None = None
     bmc_never_slower: bool = True
     bmc_never_slower_paired: bool = True
     bmc_never_slower_in_any_repetition: bool = True
+    bmc_never_significantly_slower: bool | None = None
     bmc_peak_below_dynamic: bool | None = None
     per_case: list[CaseCheck] = field(default_factory=list)
 
@@ -106,7 +114,14 @@ def check(rows: list[HFRowResult]) -> Checks:
         sp_s = s.measured_ms_per_token / b.measured_ms_per_token  # type: ignore[operator]
         paired = {k: paired_ratios(r.samples_ms_per_token, b.samples_ms_per_token) for k, r in (("dynamic", d),
                                                                                                   ("static", s))}
-        item = CaseCheck(f"{c[0]} N={c[1]} B={c[2]}", sp_d, sp_s, paired, _peaks(d, s, b, by.get((*c, "reserve"))))
+        cis = {k: step_ratio_ci(r.steps_ms_by_rep, b.steps_ms_by_rep) for k, r in (("dynamic", d), ("static", s))
+               if r.steps_ms_by_rep and b.steps_ms_by_rep}
+        ci95 = {k: list(v) for k, v in cis.items() if v is not None} or None
+        item = CaseCheck(f"{c[0]} N={c[1]} B={c[2]}", sp_d, sp_s, paired, _peaks(d, s, b, by.get((*c, "reserve"))),
+                         ci95)
+        if ci95:
+            out.bmc_never_significantly_slower = bool(out.bmc_never_significantly_slower is not False
+                                                      and all(hi >= 1.0 for _, _, hi in ci95.values()))
         out.bmc_never_slower = bool(out.bmc_never_slower and sp_d >= 1.0 and sp_s >= 1.0)
         # the median of the repetitions' ratios (compare.paired_ratio)
         out.bmc_never_slower_paired = bool(out.bmc_never_slower_paired and all(statistics.median(v) >= 1.0

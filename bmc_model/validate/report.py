@@ -188,6 +188,17 @@ def hf_summary(result: HFValidateResult) -> Table:
         s.add_row(f"  {c.case}", f"{c.regret_pct:.1f}% / {_fmt(c.regret_pct_paired, '.1f', '%')}: tuned "
                   f"{c.tuned_policy} {c.tuned_ms_per_token:.2f} ms, best {best} {c.best_ms_per_token:.2f} ms of "
                   f"{c.candidates}{_slower(c)}")
+    if reg.regret_pct_steps_low is not None:
+        s.add_row("regret step by step (95% interval)", f"at least {reg.regret_pct_steps_low:+.1f}% in the worst case")
+        for c in reg.per_case:
+            if c.regret_pct_steps:
+                v, lo, hi = c.regret_pct_steps
+                s.add_row(f"  {c.case}", f"{v:+.1f}% [{lo:+.1f}, {hi:+.1f}] against {c.regret_steps_against}")
+    checks = result.checks
+    for case in checks.per_case:
+        for k, (v, lo, hi) in (case.speedup_ci95 or {}).items():
+            s.add_row(f"  {case.case}: x {k} step by step", f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+                      + ("; [yellow]slower[/]" if hi < 1.0 else ""))
     if result.profile_refreshed_at:
         s.add_row("profile refreshed", result.profile_refreshed_at)
     if result.wall_s is not None and result.estimated_s is not None:
