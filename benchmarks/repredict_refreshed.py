@@ -85,19 +85,15 @@ def hf_spans(refs: list[dict[str, Any]]) -> list[list[int]]:
     """One case's refreshes (in order) -> each repetition's span, by index: the refresh before it (the case's
     first, or the one after the repetition before), those within and the one after it."""
     spans: list[list[int]] = []
-    last = 0
+    last = 0  # the refresh the next repetition starts from
     for i, r in enumerate(refs):
-        when = r["when"]
-        if when == "before":
+        if r["when"] == "before":
             last = i
-        elif when.startswith("rep "):
-            if not spans or spans[-1][-1] == last:
-                spans.append([last])
-            spans[-1].append(i)
-        elif when.startswith("after rep"):
-            if not spans or spans[-1][-1] == last:
-                spans.append([last])
-            spans[-1].append(i)
+            continue
+        if not spans or spans[-1][-1] == last:  # the span before closed at `last`: a new repetition
+            spans.append([last])
+        spans[-1].append(i)
+        if r["when"].startswith("after rep"):
             last = i
     return spans
 

@@ -445,7 +445,7 @@ def test_the_framework_factor_is_the_step_s_remainder_over_its_charge(monkeypatc
     prof, spec = hf_profile(), tiny_spec(layers=30)
     layers = hf_layer_probe.probe_layers(spec, "float32", 2**20)
     assert 1 < layers <= 30
-    got = hf_layer_probe.hf_framework_factor(prof, spec, 2, 2**20)
+    got = hf_layer_probe.hf_framework_factor(prof, spec, 2, layers)
     view, geo = prof.for_runtime("hf"), Geometry.of(spec, 1, "float32")
     rest = 0.5 * ((0.040 - 0.024) + (0.045 - 0.025))  # the median of the two kept steps
     kernels = attention_s(view, 2 * geo.rho, 64 + 8 + 1, 1, True, geo.group) + write_s(view, 2 * geo.rho, 1)

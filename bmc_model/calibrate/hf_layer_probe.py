@@ -29,22 +29,18 @@ def probe_layers(spec: ModelSpec, dtype: str, stream_bytes: int) -> int:
     return min(spec.layers, layers_for(spec, DTYPE_BYTES[dtype], stream_bytes))
 
 
-def probe_bytes(spec: ModelSpec, dtype: str, stream_bytes: int) -> int:
-    return probe_layers(spec, dtype, stream_bytes) * spec.layer_params() * DTYPE_BYTES[dtype]
-
-
 def can_probe(prof: Profile) -> bool:
     """The profile has transformers' in-place terms to scale (calibrated with the hf extra)."""
     return TERM in prof.terms and prof.hf_step_s is not None
 
 
-def hf_framework_factor(prof: Profile, spec: ModelSpec, batch: int, stream_bytes: int) -> float:
-    """Measured framework seconds per step over what `prof` (as calibrated) charges for them."""
+def hf_framework_factor(prof: Profile, spec: ModelSpec, batch: int, layers: int) -> float:
+    """Measured framework seconds per step of a `layers`-layer model (probe_layers) over what `prof` (as
+    calibrated) charges for them."""
     import torch
 
     from bmc_model.calibrate import bench_hf_layers as bench
 
-    layers = probe_layers(spec, prof.dtype, stream_bytes)
     model = bench.hf_model(spec, layers, getattr(torch, prof.dtype))
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():

@@ -127,7 +127,7 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
                         attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype,
                         batch=plan.batch, attn_grouped=GQA in calibrated.terms)
     try:
-        hf = (hf_layer_probe.hf_framework_factor(calibrated, plan.spec, plan.batch, plan.stream_bytes)
+        hf = (hf_layer_probe.hf_framework_factor(calibrated, plan.spec, plan.batch, plan.hf_layers)
               if plan.hf_layers else None)
         # warm-up: first calls, thread pool, page tables, and a whole CAT_SPAN cycle of every cat tensor: their
         # first frees move glibc's mmap threshold, and a decode some steps in pays its blocks as they are after

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from bmc_model.validate.compare import asdict_where_set, paired_ratios, step_ratio_ci
@@ -44,8 +45,8 @@ class HFRowResult:
     measured_peak_resident_bytes: float | None  # memory's decode_peak_increase; None without probes
     resident_error_pct: float | None  # predicted over measured peak resident, signed as error_pct
     interleave: str  # "step": side by side, step by step; "run": whole runs in turn
-    # each repetition's prediction (with refresh: the mean over the refreshes from its start to its end); their
-    # median is predicted_ms_per_token
+    # each repetition's prediction (with refresh: the median over the refreshes from its start to its end);
+    # their median is predicted_ms_per_token
     predicted_ms_per_token_by_rep: list[float] = field(default_factory=list)
     error_pct_case_refresh: float | None = None  # with refresh: the error from the refresh before the case alone
     # side by side step by step (interleave "step"): every decode step's ms, repetition by repetition; step i of
@@ -165,11 +166,13 @@ class HFValidateResult:
     wall_s: float | None = None
     phases_s: dict[str, float] = field(default_factory=dict)  # "<case> timed", "<workload> build", ...: seconds
 
-    @property
+    # computed once: the step-by-step intervals bootstrap every case's steps, and the JSON and the report each
+    # read them (rows are not changed once a result is made)
+    @cached_property
     def checks(self) -> Checks:
         return check(self.rows)
 
-    @property
+    @cached_property
     def regret(self) -> RegretSummary:
         return summarize(self.rows)
 

@@ -1,5 +1,5 @@
-"""validate --refresh (plain and --sd): the profile refreshed before the run, within each repeat and after it,
-and each repeat predicted from the refreshes over its span.
+"""validate --refresh (plain, --sd and --hf): the profile refreshed before the run (--hf: each case), within
+each repeat and after it, and each repeat predicted from the refreshes over its span.
 
 One refresh before the run cannot follow a host that moves by 10-60% within minutes, often as a step
 (docs/results.md#refreshes-within-every-repetition): each repeat is predicted as the median of its
