@@ -178,8 +178,9 @@ def refresh_profile(profile: Profile | str | Path | None = None, *, model: Model
 
 
 def refresh_for(profile: Profile, spec: ModelSpec, seq: int, prompt: int | None = None, batch: int = 1) -> Profile:
-    """The refresher core/refresh.py hands to layers below calibrate (BMCCache.tuned(refresh=True): transformers)."""
-    return refresh_profile(profile, model=spec, seq=seq, prompt=prompt, batch=batch, runtime="hf")
+    """The refresher core/refresh.py hands to layers below calibrate (BMCCache.tuned(refresh=True)). Not
+    runtime "hf": its framework factor helped one validate --hf run and hurt two (docs/results.md)."""
+    return refresh_profile(profile, model=spec, seq=seq, prompt=prompt, batch=batch)
 
 
 register_refresher(refresh_for)

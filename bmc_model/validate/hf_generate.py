@@ -233,8 +233,7 @@ def _run_case(loaded, seq, prompt, batch, prof, fixed_policy, grid, s: _Settings
     if refreshes is not None:
         from bmc_model.calibrate.refresh import refresh_profile  # here: only --refresh measures
 
-        refresh_now = functools.partial(refresh_profile, prof, model=spec, seq=seq, prompt=prompt, batch=batch,
-                                        runtime="hf")
+        refresh_now = functools.partial(refresh_profile, prof, model=spec, seq=seq, prompt=prompt, batch=batch)
     t_refresh = time.perf_counter()
     refresher = RepeatRefresher(prof, refresh_now, lambda m: say(f"{case}: {m}"), log=refreshes, tag={"case": case},
                                 on_refreshed=lambda when, wall_s: phases.__setitem__(f"{case} refresh {when}", wall_s))
