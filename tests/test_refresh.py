@@ -82,7 +82,7 @@ def test_refreshing_twice_replaces_the_factors(fake_measure, tmp_path):
     assert again.refresh.factors == FACTORS and again.calibrated.terms == base.terms
     plan = fake_measure[0][0]
     row = TINY.kv_heads * TINY.head_dim * 4
-    assert plan.width == 48 and plan.alloc_sizes == (32 * row, 48 * row, 64 * row)  # P, middle, N rows
+    assert plan.width == 48 and plan.alloc_sizes == (33 * row, 48 * row, 63 * row)  # P + 1, middle, N - 1 rows
     assert twice.refresh.model == "tiny-refresh" and twice.refresh.seq == 64
 
 

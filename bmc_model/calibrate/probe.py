@@ -44,6 +44,8 @@ from bmc_model.core.workload import Geometry
 from bmc_model.runtime.decoder import Decoder
 
 PARTS = ("layers", "head")
+HF_PART = "hf_layers"  # one layer's matrices as transformers holds them (unfused): timed where the profile prices it
+HF_RATIO = "hf_matmul_ratio"
 STEPS = 12  # steps of a probe beside validate's runs, per repeat
 CAT_CALLS = 4  # at most this many torch.cat calls a step (a decode step makes 2 * layers)
 ALLOC_SAMPLE_S = 5e-4  # first touches back to back for at least this long a sample, as calibration's runner times
@@ -65,12 +67,17 @@ def decoder_weights(dec: Decoder) -> dict[str, Streamed]:
             "head": Streamed([[dec.w.lm_head]], 1.0)}
 
 
-def spec_weights(stack: ExitStack, spec: ModelSpec, dtype: torch.dtype, stream_bytes: int) -> dict[str, Streamed]:
+def spec_weights(stack: ExitStack, spec: ModelSpec, dtype: torch.dtype, stream_bytes: int,
+                 hf: bool = False) -> dict[str, Streamed]:
     """One layer's matrices and the LM head at spec's shapes, each in copies of >= stream_bytes (cold): a
-    model too large to allocate whole is timed at its real shapes, its layers' time scaled from one."""
+    model too large to allocate whole is timed at its real shapes, its layers' time scaled from one. hf: also
+    one layer as transformers holds it (HF_PART: seven unfused matrices, whose m-row cost is not the fused
+    four's)."""
     out = {}
     elem = torch.empty((), dtype=dtype).element_size()
     parts = (("layers", spec.layer_matrices(), spec.layers), ("head", [(spec.vocab, spec.hidden)], 1))
+    if hf:
+        parts += ((HF_PART, spec.hf_layer_matrices(), spec.layers),)
     for part, shapes, count in parts:
         numel = sum(o * i for o, i in shapes)
         copies = max(1, -(-stream_bytes // (numel * elem)))
@@ -120,6 +127,7 @@ class MatmulProbe:
     dtype: str = "float32"  # a spec's (a decoder has its own)
     batch: int = 1  # sequences whose K/V the cat, attention and alloc sizes hold (batched())
     attn_grouped: bool = False  # also time transformers' exact-width GQA path at attn_width (hf_attn_gqa)
+    hf_matrices: bool = False  # a spec's: also time one layer's matrices as transformers holds them (HF_PART)
     done: int = 0
     samples: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (part, m) -> seconds
 
@@ -136,7 +144,7 @@ class MatmulProbe:
             if self.dtype not in TORCH_DTYPES:
                 raise BMCError(f"probe dtype must be one of {', '.join(TORCH_DTYPES)}, got {self.dtype!r}")
             s, dt, device = self.model, TORCH_DTYPES[self.dtype], "cpu"
-            self._weights = spec_weights(self._stack, s, dt, self.stream_bytes)
+            self._weights = spec_weights(self._stack, s, dt, self.stream_bytes, self.hf_matrices)
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
             raise BMCError(f"probe batch must be a positive integer, got {self.batch!r}")
         self.spec = s
@@ -146,7 +154,7 @@ class MatmulProbe:
         # one activation per inner width: [m, hidden], [m, heads * head_dim], [m, ffn]
         widths = {w.shape[1] for st in self._weights.values() for g in st.groups for w in g}
         self._x = {m: {w: torch.full((m, w), 0.5, dtype=dt, device=device) for w in widths} for m in self.rows}
-        self.samples = {(p, m): [] for p in PARTS for m in self.rows}
+        self.samples = {(p, m): [] for p in self.parts for m in self.rows}
         self._cat_op = None
         if self.cat_rows:
             self._cat_case = cat_cases(kv, (self.cat_rows,), dt, device, self.stream_bytes)[0]
@@ -188,7 +196,7 @@ class MatmulProbe:
         self._cat_op = None
         self._attn_ops = {}
         self._alloc_ops = []
-        self._weights = {p: Streamed([], 0.0) for p in PARTS}
+        self._weights = {p: Streamed([], 0.0) for p in self._weights}
 
     @property
     def cat_x(self) -> float:
@@ -204,6 +212,11 @@ class MatmulProbe:
         self.samples = {k: [] for k in self.samples}
 
     @property
+    def parts(self) -> tuple[str, ...]:
+        """The weight parts timed: PARTS, and HF_PART where asked."""
+        return tuple(self._weights)
+
+    @property
     def progress(self) -> float:
         return self.done / self.steps
 
@@ -214,8 +227,7 @@ class MatmulProbe:
         k = self.done % len(self.rows)
         for m in self.rows[k:] + self.rows[:k]:
             x = self._x[m]
-            for part in PARTS:
-                st = self._weights[part]
+            for part, st in self._weights.items():
                 t0 = time.perf_counter()
                 for group in st.groups:
                     for w in group:
@@ -240,7 +252,7 @@ class MatmulProbe:
         return self.done < self.steps
 
     def medians_ms(self) -> dict[str, dict[int, float]]:
-        return {p: {m: 1e3 * statistics.median(self.samples[(p, m)]) for m in self.rows} for p in PARTS}
+        return {p: {m: 1e3 * statistics.median(self.samples[(p, m)]) for m in self.rows} for p in self.parts}
 
     def cat_ms(self) -> float | None:
         """Mean ms of one torch.cat at cat_rows (None without cat_rows or samples): a mean, as calibration's
@@ -263,7 +275,7 @@ class MatmulProbe:
     def ratios(self) -> dict[str, dict[int, float]]:
         """m rows over one row, per part, from the medians."""
         med = self.medians_ms()
-        return {p: {m: med[p][m] / med[p][1] for m in self.rows} for p in PARTS}
+        return {p: {m: med[p][m] / med[p][1] for m in self.rows} for p in med}
 
 
 def with_row_ratios(prof: Profile, ratios: Ratios) -> Profile:
@@ -283,15 +295,29 @@ def weights_drift(prof: Profile, geo: Geometry, one_row_ms: dict[str, float]) ->
     return (one_row_ms["layers"] + one_row_ms["head"]) / charged_ms
 
 
+def hf_ratio_factor(prof: Profile, geo: Geometry, hf_layers_ms: float, weights_factor: float) -> float:
+    """The factor on hf_matmul_ratio that makes the refreshed hf view charge transformers' one-row layers what
+    the probe measured: hf_layers_ms over ratio x the fused layers' charge once weights_factor has scaled it.
+    The calibrated ratio is over the fitted charge, not over a fused time measured beside it, so it carries
+    the fit's error at this size; the weights factor corrects that error too, and without this factor the
+    refreshed view would correct it twice (docs/model.md, "Refreshing transformers' matmuls")."""
+    fused_ms = 1e3 * geo.layers * matmul_s(prof, geo.layer_weight_bytes, geo.layer_out_rows)
+    ratio = float(term_at(prof.terms[HF_RATIO], geo.layer_weight_bytes))
+    return hf_layers_ms / (weights_factor * ratio * fused_ms)
+
+
 def probe_factors(prof: Profile, probe: MatmulProbe, geo: Geometry) -> dict[str, float]:
     """How far each timed term has moved: measured over what prof charges at the sizes timed.
     weights: weights_drift at one row (one factor for every size: a draft model's weights, which the probe does
     not time, move with the host as the target's do). cat (when prof has the term): at cat_x. alloc: the sum of
     the first touches timed over the term's sum at those sizes. attn_exact, attn_masked: at attn_width, at the
     most rows timed (masked: the verify pass with its folded GQA rows, at a width calibration may not reach), of
-    the probe's batch. geo: the model's (its weights; its batch does not matter here)."""
+    the probe's batch. hf_matmul_ratio (timed HF_PART, a profile with the term): hf_ratio_factor. geo: the
+    model's (its weights; its batch does not matter here)."""
     med = probe.medians_ms()
     f = {"weights": weights_drift(prof, geo, {p: med[p][1] for p in PARTS})}
+    if HF_PART in med and HF_RATIO in prof.terms:
+        f[HF_RATIO] = hf_ratio_factor(prof, geo, med[HF_PART][1], f["weights"])
     cat = probe.cat_ms()
     if cat is not None and "cat" in prof.terms:
         f["cat"] = cat / (1e3 * term_at(prof.cat, probe.cat_x))

@@ -6,10 +6,14 @@ What is timed, for `model` decoding `batch` sequences to `seq` from seq // 2 (pr
 layer's matrices and the LM head at the model's shapes, one token row (and `rows` and the batch, for row
 ratios); torch.cat and one layer's attention (exact and padded, one row; and, for a GQA model with a profile that
 has hf_attn_gqa, transformers' exact-width path) at the decode's middle width; first
-touch of one K tensor at the growth sizes the decode passes (prompt, middle, seq rows). K/V sizes are the
-batch's: torch.cat's cost per byte is not one line across glibc's mmap ceiling, and a batch of four moves a
-tensor past it. Everything cold (stream_bytes, as calibration). For runtime "hf" (transformers), also
-transformers' framework cost in place at the model's geometry (hf_layer_probe.py), where the profile has it.
+touch of one K tensor at the sizes a growing cache allocates: its first, middle and last (prompt + 1, the middle,
+seq - 1 rows; not seq: Llama-2-7b's K at 2048 rows is 32 MiB, glibc's mmap ceiling, which first-touches at ten
+times the cost of the 2047 rows the decode last allocates). K/V sizes are the batch's: torch.cat's cost per byte
+is not one line across that ceiling, and a batch of four moves a tensor past it. For a profile that prices
+transformers (hf_matmul_ratio), also one layer's matrices as transformers holds them, unfused, at every row
+count: the fused four's m-row ratio is not the seven's (probe.hf_ratio_factor). Everything cold (stream_bytes,
+as calibration). For runtime "hf" (transformers), also transformers' framework cost in place at the model's
+geometry (hf_layer_probe.py), where the profile has it.
 
 Torch is imported only to measure; importing this module registers refresh_for as the refresher that layers
 below calibrate reach through core/refresh.py (BMCCache.tuned(refresh=True)).
@@ -48,16 +52,17 @@ class RefreshPlan:
     dtype: str  # the profile's: its terms were calibrated in it
     rows: tuple[int, ...]  # token rows per matmul, 1 first; more than one: row ratios too
     width: int  # torch.cat and attention rows: the decode's middle
-    alloc_sizes: tuple[int, ...]  # bytes of one K tensor at the growth sizes
+    alloc_sizes: tuple[int, ...]  # bytes of one K tensor at the sizes a growing cache allocates
     stream_bytes: int
     budget_s: float
     hf_layers: int = 0  # layers of the in-place transformers probe (hf_layer_probe.py); 0: none
+    hf_matrices: bool = False  # also one layer as transformers holds it, unfused (a profile with hf_matmul_ratio)
 
     def nbytes(self) -> int:
         """What the probe holds, roughly: the weight copies, cat's sources and successors, attention's pool."""
         e = DTYPE_BYTES[self.dtype]
-        weights = sum(max(1, -(-self.stream_bytes // (n * e))) * n * e
-                      for n in (self.spec.layer_params(), self.spec.head_params()))
+        parts = (self.spec.layer_params(), self.spec.head_params(), *((self.spec.layer_params(),) * self.hf_matrices))
+        weights = sum(max(1, -(-self.stream_bytes // (n * e))) * n * e for n in parts)
         row = self.batch * self.spec.kv_heads * self.spec.head_dim * e
         cat = max(self.stream_bytes, self.width * row) + 2 * (self.width + CAT_SPAN) * row
         attn = max(self.stream_bytes, 2 * (self.width + 64) * row)
@@ -98,8 +103,9 @@ def plan_refresh(profile: Profile, model: ModelSpec | str, seq: int, budget_s: f
                        "(pip install 'bmc-tune[hf]')")
     plan = RefreshPlan(spec=spec, seq=seq, batch=batch, dtype=profile.dtype, rows=tuple(sorted({*rows, batch})),
                        width=width,
-                       alloc_sizes=tuple(sorted({n * row for n in (prompt, width, seq)})),
-                       stream_bytes=streamed, budget_s=float(budget_s), hf_layers=hf_layers)
+                       alloc_sizes=tuple(sorted({n * row for n in (min(prompt + 1, seq - 1), width, seq - 1)})),
+                       stream_bytes=streamed, budget_s=float(budget_s), hf_layers=hf_layers,
+                       hf_matrices=profile.hf_matmul_ratio is not None)
     avail = available_ram_bytes()
     if avail and plan.nbytes() > avail // 2:
         gib = 2**30
@@ -125,7 +131,7 @@ def measure(plan: RefreshPlan, calibrated: Profile, threads: int | None = None) 
     probe = MatmulProbe(plan.spec, plan.rows, steps=MAX_STEPS, cat_rows=plan.width, stream_bytes=plan.stream_bytes,
                         cat_calls=cat_calls, attn_width=plan.width,
                         attn_forms=((1, False), (1, True)), alloc_sizes=plan.alloc_sizes, dtype=plan.dtype,
-                        batch=plan.batch, attn_grouped=GQA in calibrated.terms)
+                        batch=plan.batch, attn_grouped=GQA in calibrated.terms, hf_matrices=plan.hf_matrices)
     try:
         hf = (hf_layer_probe.hf_framework_factor(calibrated, plan.spec, plan.batch, plan.hf_layers)
               if plan.hf_layers else None)

@@ -84,12 +84,13 @@ OPTIONAL_TERMS = ("cat", "hf_attn_gqa", *IN_PLACE_TERMS)
 # model reads (matmul_ratio and attn_exact_grouped exist only in that view).
 HF_VIEW = {"hf_layer_fixed": "layer_fixed", "hf_layer_row": "layer_row", "hf_matmul_ratio": "matmul_ratio",
            "hf_attn_gqa": "attn_exact_grouped"}
+HF_ROWS = "hf_weights_rows"  # transformers' layers' m-row ratios: weights_rows@B in the hf view
 # gemv_row_s: cost per output row of a GEMV (short rows stream slower); lazy_backing: absent, count every
 # allocated byte as resident (the conservative reading)
 OPTIONAL_SCALARS = {"gemv_row_s": 0.0, "lazy_backing": 0.0}
 FRACTION_SCALARS = ("lazy_backing",)  # fractions in [0, 1], not costs (profile_check)
 CURVE_NAMES = ("weights_rows", "attn_q")
-SIZED_FAMILIES = ("weights_rows", "head_rows")  # curves measured at several sizes B: "FAMILY@B"
+SIZED_FAMILIES = ("weights_rows", "head_rows", "hf_weights_rows")  # curves measured at several sizes B: "FAMILY@B"
 Curve = tuple[tuple[float, ...], tuple[float, ...]]  # (x, ratio)
 # Framework overhead differs by the code that runs the model; everything else is the same kernels.
 RUNTIMES = {"bmc": ("step_s", "layer_s"), "hf": ("hf_step_s", "hf_layer_s")}
@@ -178,8 +179,13 @@ class Profile:
             # (else it keeps hf_layer_s), as are its matmul ratio and its exact-width GQA attention
             terms = {name: t for name, t in self.terms.items() if name not in (*BMC_IN_PLACE_TERMS, *HF_VIEW)}
             terms.update({HF_VIEW[name]: t for name, t in self.terms.items() if name in HF_VIEW})
-            cache[runtime] = replace(self, terms=terms, scalars=sc, source=f"{self.source} [{runtime} overhead]",
-                                     runtime=runtime)
+            # its m-row ratios too, where a refresh timed its unfused layer (hf_weights_rows@B)
+            hf_rows = {"weights_rows" + k[len(HF_ROWS):]: c for k, c in self.curves.items()
+                       if k.startswith(f"{HF_ROWS}@")}
+            curves = ({**{k: c for k, c in self.curves.items() if not k.startswith(("weights_rows@", f"{HF_ROWS}@"))},
+                       **hf_rows} if hf_rows else self.curves)
+            cache[runtime] = replace(self, terms=terms, scalars=sc, curves=curves,
+                                     source=f"{self.source} [{runtime} overhead]", runtime=runtime)
         return cache[runtime]
 
     def sized_curves(self, family: str = "weights_rows") -> list[tuple[float, Curve]]:

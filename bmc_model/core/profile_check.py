@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from bmc_model.core.errors import BMCError
 from bmc_model.core.profile import FRACTION_SCALARS, IN_PLACE_TERMS, Curve, Profile
+from bmc_model.core.refresh import NEEDED_PARTS, ROW_PARTS
 from bmc_model.core.specs import DTYPE_BYTES
 from bmc_model.core.term import Term
 
@@ -170,8 +171,9 @@ def refresh_problem(refresh: Refresh, prof: Profile) -> str | None:
             return (f"refresh factor {name!r} is {f:g}: it must be finite and within [{1 / MAX_FACTOR:g}, "
                     f"{MAX_FACTOR:g}] (further off, calibrate again)")
     ratios = refresh.row_ratios
-    if ratios and set(ratios) != {"layers", "head"}:
-        return f"refresh row_ratios has parts {sorted(ratios)}: it needs 'layers' and 'head'"
+    if ratios and (not set(NEEDED_PARTS) <= set(ratios) or not set(ratios) <= set(ROW_PARTS)):
+        return (f"refresh row_ratios has parts {sorted(ratios)}: it needs 'layers' and 'head' (and may have "
+                "'hf_layers')")
     for part, by_rows in ratios.items():
         rows = sorted(by_rows)
         if len(rows) < 2 or rows[0] != 1:

@@ -27,7 +27,9 @@ from bmc_model.core.profile import Profile
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.term import Term, as_number
 
-ROW_PARTS = {"layers": "weights_rows", "head": "head_rows"}  # probe part -> the curve family it replaces
+ROW_PARTS = {"layers": "weights_rows", "head": "head_rows",  # probe part -> the curve family it replaces
+             "hf_layers": "hf_weights_rows"}  # transformers' unfused layer: the hf view reads it (Profile.for_runtime)
+NEEDED_PARTS = ("layers", "head")
 Ratios = dict[str, dict[int, float]]  # part -> {rows: time over one row}
 
 
@@ -38,7 +40,7 @@ class Refresh:
     seq: int
     seconds: float  # wall time of the measurement
     factors: dict[str, float]  # term name -> measured now / calibrated charge
-    row_ratios: Ratios = field(default_factory=dict)  # {} or both parts of ROW_PARTS
+    row_ratios: Ratios = field(default_factory=dict)  # {}, or NEEDED_PARTS and maybe hf_layers
     batch: int = 1  # sequences whose K/V sizes were timed
 
     def to_dict(self) -> dict:
@@ -94,9 +96,12 @@ def scaled_term(t: Term, f: float) -> Term:
 
 
 def row_ratio_curves(prof: Profile, ratios: Ratios) -> dict:
-    """prof's curves with weights_rows@B and head_rows@B replaced by one curve each, the ratios' points."""
-    keep = {k: c for k, c in prof.curves.items() if not k.startswith(("weights_rows@", "head_rows@"))}
-    for part, family in ROW_PARTS.items():
+    """prof's curves with the sized families of the parts measured (weights_rows@B, head_rows@B and, timed,
+    hf_weights_rows@B) replaced by one curve each, the ratios' points."""
+    replaced = tuple(f"{ROW_PARTS[part]}@" for part in ratios)
+    keep = {k: c for k, c in prof.curves.items() if not k.startswith(replaced)}
+    for part in ratios:
+        family = ROW_PARTS[part]
         ms = sorted(ratios[part])
         keep[f"{family}@1"] = (tuple(float(m) for m in ms), tuple(float(ratios[part][m]) for m in ms))
     return keep

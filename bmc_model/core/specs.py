@@ -77,6 +77,13 @@ class ModelSpec:
         return [((self.heads + 2 * self.kv_heads) * hd, self.hidden), (self.hidden, self.heads * hd),
                 ((2 if self.gated_mlp else 1) * self.ffn, self.hidden), (self.hidden, self.ffn)]
 
+    def hf_layer_matrices(self) -> list[tuple[int, int]]:
+        """(out, in) of one layer's nn.Linear weights as transformers holds them, unfused: q, k, v, o, then gate,
+        up (gated) and down. Seven GEMVs per layer and token (five without a gated MLP)."""
+        hd, h = self.head_dim, self.hidden
+        attn = [(self.heads * hd, h), (self.kv_heads * hd, h), (self.kv_heads * hd, h), (h, self.heads * hd)]
+        return attn + [(self.ffn, h)] * (2 if self.gated_mlp else 1) + [(h, self.ffn)]
+
     def layer_out_rows(self) -> int:
         """Output rows (dot products) of one layer's matmuls for one token: each has a fixed cost."""
         return sum(n_out for n_out, _ in self.layer_matrices())
