@@ -90,7 +90,7 @@ HF_ROWS = "hf_weights_rows"  # transformers' layers' m-row ratios: weights_rows@
 OPTIONAL_SCALARS = {"gemv_row_s": 0.0, "lazy_backing": 0.0}
 FRACTION_SCALARS = ("lazy_backing",)  # fractions in [0, 1], not costs (profile_check)
 CURVE_NAMES = ("weights_rows", "attn_q")
-SIZED_FAMILIES = ("weights_rows", "head_rows", "hf_weights_rows")  # curves measured at several sizes B: "FAMILY@B"
+SIZED_FAMILIES = ("weights_rows", "head_rows", HF_ROWS)  # curves measured at several sizes B: "FAMILY@B"
 Curve = tuple[tuple[float, ...], tuple[float, ...]]  # (x, ratio)
 # Framework overhead differs by the code that runs the model; everything else is the same kernels.
 RUNTIMES = {"bmc": ("step_s", "layer_s"), "hf": ("hf_step_s", "hf_layer_s")}

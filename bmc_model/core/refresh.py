@@ -23,12 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.profile import Profile
+from bmc_model.core.profile import HF_ROWS, Profile
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.term import Term, as_number
 
 ROW_PARTS = {"layers": "weights_rows", "head": "head_rows",  # probe part -> the curve family it replaces
-             "hf_layers": "hf_weights_rows"}  # transformers' unfused layer: the hf view reads it (Profile.for_runtime)
+             "hf_layers": HF_ROWS}  # transformers' unfused layer: the hf view reads it (Profile.for_runtime)
 NEEDED_PARTS = ("layers", "head")
 Ratios = dict[str, dict[int, float]]  # part -> {rows: time over one row}
 
