@@ -355,6 +355,20 @@ def test_through_interpolates_and_holds_flat_past_the_ends():
     assert through([7.0], [3.0])(1e9) == 3.0
 
 
+@given(st.lists(st.tuples(st.floats(1e3, 1e10), st.one_of(st.just(0.0), st.floats(1e-9, 1.0))), min_size=2,
+                max_size=5, unique_by=lambda p: p[0]))
+@example([(187170816.0, 5.7264293839450695e-05), (809500672.0, 0.0)])  # a quick calibration's hf_layer_row
+def test_through_non_negative_points_give_a_physical_in_place_term(pts):
+    """Costs floored at 0 (a per-row slope) must not come back as -1e-20 s at a knot: calibration would reject
+    the profile as unphysical."""
+    from bmc_model.core.profile_check import term_problem
+
+    xs, ys = zip(*pts)
+    t = through(list(xs), list(ys))
+    assert term_problem(t, in_place=True) is None
+    assert all(t(x) >= 0 for x in xs)
+
+
 @given(st.integers(1, 16), st.sampled_from(["smollm2-135m", "qwen2.5-coder-1.5b", "llama-7b"]))
 def test_folded_gqa_attention_reads_the_q_row_curve_at_g_q_rows(q, model):
     """bmc-tune's runtime attends a KV head with g q query rows (g = heads / kv_heads); transformers does not fold."""

@@ -38,28 +38,30 @@ def slowing_refresh(monkeypatch):
     return calls
 
 
-def whens(reps: int) -> list[str]:
-    return ["before"] + [w for i in range(1, reps + 1)
+def whens(reps: int, before: tuple[str, ...] = ("before",)) -> list[str]:
+    return [*before] + [w for i in range(1, reps + 1)
                          for w in [*(f"rep {i} pause {k}" for k in range(1, WITHIN_REFRESHES + 1)), f"after rep {i}"]]
 
 
-def check_rows(rows, refresh, calls, reps, kw_of):
+def check_rows(rows, refresh, calls, reps, kw_of, before: tuple[str, ...] = ("before",)):
     """Each row's repeats predicted as the median over the refreshes of their spans, the row as their median; the
-    refresh before the run alone beside it; every refresh from the profile as given, none carried over."""
-    base = calls[0][0]
-    assert all(p is base for p, _ in calls) and len(calls) == 1 + reps * (SPAN - 1)
-    assert [kw.get("budget_s") for _, kw in calls[:SPAN]] == [None, *[WITHIN_REFRESH_S] * WITHIN_REFRESHES, None]
-    assert [r["when"] for r in refresh["refreshes"]] == whens(reps)
+    refresh before the run (the last of `before`) alone beside it; every refresh from the profile as given, none
+    carried over."""
+    base, o = calls[0][0], len(before)  # o: the call number (from 1) of the refresh right before the run
+    assert all(p is base for p, _ in calls) and len(calls) == o + reps * (SPAN - 1)
+    assert ([kw.get("budget_s") for _, kw in calls[o - 1:o - 1 + SPAN]]
+            == [None, *[WITHIN_REFRESH_S] * WITHIN_REFRESHES, None])
+    assert [r["when"] for r in refresh["refreshes"]] == whens(reps, before)
     for row in rows:
-        def ms(k, row=row):  # the prediction from the k-th refresh (1: before the run)
+        def ms(k, row=row):  # the prediction from the k-th refresh
             return predict(**kw_of(row), profile=rescaled(base, {"weights": 1.1 ** k})).ms_per_token
 
-        want = [statistics.median(ms(1 + (SPAN - 1) * i + j) for j in range(SPAN)) for i in range(reps)]
+        want = [statistics.median(ms(o + (SPAN - 1) * i + j) for j in range(SPAN)) for i in range(reps)]
         assert row.predicted_ms_by_rep == pytest.approx(want)
         assert row.predicted_ms == pytest.approx(statistics.median(want))
         m = row.measured_ms
         assert row.error_pct == pytest.approx(100 * (row.predicted_ms - m) / m)
-        assert refresh["errors_pct_refresh_before_run"][row.name] == pytest.approx(100 * (ms(1) - m) / m)
+        assert refresh["errors_pct_refresh_before_run"][row.name] == pytest.approx(100 * (ms(o) - m) / m)
     before = refresh["errors_pct_refresh_before_run"].values()
     assert refresh["max_abs_error_pct_refresh_before_run"] == pytest.approx(max(map(abs, before)))
 
@@ -87,10 +89,12 @@ def test_sd_validate_refreshes_before_within_and_after_each_repeat(slowing_refre
     out = measure_sd("synthetic", model=tiny, layers=1, prompt=16, new_tokens=12, gamma=2, repeats=reps, warmup=0,
                      refresh=True, profile=embedded_profile())
     assert all(kw["seq"] == 28 and kw["prompt"] == 16 for _, kw in slowing_refresh)
-    check_rows(out.rows, out.refresh, slowing_refresh, reps,
-               lambda row: {"model": tiny.with_layers(1), "seq": 28, "prompt": 16, "batch": 1, "dtype": "float32",
-                            "policy": parse_policy(row.policy), "gamma": row.gamma,
-                            "alpha": alpha_of(row.acceptance) if row.gamma else None})
+    # the first refresh picks gamma; the rest also time verification's gamma + 1 rows, from one before the run
+    assert "rows" not in slowing_refresh[0][1] and all(kw["rows"] == (1, 3) for _, kw in slowing_refresh[1:])
+    check_rows(out.rows, out.refresh, slowing_refresh, reps, before=("before", "before, at 3 rows"),
+               kw_of=lambda row: {"model": tiny.with_layers(1), "seq": 28, "prompt": 16, "batch": 1,
+                                  "dtype": "float32", "policy": parse_policy(row.policy), "gamma": row.gamma,
+                                  "alpha": alpha_of(row.acceptance) if row.gamma else None})
 
 
 def alpha_of(acceptance: dict) -> list[float]:

@@ -24,6 +24,7 @@ from torch import nn
 
 from bmc_model.calibrate.plan import layers_for
 from bmc_model.core.specs import ModelSpec
+from bmc_model.runtime.decoder import tile_
 
 PROMPT = 64  # cached rows before decoding: attention stays a small share
 BATCHES = (1, 4)  # token rows per matmul: the per-row cost is a line through them
@@ -77,10 +78,7 @@ def _fill(model: nn.Module, seed: int) -> None:
     block = torch.empty(2**20).uniform_(-0.02, 0.02, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for p in model.parameters():
-            flat = p.view(-1)
-            for i in range(0, flat.numel(), block.numel()):
-                n = min(block.numel(), flat.numel() - i)
-                flat[i:i + n].copy_(block[:n])
+            tile_(p, block)
 
 
 def hf_model(spec: ModelSpec, layers: int, dtype: torch.dtype, seed: int = 0) -> Any:
@@ -134,8 +132,8 @@ def hf_layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtyp
     tokens = steps + 2  # the first step out of the prefill, then one dropped (its shapes warm)
     out = []
     with torch.inference_mode():
-        for _, m, b in cases:
-            decode_steps(m, b, 2, gen)  # generate()'s first call sets up lazily
+        for _, m in models:  # generate()'s first call on a model sets up lazily; a batch's first step is dropped
+            decode_steps(m, 1, 2, gen)
         for _ in range(rounds):
             for i in rng.permutation(len(cases)):
                 s, m, b = cases[int(i)]

@@ -4,10 +4,10 @@ The tiny decoder (bench_overhead.py) gives the per-layer framework cost with eve
 caches. In a real decode every layer first streams megabytes of weights, so the norms, RoPE, attention
 set-up and cache writes that follow start from cold caches, and a verification pass of q rows does q
 times their elementwise work. So the runtime's own Decoder runs here at each calibration geometry
-(random weights, enough layers to stream past the last-level cache, a short context), every weight
-matmul timed where it runs (Decoder._linear): a forward's time minus its matmuls' is the work the
-weights terms do not cover, at q = 1 and at the row counts of verification. calibrate/layers.py takes
-off what the attention and write terms already charge and fits what is left.
+(random weights tiled from one block, as cheap to make as a copy; enough layers to stream past the last-level
+cache; a short context), every weight matmul timed where it runs (Decoder._linear): a forward's time minus its
+matmuls' is the work the weights terms do not cover, at q = 1 and at the row counts of verification.
+calibrate/layers.py takes off what the attention and write terms already charge and fits what is left.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtype, 
         if n * s.layer_params() * elem > max_bytes:
             continue
         small = dataclasses.replace(s, vocab=VOCAB, layers=n)
-        decs.append(timed(small, random_weights(small, dtype=dtype), dtype=dtype))
+        decs.append(timed(small, random_weights(small, dtype=dtype, tiled=True), dtype=dtype))
     cases = [(d, q) for d in decs for q in q_rows]
     samples: dict[tuple[str, int], list[float]] = {(d.spec.name, q): [] for d, q in cases}
     gen = torch.Generator().manual_seed(0)

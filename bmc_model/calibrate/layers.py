@@ -28,7 +28,9 @@ def through(xs: list[float], ys: list[float]) -> Term:
     c0, slope = [pts[0][1]], [0.0]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         s = (y1 - y0) / (x1 - x0) if x1 > x0 else 0.0
-        c0.append(y0 - s * x0)
+        # through the lower end exactly: a floored 0 there must not come back as -1e-20 s (an unphysical cost)
+        xa, ya = (x0, y0) if y0 <= y1 else (x1, y1)
+        c0.append(ya - s * xa)
         slope.append(s)
     c0.append(pts[-1][1])
     slope.append(0.0)

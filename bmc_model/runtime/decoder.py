@@ -57,18 +57,34 @@ class Weights:
         return sum(seen.values())
 
 
-def random_weights(spec: ModelSpec, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Weights:
+def tile_(t: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """t filled in place with `block` (1-D) repeated: a copy's cost, where 200M random draws (one 7B layer)
+    take seconds."""
+    flat = t.view(-1)
+    for i in range(0, flat.numel(), block.numel()):
+        n = min(block.numel(), flat.numel() - i)
+        flat[i:i + n].copy_(block[:n])
+    return t
+
+
+def random_weights(spec: ModelSpec, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                   tiled: bool = False) -> Weights:
     """Seeded random weights scaled so every sublayer matters and greedy argmax moves.
 
     Projections have std 1/sqrt(fan_in) (unit-variance outputs); queries are scaled up so
     attention is peaked enough to depend on which rows are cached; embeddings are small
     against the layer outputs so a tied head does not just repeat the input token.
+    tiled: one block of draws repeated over every matrix (tile_), for timing only: a matmul's speed does not
+    depend on its values, but repeated rows tie logits, so greedy tokens are not a test's to compare.
     """
     g = torch.Generator().manual_seed(seed)
     h, d = spec.hidden, spec.head_dim
     qd, kvd = spec.heads * d, spec.kv_heads * d
+    block = torch.empty(2**20).normal_(generator=g) if tiled else None
 
     def fill(w: torch.Tensor, std: float) -> torch.Tensor:
+        if block is not None:
+            return tile_(w, block).mul_(std)
         return w.normal_(generator=g).mul_(std)  # in place: a 7B layer is ~200M draws, no extra copy
 
     def lin(out: int, fan_in: int, scale: float = 1.0) -> torch.Tensor:

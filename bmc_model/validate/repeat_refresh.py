@@ -48,6 +48,13 @@ class RepeatRefresher:
     def refreshing(self) -> bool:
         return self._refresh is not None
 
+    def retarget(self, refresh: Callable[..., Any], when: str) -> None:
+        """From here on refresh with `refresh` (validate --sd: at verification's rows, known only once the tuner has
+        chosen gamma from the first refresh), and refresh with it now: that is the refresh before the run."""
+        if self.refreshing:
+            self._refresh = refresh
+            self.first = self.last = self._take(when)
+
     def start_repeat(self) -> None:
         self.spans.append([self.last])
 

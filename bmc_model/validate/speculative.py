@@ -154,6 +154,9 @@ def measure_sd(workload: str | SDWorkload = "synthetic", *, new_tokens: int = 12
     rec_auto = recommend(**common, gamma="auto", alpha=alpha_probe, **draft_kw)
     g_run = gamma if isinstance(gamma, int) else (rec_auto.gamma or probe_gamma)
     rec_sd = rec_auto if rec_auto.gamma == g_run else recommend(**common, gamma=g_run, alpha=alpha_probe, **draft_kw)
+    if refresh_now is not None:  # verification's m-row matmuls drift apart from one row's (docs/results.md)
+        refresher.retarget(functools.partial(refresh_now, rows=(1, g_run + 1)), f"before, at {g_run + 1} rows")
+        prof = refresher.first
     configs = [Config("plain-cat", CAT, 0), Config("plain-bmc", rec_plain.policy, 0),
                Config("sd-cat", CAT, g_run), Config("sd-bmc", rec_sd.policy, g_run)]
 
