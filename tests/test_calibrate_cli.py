@@ -103,7 +103,7 @@ def test_unwritable_destination_fails_before_measuring(tmp_path, monkeypatch):
 
 @pytest.mark.heavy
 def test_real_quick_calibration_end_to_end(tmp_path):
-    """Times the host for real (about 15-30 s): run with -m heavy."""
+    """Times the host for real (about 30 s): run with -m heavy."""
     out = tmp_path / "p.json"
     res = runner.invoke(app, ["calibrate", "--quick", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output

@@ -61,7 +61,8 @@ def check_destination(path: Path) -> None:
 @app.command("calibrate")
 @guarded
 def calibrate_cmd(
-    quick: bool = typer.Option(False, "--quick", help="Fewer sizes and repeats (about 15-30 s instead of 2-3 min)."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="Fewer sizes and repeats (about 30 s instead of 3-4 min on 2 cores)."),
     device: str | None = typer.Option(None, help="cpu or cuda (default cpu)."),
     threads: int | None = typer.Option(None, help="torch threads (default: the cores this process may use)."),
     dtype: str | None = typer.Option(None, help="float32, bfloat16 or float16 (default float32)."),
