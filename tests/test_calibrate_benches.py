@@ -32,6 +32,11 @@ def test_alloc_cases_cover_touch_and_call():
         run_once(c)
 
 
+def test_alloc_cases_without_the_raw_only_call():
+    cases = bm.alloc_cases((4096, 65536), F32, "cpu", call=False)  # --quick: the alloc term's touch only
+    assert [c.key[0] for c in cases] == ["touch", "touch"]
+
+
 def test_copy_moves_the_valid_rows_in_kv_layout():
     spec = get_spec("smollm2-135m")
     cases = bm.copy_cases(spec, (5,), F32, "cpu")

@@ -148,7 +148,8 @@ def build_profile(plan: Plan, m: Measurements, host: dict, date: str) -> Profile
     raw: dict = {}
     fits: dict[str, PiecewiseFit] = {}
     fits["alloc"], raw["alloc"] = _fit("alloc", _kind(m.alloc, "touch"), first_touch=True)
-    _, raw["alloc_call"] = _fit("alloc_call", _kind(m.alloc, "call"), knee=False)
+    if _kind(m.alloc, "call"):
+        _, raw["alloc_call"] = _fit("alloc_call", _kind(m.alloc, "call"), knee=False)
     if _kind(m.alloc, "cold"):  # CUDA: cudaMalloc past the caching allocator, for reference
         _, raw["alloc_cold"] = _fit("alloc_cold", _kind(m.alloc, "cold"))
     fits["copy"], raw["copy"] = _fit("copy", _kind(m.copy, "strided"))

@@ -104,12 +104,13 @@ def hf_model(spec: ModelSpec, layers: int, dtype: torch.dtype, seed: int = 0) ->
     return model
 
 
-def decode_steps(model: Any, batch: int, tokens: int, gen: torch.Generator) -> list[tuple[float, float, float]]:
+def decode_steps(model: Any, batch: int, tokens: int, gen: torch.Generator, prompt: int = PROMPT
+                 ) -> list[tuple[float, float, float]]:
     """(seconds, layers' matmul seconds, head's) of each decode step of one greedy generate()."""
     from transformers import StaticCache
 
-    ids = torch.randint(1, VOCAB, (batch, PROMPT), generator=gen)
-    cache = StaticCache(config=model.config, max_cache_len=PROMPT + tokens + 1)
+    ids = torch.randint(1, VOCAB, (batch, prompt), generator=gen)
+    cache = StaticCache(config=model.config, max_cache_len=prompt + tokens + 1)
     clock = _Clock(model.bmc_acc)
     model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, max_new_tokens=tokens,
                    min_new_tokens=tokens, do_sample=False, streamer=clock, pad_token_id=0)
@@ -132,8 +133,10 @@ def hf_layer_points(specs: tuple[ModelSpec, ...], rounds: int, dtype: torch.dtyp
     tokens = steps + 2  # the first step out of the prefill, then one dropped (its shapes warm)
     out = []
     with torch.inference_mode():
-        for _, m in models:  # generate()'s first call on a model sets up lazily; a batch's first step is dropped
-            decode_steps(m, 1, 2, gen)
+        # generate()'s first call on a model sets up lazily: once per model, with a short prompt (a prefill of
+        # PROMPT rows costs more than the timed steps); each (geometry, batch)'s first timed step is dropped too
+        for _, m in models:
+            decode_steps(m, 1, 2, gen, prompt=4)
         for _ in range(rounds):
             for i in rng.permutation(len(cases)):
                 s, m, b = cases[int(i)]

@@ -37,7 +37,8 @@ WRITE_POSITIONS = 256  # random row offsets the write benchmark cycles through
 CAT_SPAN = 16  # rows a cat tensor grows before it is put back to its base size
 
 
-def alloc_cases(sizes: tuple[int, ...], dtype: torch.dtype, device: str) -> list[Case]:
+def alloc_cases(sizes: tuple[int, ...], dtype: torch.dtype, device: str, call: bool = True) -> list[Case]:
+    """touch (the alloc term) at every size; call (torch.empty alone, a raw-only cross-check) too where asked."""
     elem = torch.empty((), dtype=dtype).element_size()
     cases = []
     for nbytes in sizes:
@@ -47,11 +48,12 @@ def alloc_cases(sizes: tuple[int, ...], dtype: torch.dtype, device: str) -> list
         def touch(n: int = n) -> None:
             torch.empty(n, dtype=dtype, device=device).zero_()
 
-        def call(n: int = n) -> None:
+        def untouched(n: int = n) -> None:
             torch.empty(n, dtype=dtype, device=device)
 
         cases.append(Case.simple(("touch", x), x, touch))
-        cases.append(Case.simple(("call", x), x, call))
+        if call:
+            cases.append(Case.simple(("call", x), x, untouched))
         if device == "cuda":  # cudaMalloc + memset: what a fresh block costs past the cache
             cases.append(Case(key=("cold", x), x=x, make=lambda op=touch: _yield(op), fresh=torch.cuda.empty_cache))
     return cases

@@ -25,8 +25,9 @@ MIN_FREE_RAM = 256 * MiB
 FULL_BUDGET = {"sd_iter": 1.5, "copy": 11.0, "cat": 12.0, "alloc": 13.0, "write": 3.0, "attn_exact": 11.0,
                "attn_masked": 11.0, "attn_gqa": 6.0, "attn_q": 7.5, "weights": 13.0, "weights_rows": 10.0,
                "head_rows": 5.0, "overhead": 7.5}
-# --quick: coarser size grids (below) at about the full run's seconds per size, over a fifth of its samples
-QUICK_BUDGET = {"sd_iter": 0.3, "copy": 1.4, "cat": 1.8, "alloc": 1.5, "write": 0.5, "attn_exact": 1.2,
+# --quick: coarser size grids (below) at about the full run's seconds per size, over a fifth of its samples;
+# alloc's half of a full run's cases (no raw-only "call" cases), copy's likewise (no contiguous copy)
+QUICK_BUDGET = {"sd_iter": 0.3, "copy": 1.4, "cat": 1.8, "alloc": 0.8, "write": 0.5, "attn_exact": 1.2,
                 "attn_masked": 1.2, "attn_gqa": 0.6, "attn_q": 1.0, "weights": 1.6, "weights_rows": 1.4,
                 "head_rows": 0.8, "overhead": 1.2}
 
@@ -58,6 +59,7 @@ class Plan:
     weight_sizes: tuple[int, ...]  # bytes of one layer's matrices
     stream_bytes: int  # a timed call streams at least this much distinct data (twice the LLC): cold
     copy_contiguous: bool  # also time the contiguous copy (a raw-only cross-check; full runs)
+    alloc_call: bool  # also time torch.empty without its touch (a raw-only cross-check; full runs)
     row_counts: tuple[int, ...]  # m rows for weights_row_slope
     overhead_layers: tuple[int, ...]
     overhead_tokens: int
@@ -177,6 +179,7 @@ def make_plan(*, quick: bool, device: str, dtype: str, threads: int, specs: list
         weight_sizes=weight_sizes,
         stream_bytes=int(stream),
         copy_contiguous=not quick,
+        alloc_call=not quick,
         row_counts=(1, 2, 4, 8, 16) if quick else ROW_COUNTS,
         overhead_layers=(1, 2, 4) if quick else (1, 2, 4, 6, 8),
         overhead_tokens=16 if quick else 32,

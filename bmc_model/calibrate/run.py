@@ -208,7 +208,7 @@ def _measure(plan: Plan, rep: Reporter, rng: np.random.Generator) -> Profile:
     release_free_memory()
     cat = run("cat", bm.cat_cases(p, plan.cat_rows, dt, dev, plan.stream_bytes))
     release_free_memory()
-    alloc = run("alloc", bm.alloc_cases(plan.alloc_sizes, dt, dev))
+    alloc = run("alloc", bm.alloc_cases(plan.alloc_sizes, dt, dev, plan.alloc_call))
     release_free_memory()
     copy = run("copy", bm.copy_cases(p, plan.copy_rows, dt, dev, plan.copy_contiguous, plan.stream_bytes))
     # The rest reads cold data carved from one pool (pool.py), built once the allocation
