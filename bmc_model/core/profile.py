@@ -180,10 +180,9 @@ class Profile:
             terms = {name: t for name, t in self.terms.items() if name not in (*BMC_IN_PLACE_TERMS, *HF_VIEW)}
             terms.update({HF_VIEW[name]: t for name, t in self.terms.items() if name in HF_VIEW})
             # its m-row ratios too, where a refresh timed its unfused layer (hf_weights_rows@B)
-            hf_rows = {"weights_rows" + k[len(HF_ROWS):]: c for k, c in self.curves.items()
-                       if k.startswith(f"{HF_ROWS}@")}
-            curves = ({**{k: c for k, c in self.curves.items() if not k.startswith(("weights_rows@", f"{HF_ROWS}@"))},
-                       **hf_rows} if hf_rows else self.curves)
+            hf_rows = {k[len(HF_ROWS) + 1:]: c for k, c in self.curves.items() if k.startswith(f"{HF_ROWS}@")}
+            curves = (with_family(with_family(self.curves, HF_ROWS, {}), "weights_rows", hf_rows) if hf_rows
+                      else self.curves)
             cache[runtime] = replace(self, terms=terms, scalars=sc, curves=curves,
                                      source=f"{self.source} [{runtime} overhead]", runtime=runtime)
         return cache[runtime]
@@ -297,6 +296,13 @@ def _scalar(scalars: dict, name: str, default: float | None = None) -> float:
     if name not in scalars:
         raise BMCError(f"missing scalar {name!r}")
     return as_number(scalars[name], f"scalar {name!r}")
+
+
+def with_family(curves: dict[str, Curve], family: str, members: dict[str, Curve]) -> dict[str, Curve]:
+    """curves with the sized family's FAMILY@B curves replaced by members (B as the name writes it -> curve)."""
+    out = {k: c for k, c in curves.items() if not k.startswith(f"{family}@")}
+    out.update({f"{family}@{size}": c for size, c in members.items()})
+    return out
 
 
 def _sized(name: str, family: str | None = None) -> float | None:

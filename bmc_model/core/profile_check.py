@@ -172,8 +172,9 @@ def refresh_problem(refresh: Refresh, prof: Profile) -> str | None:
                     f"{MAX_FACTOR:g}] (further off, calibrate again)")
     ratios = refresh.row_ratios
     if ratios and (not set(NEEDED_PARTS) <= set(ratios) or not set(ratios) <= set(ROW_PARTS)):
-        return (f"refresh row_ratios has parts {sorted(ratios)}: it needs 'layers' and 'head' (and may have "
-                "'hf_layers')")
+        optional = ", ".join(repr(p) for p in ROW_PARTS if p not in NEEDED_PARTS)
+        return (f"refresh row_ratios has parts {sorted(ratios)}: it needs {' and '.join(map(repr, NEEDED_PARTS))} "
+                f"(and may have {optional})")
     for part, by_rows in ratios.items():
         rows = sorted(by_rows)
         if len(rows) < 2 or rows[0] != 1:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bmc_model.core.errors import BMCError
-from bmc_model.core.profile import HF_ROWS, Profile
+from bmc_model.core.profile import HF_ROWS, Profile, with_family
 from bmc_model.core.specs import ModelSpec
 from bmc_model.core.term import Term, as_number
 
@@ -98,13 +98,12 @@ def scaled_term(t: Term, f: float) -> Term:
 def row_ratio_curves(prof: Profile, ratios: Ratios) -> dict:
     """prof's curves with the sized families of the parts measured (weights_rows@B, head_rows@B and, timed,
     hf_weights_rows@B) replaced by one curve each, the ratios' points."""
-    replaced = tuple(f"{ROW_PARTS[part]}@" for part in ratios)
-    keep = {k: c for k, c in prof.curves.items() if not k.startswith(replaced)}
-    for part in ratios:
-        family = ROW_PARTS[part]
-        ms = sorted(ratios[part])
-        keep[f"{family}@1"] = (tuple(float(m) for m in ms), tuple(float(ratios[part][m]) for m in ms))
-    return keep
+    curves = prof.curves
+    for part, by_rows in ratios.items():
+        ms = sorted(by_rows)
+        curves = with_family(curves, ROW_PARTS[part], {"1": (tuple(float(m) for m in ms),
+                                                              tuple(float(by_rows[m]) for m in ms))})
+    return curves
 
 
 # A term the refresh does not time moves with the one timed on the same data: transformers' exact-width GQA
